@@ -1,0 +1,1 @@
+"""OpenMultiStack's runtime code, packaged with the Chalice app (deployed to Lambda)."""

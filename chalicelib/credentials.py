@@ -1,0 +1,51 @@
+"""Provider credentials in Secrets Manager. DynamoDB keeps only the secret's ARN and version.
+
+Each provider has one secret; rotating its credentials adds a version, and the provider item
+records which version is current, so an old version stops being used the moment PATCH returns.
+"""
+
+from __future__ import annotations
+
+import json
+
+from botocore.exceptions import ClientError
+
+from chalicelib import aws
+from chalicelib.settings import settings
+
+
+def secret_name(provider: str) -> str:
+    return f"{settings.secrets_prefix}providers/{provider}"
+
+
+def store(provider: str, secret: dict[str, str]) -> tuple[str, str]:
+    """Create or update the provider's secret; returns (arn, version_id) of the new version."""
+    client = aws.client("secretsmanager")
+    body = json.dumps(secret)
+    try:
+        created = client.create_secret(
+            Name=secret_name(provider),
+            SecretString=body,
+            Description=f"OpenMultiStack provider {provider} credentials",
+            Tags=[{"Key": "oms:deployment", "Value": settings.deployment}],
+        )
+        return created["ARN"], created["VersionId"]
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "ResourceExistsException":
+            raise
+    updated = client.put_secret_value(SecretId=secret_name(provider), SecretString=body)
+    return updated["ARN"], updated["VersionId"]
+
+
+def load(arn: str, version: str) -> dict[str, str]:
+    """The secret at exactly `version` (never 'latest': rotation is atomic with the provider item)."""
+    value = aws.client("secretsmanager").get_secret_value(SecretId=arn, VersionId=version)
+    return json.loads(value["SecretString"])
+
+
+def delete(arn: str) -> None:
+    try:
+        aws.client("secretsmanager").delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True)
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "ResourceNotFoundException":
+            raise

@@ -1,0 +1,275 @@
+"""The data model: pynamodb declarations, their indexes, and the conditional writes.
+
+Invariants live in write conditions, not in checks before writes: an instance changes state
+only from the state (and version) its writer saw, so concurrent or repeated stream deliveries
+cannot both act on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pynamodb.attributes import (
+    BooleanAttribute,
+    ListAttribute,
+    MapAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+    VersionAttribute,
+)
+from pynamodb.constants import PAY_PER_REQUEST_BILLING_MODE, STREAM_NEW_AND_OLD_IMAGE
+from pynamodb.exceptions import DeleteError, PutError, UpdateError
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.models import Model
+
+from chalicelib import timeutil
+from chalicelib.settings import settings
+
+# Instance states (API.md). LIVE ones may hold a server or a slot, or are on their way to one.
+PENDING, LAUNCHING, BUILDING, ACTIVE = "PENDING", "LAUNCHING", "BUILDING", "ACTIVE"
+DELETING, DELETED, FAILED = "DELETING", "DELETED", "FAILED"
+STATES = (PENDING, LAUNCHING, BUILDING, ACTIVE, DELETING, DELETED, FAILED)
+LIVE_STATES = (PENDING, LAUNCHING, BUILDING, ACTIVE, DELETING)
+ON_THE_WAY = (PENDING, LAUNCHING, BUILDING)
+TERMINAL_STATES = (DELETED, FAILED)
+
+
+class _Meta:
+    region = settings.region
+    host = settings.aws_endpoint
+    billing_mode = PAY_PER_REQUEST_BILLING_MODE
+    connect_timeout_seconds = 5
+    read_timeout_seconds = 10
+
+
+def _index(name: str) -> type:
+    class Meta:
+        index_name = name
+        projection = AllProjection()
+
+    return Meta
+
+
+# A constant partition ("kind") gives an ordered listing of a whole table through a query:
+# request paths never scan.
+class ProvidersByKind(GlobalSecondaryIndex):
+    Meta = _index("by_kind")
+    kind = UnicodeAttribute(hash_key=True)
+    name = UnicodeAttribute(range_key=True)
+
+
+class Provider(Model):
+    """One OpenStack account at one provider, in one region. Secrets live in Secrets Manager."""
+
+    class Meta(_Meta):
+        table_name = settings.providers_table
+
+    name = UnicodeAttribute(hash_key=True)
+    kind = UnicodeAttribute(default="provider")
+    auth_url = UnicodeAttribute()
+    region = UnicodeAttribute(null=True)
+    project_name = UnicodeAttribute(null=True)
+    project_id = UnicodeAttribute(null=True)
+    user_domain_name = UnicodeAttribute(null=True)
+    project_domain_name = UnicodeAttribute(null=True)
+    auth_type = UnicodeAttribute()
+    username = UnicodeAttribute(null=True)
+    application_credential_id = UnicodeAttribute(null=True)
+    # A reference only: the secret's ARN and the version this provider uses.
+    secret_arn = UnicodeAttribute()
+    secret_version = UnicodeAttribute()
+    interface = UnicodeAttribute(default="public")
+    verify_tls = BooleanAttribute(default=True)
+    max_instances = NumberAttribute()
+    priority = NumberAttribute(default=100)
+    enabled = BooleanAttribute(default=True)
+    labels = MapAttribute(default=dict)
+    # Slots held by instances of ours (reserved with a conditional `in_use < cap`).
+    in_use = NumberAttribute(default=0)
+    quota_instances = NumberAttribute(null=True)
+    health_state = UnicodeAttribute(default="unknown")
+    checked_at = UnicodeAttribute(null=True)
+    last_error = UnicodeAttribute(null=True)
+    consecutive_failures = NumberAttribute(default=0)
+    retry_at = UnicodeAttribute(null=True)
+    created_at = UnicodeAttribute()
+    updated_at = UnicodeAttribute()
+    by_kind = ProvidersByKind()
+
+    @property
+    def cap(self) -> int:
+        """The most instances we may hold here: our own limit, lowered by the real quota."""
+        if self.quota_instances is None:
+            return int(self.max_instances)
+        return max(0, min(int(self.max_instances), int(self.quota_instances)))
+
+
+class RequestsByOwner(GlobalSecondaryIndex):
+    Meta = _index("by_owner")
+    owner = UnicodeAttribute(hash_key=True)
+    created_at = UnicodeAttribute(range_key=True)
+
+
+class RequestsByKind(GlobalSecondaryIndex):
+    Meta = _index("by_kind")
+    kind = UnicodeAttribute(hash_key=True)
+    created_at = UnicodeAttribute(range_key=True)
+
+
+class Request(Model):
+    """A group of instances of one label with one lifetime."""
+
+    class Meta(_Meta):
+        table_name = settings.requests_table
+
+    id = UnicodeAttribute(hash_key=True)
+    kind = UnicodeAttribute(default="request")
+    owner = UnicodeAttribute()
+    label = UnicodeAttribute()
+    count = NumberAttribute()
+    lifetime_minutes = NumberAttribute()
+    name_prefix = UnicodeAttribute()
+    ssh_public_key = UnicodeAttribute(null=True)
+    user_data = UnicodeAttribute(null=True)
+    client_token = UnicodeAttribute(null=True)
+    # Fingerprint of the body that created it, to tell a retry from a conflicting reuse.
+    body_hash = UnicodeAttribute()
+    created_at = UnicodeAttribute()
+    expires_at = UnicodeAttribute()
+    delete_requested = BooleanAttribute(default=False)
+    by_owner = RequestsByOwner()
+    by_kind = RequestsByKind()
+
+
+class Attempt(MapAttribute):
+    provider = UnicodeAttribute()
+    error = UnicodeAttribute()
+    message = UnicodeAttribute()
+    at = UnicodeAttribute()
+
+
+class InstancesByRequest(GlobalSecondaryIndex):
+    Meta = _index("by_request")
+    request_id = UnicodeAttribute(hash_key=True)
+    name = UnicodeAttribute(range_key=True)
+
+
+class InstancesByOwner(GlobalSecondaryIndex):
+    Meta = _index("by_owner")
+    owner = UnicodeAttribute(hash_key=True)
+    created_at = UnicodeAttribute(range_key=True)
+
+
+class InstancesByProviderState(GlobalSecondaryIndex):
+    Meta = _index("by_provider_state")
+    provider = UnicodeAttribute(hash_key=True)
+    state = UnicodeAttribute(range_key=True)
+
+
+class InstancesByStateExpiry(GlobalSecondaryIndex):
+    Meta = _index("by_state_expires")
+    state = UnicodeAttribute(hash_key=True)
+    expires_at = UnicodeAttribute(range_key=True)
+
+
+class InstancesByKind(GlobalSecondaryIndex):
+    Meta = _index("by_kind")
+    kind = UnicodeAttribute(hash_key=True)
+    created_at = UnicodeAttribute(range_key=True)
+
+
+class Instance(Model):
+    """One server we keep (or will keep) at some provider. Its state changes are the events."""
+
+    class Meta(_Meta):
+        table_name = settings.instances_table
+        stream_view_type = STREAM_NEW_AND_OLD_IMAGE
+
+    id = UnicodeAttribute(hash_key=True)
+    kind = UnicodeAttribute(default="instance")
+    request_id = UnicodeAttribute()
+    owner = UnicodeAttribute()
+    name = UnicodeAttribute()
+    label = UnicodeAttribute()
+    state = UnicodeAttribute(default=PENDING)
+    provider = UnicodeAttribute(null=True)
+    server_id = UnicodeAttribute(null=True)
+    addresses = MapAttribute(default=dict)
+    attempts = ListAttribute(of=Attempt, default=list)
+    failure_reason = UnicodeAttribute(null=True)
+    created_at = UnicodeAttribute()
+    active_at = UnicodeAttribute(null=True)
+    expires_at = UnicodeAttribute()
+    deleted_at = UnicodeAttribute(null=True)
+    version = VersionAttribute()
+    by_request = InstancesByRequest()
+    by_owner = InstancesByOwner()
+    by_provider_state = InstancesByProviderState()
+    by_state_expires = InstancesByStateExpiry()
+    by_kind = InstancesByKind()
+
+
+class ApiKeysByKind(GlobalSecondaryIndex):
+    Meta = _index("by_kind")
+    kind = UnicodeAttribute(hash_key=True)
+    created_at = UnicodeAttribute(range_key=True)
+
+
+class ApiKey(Model):
+    """An API key, stored only as the SHA-256 of the key (keys are high-entropy, so no KDF)."""
+
+    class Meta(_Meta):
+        table_name = settings.keys_table
+
+    id = UnicodeAttribute(hash_key=True)
+    kind = UnicodeAttribute(default="key")
+    name = UnicodeAttribute()
+    role = UnicodeAttribute()
+    key_hash = UnicodeAttribute()
+    created_at = UnicodeAttribute()
+    by_kind = ApiKeysByKind()
+
+
+MODELS: tuple[type[Model], ...] = (Provider, Request, Instance, ApiKey)
+
+
+def ensure_tables() -> None:
+    """Create any missing table (with its indexes and, for instances, its stream); wait for it."""
+    for model in MODELS:
+        if not model.exists():
+            model.create_table(wait=True)
+
+
+def is_conditional_failure(error: Exception) -> bool:
+    """True when a write lost its condition (someone else changed the item first)."""
+    return isinstance(error, UpdateError | PutError | DeleteError) and (
+        getattr(error, "cause_response_code", None) == "ConditionalCheckFailedException"
+    )
+
+
+def transition(
+    instance: Instance,
+    to_state: str,
+    *,
+    expected: Iterable[str],
+    actions: Iterable = (),
+) -> bool:
+    """Move `instance` to `to_state` if it is still in one of `expected` at the version we read.
+
+    Returns False (and leaves `instance` as read) when another writer got there first.
+    """
+    expected = tuple(expected)
+    now = timeutil.now_iso()
+    all_actions = [Instance.state.set(to_state), *actions]
+    if to_state == ACTIVE:
+        all_actions.append(Instance.active_at.set(now))
+    if to_state == DELETED:
+        all_actions.append(Instance.deleted_at.set(now))
+    try:
+        instance.update(actions=all_actions, condition=Instance.state.is_in(*expected))
+    except UpdateError as error:
+        if is_conditional_failure(error):
+            instance.refresh()
+            return False
+        raise
+    return True

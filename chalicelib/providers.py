@@ -1,0 +1,137 @@
+"""Provider accounts: register, change (credentials included), list, remove.
+
+Secrets go to Secrets Manager first, then the item records the secret's ARN and version, so a
+crash in between leaves at most an unused secret version, never an item without its secret.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pynamodb.exceptions import DoesNotExist, PutError
+
+from chalicelib import credentials, models, pages, schemas, timeutil
+from chalicelib.errors import ApiError, invalid, not_found
+
+# Item attributes a client may write directly (secrets and the name are handled apart).
+_PLAIN_FIELDS = (
+    "auth_url",
+    "region",
+    "project_name",
+    "project_id",
+    "user_domain_name",
+    "project_domain_name",
+    "username",
+    "application_credential_id",
+    "interface",
+    "verify_tls",
+    "max_instances",
+    "priority",
+    "enabled",
+    "labels",
+)
+
+
+def get(name: str) -> models.Provider:
+    try:
+        return models.Provider.get(name)
+    except DoesNotExist:
+        raise not_found(f"provider {name}") from None
+
+
+def list_page(params: Mapping[str, str]) -> tuple[list[models.Provider], str | None]:
+    return pages.page(lambda **kw: models.Provider.by_kind.query("provider", **kw), params)
+
+
+def all_providers() -> list[models.Provider]:
+    return list(models.Provider.by_kind.query("provider"))
+
+
+def _auth_type(fields: Mapping) -> str:
+    return "application_credential" if fields.get("application_credential_id") else "password"
+
+
+def _secret(fields: Mapping) -> dict[str, str]:
+    if _auth_type(fields) == "password":
+        return {"password": fields["password"]}
+    return {"application_credential_secret": fields["application_credential_secret"]}
+
+
+def create(body: dict) -> models.Provider:
+    schemas.validate(body, schemas.PROVIDER_CREATE)
+    fields = {**schemas.PROVIDER_DEFAULTS, **{k: v for k, v in body.items() if v is not None}}
+    schemas.check_provider(fields)
+    name = fields["name"]
+    if models.Provider.count(name) > 0:
+        raise ApiError("conflict", f"provider {name} already exists", "name")
+    arn, version = credentials.store(name, _secret(fields))
+    now = timeutil.now_iso()
+    provider = models.Provider(
+        name,
+        auth_type=_auth_type(fields),
+        secret_arn=arn,
+        secret_version=version,
+        created_at=now,
+        updated_at=now,
+        **{k: fields.get(k) for k in _PLAIN_FIELDS},
+    )
+    try:
+        provider.save(condition=models.Provider.name.does_not_exist())
+    except PutError as error:
+        if models.is_conditional_failure(error):
+            raise ApiError("conflict", f"provider {name} already exists", "name") from None
+        raise
+    return provider
+
+
+def update(name: str, patch: dict) -> models.Provider:
+    """Apply a partial change. A null resets a field to its default (or clears it)."""
+    schemas.validate(patch, schemas.PROVIDER_PATCH)
+    if "name" in patch and patch["name"] != name:
+        raise invalid("name cannot be changed", "name")
+    provider = get(name)
+    current = {k: getattr(provider, k) for k in _PLAIN_FIELDS}
+    current["labels"] = provider.labels.as_dict()
+    # Switching auth type drops the other type's fields; the secret is re-entered with it.
+    if any(k in patch for k in schemas.APP_CREDENTIAL_FIELDS):
+        current.update(username=None, password=None)
+    elif any(k in patch for k in schemas.PASSWORD_FIELDS):
+        current.update(application_credential_id=None, application_credential_secret=None)
+    merged = {**current, **{k: schemas.PROVIDER_DEFAULTS.get(k) if v is None else v for k, v in patch.items()}}
+    kind = _auth_type(merged)
+    secret_field = "password" if kind == "password" else "application_credential_secret"
+    rotating = secret_field in patch
+    if not rotating:
+        if kind != provider.auth_type:
+            raise invalid(f"{secret_field} is required when changing the kind of credential", secret_field)
+        merged[secret_field] = "(kept)"  # the stored secret stays; only presence is checked here
+    schemas.check_provider(merged)
+    actions = [getattr(models.Provider, k).set(merged.get(k)) for k in _PLAIN_FIELDS if k in merged]
+    actions += [models.Provider.auth_type.set(kind), models.Provider.updated_at.set(timeutil.now_iso())]
+    if rotating:
+        arn, version = credentials.store(name, _secret(merged))
+        actions += [models.Provider.secret_arn.set(arn), models.Provider.secret_version.set(version)]
+    provider.update(actions=actions, condition=models.Provider.name.exists())
+    return provider
+
+
+def delete(name: str) -> None:
+    provider = get(name)
+    live = models.Instance.by_provider_state.query(
+        name, filter_condition=models.Instance.state.is_in(*models.LIVE_STATES), limit=1
+    )
+    if next(iter(live), None) is not None:
+        raise ApiError("conflict", f"provider {name} still has live instances; delete them first")
+    provider.delete()
+    credentials.delete(provider.secret_arn)
+
+
+def offering(label: str) -> list[models.Provider]:
+    """Enabled providers that map `label`."""
+    return [p for p in all_providers() if p.enabled and label in p.labels.as_dict()]
+
+
+def check(name: str) -> models.Provider:
+    from chalicelib import health  # imports openstacksdk: kept off the cold path of other routes
+
+    return health.check(get(name))

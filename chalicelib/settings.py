@@ -1,0 +1,99 @@
+"""Every environment variable the deployed functions read, in one place.
+
+Defaults suit the local stack (moto on 127.0.0.1); a deployment sets them in
+`.chalice/config.json` per stage. Values are read once per process: tests and the
+local runner set the environment before importing `chalicelib`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name} must be an integer, got {raw!r}") from exc
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name} must be a number, got {raw!r}") from exc
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Which installation this is: prefixes tables and secrets, and tags servers so that
+    # the sweeper never touches another deployment's servers.
+    deployment: str
+    region: str
+    # Endpoint of DynamoDB and Secrets Manager (moto locally); None means the real AWS endpoints.
+    aws_endpoint: str | None
+    table_prefix: str
+    secrets_prefix: str
+    instances_stream_arn: str
+    # Local stack only.
+    host: str
+    port: int
+    moto_port: int
+    state_dir: str
+    sweep_seconds: float
+    bootstrap_admin_key: str | None
+    default_lifetime_minutes: int
+
+    @property
+    def providers_table(self) -> str:
+        return f"{self.table_prefix}providers"
+
+    @property
+    def requests_table(self) -> str:
+        return f"{self.table_prefix}requests"
+
+    @property
+    def instances_table(self) -> str:
+        return f"{self.table_prefix}instances"
+
+    @property
+    def keys_table(self) -> str:
+        return f"{self.table_prefix}keys"
+
+
+def load() -> Settings:
+    deployment = os.environ.get("OMS_DEPLOYMENT", "local")
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    port = _int("OMS_PORT", 8000)
+    # Unset means the local stack's moto; a deployed stage sets it to "" (the real AWS endpoints).
+    endpoint = os.environ.get("OMS_AWS_ENDPOINT")
+    if endpoint is None:
+        endpoint = f"http://127.0.0.1:{_int('OMS_MOTO_PORT', port + 1)}"
+    return Settings(
+        deployment=deployment,
+        region=region,
+        aws_endpoint=endpoint or None,
+        table_prefix=os.environ.get("OMS_TABLE_PREFIX", f"oms-{deployment}-"),
+        secrets_prefix=os.environ.get("OMS_SECRETS_PREFIX", f"oms/{deployment}/"),
+        instances_stream_arn=os.environ.get(
+            "OMS_INSTANCES_STREAM_ARN",
+            f"arn:aws:dynamodb:{region}:123456789012:table/oms-{deployment}-instances/stream/local",
+        ),
+        host=os.environ.get("OMS_HOST", "127.0.0.1"),
+        port=port,
+        moto_port=_int("OMS_MOTO_PORT", port + 1),
+        state_dir=os.environ.get("OMS_STATE_DIR", ".oms"),
+        sweep_seconds=_float("OMS_SWEEP_SECONDS", 5.0),
+        bootstrap_admin_key=os.environ.get("OMS_BOOTSTRAP_ADMIN_KEY") or None,
+        default_lifetime_minutes=_int("OMS_DEFAULT_LIFETIME_MINUTES", 60),
+    )
+
+
+settings = load()

@@ -1,0 +1,48 @@
+"""Run the local stack until Ctrl-C.
+
+    python -m local            # moto + API + stream pump + scheduler on 127.0.0.1
+
+Settings come from the environment (see README: OMS_PORT, OMS_STATE_DIR, OMS_SWEEP_SECONDS,
+OMS_BOOTSTRAP_ADMIN_KEY, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m local",
+        description="Run OpenMultiStack's local stack (moto, the API, the stream pump and the scheduler) "
+        "on 127.0.0.1 until Ctrl-C. Configure it with OMS_* environment variables (see README).",
+    )
+    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    for chatty in ("botocore", "pynamodb", "urllib3"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+
+    from chalicelib.settings import settings
+    from local.stack import LocalStack
+
+    stack = LocalStack(settings)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stack.start()
+    print(f"OpenMultiStack is running at {stack.url}", flush=True)
+    print(f"admin key: {stack.admin_key}", flush=True)
+    print(f"state folder: {stack.state_dir.resolve()} (Ctrl-C stops everything)", flush=True)
+    stop.wait()
+    print("stopping...", flush=True)
+    stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

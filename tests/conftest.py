@@ -1,0 +1,118 @@
+"""Fixtures: one real local stack (moto server, HTTP API, stream pump, scheduler) on free ports.
+
+The environment is set before anything imports `chalicelib`, whose settings are read once.
+Tests share the stack and stay independent by naming what they create uniquely.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+ADMIN_KEY = "test-admin-" + uuid.uuid4().hex
+_STATE = tempfile.mkdtemp(prefix="oms-test-")
+os.environ.update(
+    OMS_DEPLOYMENT="test",
+    OMS_PORT=str(free_port()),
+    OMS_MOTO_PORT=str(free_port()),
+    OMS_STATE_DIR=str(Path(_STATE) / "state"),
+    OMS_SWEEP_SECONDS="0.5",
+    OMS_BOOTSTRAP_ADMIN_KEY=ADMIN_KEY,
+    AWS_ACCESS_KEY_ID="test",
+    AWS_SECRET_ACCESS_KEY="test",
+    AWS_DEFAULT_REGION="us-east-1",
+)
+os.environ.pop("OMS_AWS_ENDPOINT", None)
+os.environ.pop("AWS_PROFILE", None)
+
+
+class Api:
+    """A thin HTTP client for the API under test: `api.post("/requests", json=..., key=...)`."""
+
+    def __init__(self, base_url: str, key: str | None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.key = key
+        self.session = requests.Session()
+
+    def call(self, method: str, path: str, *, key: str | None = "default", **kwargs) -> requests.Response:
+        headers = dict(kwargs.pop("headers", {}))
+        key = self.key if key == "default" else key
+        if key is not None:
+            headers["Authorization"] = f"Bearer {key}"
+        return self.session.request(method, self.base_url + path, headers=headers, timeout=60, **kwargs)
+
+    def get(self, path: str, **kwargs) -> requests.Response:
+        return self.call("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs) -> requests.Response:
+        return self.call("POST", path, **kwargs)
+
+    def patch(self, path: str, **kwargs) -> requests.Response:
+        return self.call("PATCH", path, **kwargs)
+
+    def delete(self, path: str, **kwargs) -> requests.Response:
+        return self.call("DELETE", path, **kwargs)
+
+    def as_key(self, key: str | None) -> Api:
+        return Api(self.base_url, key)
+
+
+@pytest.fixture(scope="session")
+def stack():
+    from chalicelib.settings import settings
+    from local.stack import LocalStack
+
+    with LocalStack(settings) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def admin_api(stack) -> Api:
+    return Api(stack.url, ADMIN_KEY)
+
+
+@pytest.fixture
+def user_api(admin_api) -> Api:
+    """A fresh user key, so each test sees only what it made."""
+    response = admin_api.post("/keys", json={"name": "user-" + uuid.uuid4().hex[:8], "role": "user"})
+    assert response.status_code == 201, response.text
+    return admin_api.as_key(response.json()["key"])
+
+
+def unique(prefix: str = "p") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def provider_body(**overrides) -> dict:
+    body = {
+        "name": unique(),
+        "auth_url": "http://127.0.0.1:9/p/identity/v3",
+        "username": "demo",
+        "password": "secret-" + uuid.uuid4().hex,
+        "project_name": "demo",
+        "max_instances": 20,
+        "labels": {"ubuntu-small": {"image": "ubuntu-22.04", "flavor": "m1.small", "network": "public"}},
+    }
+    body.update(overrides)
+    return body
+
+
+@pytest.fixture
+def provider(admin_api) -> dict:
+    """A registered provider offering label `ubuntu-small` (its auth_url leads nowhere)."""
+    response = admin_api.post("/providers", json=provider_body())
+    assert response.status_code == 201, response.text
+    return response.json()

@@ -1,0 +1,67 @@
+"""Health, the OpenAPI document, the landing page, and the error shape for garbage."""
+
+from __future__ import annotations
+
+import app as app_module
+from chalicelib import openapi
+
+
+def test_health_needs_no_key(admin_api):
+    response = admin_api.get("/health", key=None)
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_openapi_documents_every_route_of_the_app(admin_api):
+    document = admin_api.get("/openapi.json", key=None).json()
+    assert document["openapi"].startswith("3.")
+    served = {(method, path) for path, methods in app_module.app.routes.items() for method in methods}
+    documented = {(method.upper(), path) for path, ops in document["paths"].items() for method in ops}
+    assert served == documented
+    assert set(openapi.ROUTES) == served
+
+
+def test_openapi_shows_the_schemas_that_validate_bodies(admin_api):
+    document = admin_api.get("/openapi.json", key=None).json()
+    request_schema = document["components"]["schemas"]["RequestCreate"]
+    assert request_schema["properties"]["count"] == {"type": "integer", "minimum": 1, "maximum": 1000}
+    assert request_schema["additionalProperties"] is False
+    post = document["paths"]["/requests"]["post"]
+    assert post["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/RequestCreate")
+    assert {"202", "400", "401", "409", "413", "422"} <= set(post["responses"])
+
+
+def test_landing_page_is_html_with_a_strict_policy(admin_api):
+    response = admin_api.get("/", key=None)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/html")
+    assert "default-src 'self'" in response.headers["Content-Security-Policy"]
+    assert "OpenMultiStack" in response.text
+
+
+def test_body_over_64_kib_is_413(admin_api):
+    response = admin_api.post("/requests", data=b'{"label": "' + b"x" * 70_000 + b'"}')
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+
+
+def test_garbage_bodies_get_a_400_in_the_error_shape_never_a_500(admin_api):
+    garbage = [b"", b"not json", b"[1, 2]", b'"text"', b"null", b"{", b"\xff\xfe", b'{"count": 1e999}']
+    for path in ("/requests", "/providers", "/keys"):
+        for body in garbage:
+            response = admin_api.post(path, data=body)
+            assert response.status_code == 400, (path, body, response.text)
+            error = response.json()["error"]
+            assert error["code"] == "validation_error"
+            assert error["message"]
+
+
+def test_form_content_type_is_still_read_as_json(admin_api, provider):
+    # curl -d sends application/x-www-form-urlencoded; the body is JSON all the same.
+    response = admin_api.post(
+        "/requests",
+        data='{"label": "ubuntu-small", "count": 1}',
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 202, response.text
