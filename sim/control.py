@@ -1,0 +1,122 @@
+"""The simulator's own control API under ``/_sim``: inspect counters, flip fault modes, seed servers.
+
+This is not an OpenStack API; tests and benchmarks use it to arrange and verify scenarios.
+Errors are ``{"error": "<message>"}`` with a 4xx status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sim.config import ConfigError
+from sim.state import Provider, QuotaExceeded, ServerSpec
+from sim.web import Request, Response, Router
+
+router = Router()
+
+
+def error(status: int, message: str) -> Response:
+    return Response(status, {"error": message})
+
+
+def describe(provider: Provider, base_url: str) -> dict[str, Any]:
+    """Provider snapshot plus the URLs a client needs to reach it."""
+    prefix = f"{base_url}/{provider.name}"
+    return {
+        **provider.snapshot(),
+        "auth_url": f"{prefix}/identity/v3",
+        "auth_url_v2": f"{prefix}/identity/v2.0",
+    }
+
+
+def _body(req: Request) -> Any:
+    if not req.body.strip():
+        return {}
+    return req.json()
+
+
+def _lookup(items: list[dict[str, Any]], ref: Any, label: str) -> dict[str, Any]:
+    if ref is None:
+        return items[0]
+    for item in items:
+        if ref in (item["id"], item["name"]):
+            return item
+    raise ConfigError(f"unknown {label} {ref!r}")
+
+
+@router.route("GET", "", "control")
+@router.route("GET", "/providers", "control")
+def list_providers(providers: Mapping[str, Provider], req: Request) -> Response:
+    return Response(200, {"providers": [describe(p, req.provider_url) for p in providers.values()]})
+
+
+@router.route("GET", "/providers/{}", "control")
+def show_provider(providers: Mapping[str, Provider], req: Request, name: str) -> Response:
+    return Response(200, describe(providers[name], req.provider_url))
+
+
+@router.route("PATCH", "/providers/{}", "control")
+def patch_provider(providers: Mapping[str, Provider], req: Request, name: str) -> Response:
+    providers[name].update_settings(_body(req))
+    return Response(200, describe(providers[name], req.provider_url))
+
+
+@router.route("GET", "/providers/{}/servers", "control")
+def list_raw_servers(providers: Mapping[str, Provider], req: Request, name: str) -> Response:
+    return Response(200, {"servers": [s.snapshot() for s in providers[name].list_servers()]})
+
+
+@router.route("POST", "/providers/{}/servers", "control")
+def add_servers(providers: Mapping[str, Provider], req: Request, name: str) -> Response:
+    """Create servers "by someone else": no app metadata, but they count toward the quota."""
+    provider = providers[name]
+    body = _body(req)
+    if not isinstance(body, dict):
+        raise ConfigError("body must be a JSON object")
+    unknown = set(body) - {"name", "metadata", "count", "image", "flavor", "network"}
+    if unknown:
+        raise ConfigError(f"unknown fields: {', '.join(sorted(unknown))}")
+    count = body.get("count", 1)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ConfigError(f"count must be a positive integer, got {count!r}")
+    metadata = body.get("metadata", {})
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise ConfigError("metadata must be an object of strings")
+    server_name = body.get("name", "external")
+    if not isinstance(server_name, str) or not server_name:
+        raise ConfigError("name must be a non-empty string")
+    spec = ServerSpec(
+        name=server_name,
+        image_id=_lookup(provider.images, body.get("image"), "image")["id"],
+        flavor_id=_lookup(provider.flavors, body.get("flavor"), "flavor")["id"],
+        network_ids=[_lookup(provider.networks, body.get("network"), "network")["id"]] if provider.networks else [],
+        metadata=metadata,
+        min_count=count,
+        max_count=count,
+    )
+    try:
+        created = provider.create_servers(spec, origin="control")
+    except QuotaExceeded as exc:
+        return error(403, str(exc))
+    return Response(201, {"servers": [s.snapshot() for s in created]})
+
+
+@router.route("DELETE", "/providers/{}/servers", "control")
+def delete_all_servers(providers: Mapping[str, Provider], req: Request, name: str) -> Response:
+    provider = providers[name]
+    deleted = [s.id for s in provider.list_servers() if provider.delete_server(s.id)]
+    return Response(200, {"deleted": deleted})
+
+
+def dispatch(providers: Mapping[str, Provider], req: Request) -> Response:
+    """Answer one control request; ``req.segments`` are the path parts after ``/_sim``."""
+    found = router.match(req.method, req.segments)
+    if found is None:
+        return error(404, f"no control route {req.method} /_sim/{'/'.join(req.segments)}")
+    if found.args and found.args[0] not in providers:
+        return error(404, f"unknown provider {found.args[0]!r}; known: {', '.join(providers)}")
+    try:
+        return found.handler(providers, req, *found.args)
+    except ValueError as exc:  # ConfigError or BadBody: both carry a user-facing message
+        return error(400, str(exc))

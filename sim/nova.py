@@ -1,0 +1,343 @@
+"""Nova servers: create (with Nova's validation and quota errors), list, show, delete, metadata.
+
+Status is computed on read from the boot deadline fixed at creation, so no timers run;
+bodies follow the requested microversion where openstacksdk cares (embedded flavor from 2.47).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from typing import Any
+
+from sim import nova_flavors  # noqa: F401 - registers the flavor/limits routes on the router
+from sim.nova_api import MAX_METADATA_ITEMS, error, invalid_input, links, paginate, router, versioned
+from sim.state import Provider, QuotaExceeded, Server, ServerSpec, iso
+from sim.web import Request, Response, Service
+
+UNEXPECTED = (
+    "Unexpected API Error. Please report this at http://bugs.launchpad.net/nova/ and attach "
+    "the Nova API log if possible.\n<class 'nova.exception.InstanceCreateFailure'>"
+)
+
+
+def server_body(provider: Provider, req: Request, mv: tuple[int, int], server: Server) -> dict[str, Any]:
+    status = server.status()
+    flavor = provider.find_flavor(server.flavor_id) or {
+        "id": server.flavor_id,
+        "name": "",
+        "vcpus": 0,
+        "ram": 0,
+        "disk": 0,
+    }
+    if mv >= (2, 47):
+        flavor_ref: dict[str, Any] = {
+            "vcpus": flavor.get("vcpus"),
+            "ram": flavor.get("ram"),
+            "disk": flavor.get("disk"),
+            "ephemeral": flavor.get("ephemeral", 0),
+            "swap": flavor.get("swap", 0),
+            "original_name": flavor.get("name"),
+            "extra_specs": dict(flavor.get("extra_specs", {})),
+        }
+    else:
+        flavor_ref = {"id": server.flavor_id, "links": links(req, "flavors", server.flavor_id)[1:]}
+    states = {"BUILD": ("building", "spawning", 0), "ACTIVE": ("active", None, 1), "ERROR": ("error", None, 0)}
+    vm_state, task_state, power_state = states[status]
+    body: dict[str, Any] = {
+        "id": server.id,
+        "name": server.name,
+        "status": status,
+        "tenant_id": provider.project_id,
+        "user_id": provider.user_id,
+        "metadata": dict(server.metadata),
+        "hostId": hashlib.sha224(f"{provider.project_id}compute-1".encode()).hexdigest() if status == "ACTIVE" else "",
+        "image": {"id": server.image_id, "links": links(req, "images", server.image_id)[1:]} if server.image_id else "",
+        "flavor": flavor_ref,
+        "created": iso(server.created_at),
+        "updated": iso(server.updated_at),
+        "addresses": server.addresses if status == "ACTIVE" else {},
+        "accessIPv4": "",
+        "accessIPv6": "",
+        "links": links(req, "servers", server.id),
+        "OS-DCF:diskConfig": "MANUAL",
+        "progress": 100 if status == "ACTIVE" else 0,
+        "OS-EXT-AZ:availability_zone": "nova" if status == "ACTIVE" else "",
+        "config_drive": "",
+        "key_name": server.key_name,
+        "OS-SRV-USG:launched_at": iso(server.created_at, micro=True) if status == "ACTIVE" else None,
+        "OS-SRV-USG:terminated_at": None,
+        "OS-EXT-STS:vm_state": vm_state,
+        "OS-EXT-STS:task_state": task_state,
+        "OS-EXT-STS:power_state": power_state,
+        "os-extended-volumes:volumes_attached": [],
+    }
+    if status == "ACTIVE":
+        body["security_groups"] = [{"name": n} for n in server.security_groups]
+    if status == "ERROR":
+        body["fault"] = {"code": 500, "created": iso(server.created_at), "message": server.fault_message}
+    if mv >= (2, 9):
+        body["locked"] = False
+    if mv >= (2, 19):
+        body["description"] = None
+    if mv >= (2, 26):
+        body["tags"] = []
+    if mv >= (2, 63):
+        body["trusted_image_certificates"] = None
+    if mv >= (2, 73):
+        body["locked_reason"] = None
+    if mv >= (2, 96):
+        body["pinned_availability_zone"] = None
+    return body
+
+
+def _list_servers(provider: Provider, req: Request, mv: tuple[int, int], detail: bool) -> Response:
+    servers = provider.list_servers()
+    name = req.arg("name")
+    if name:
+        try:
+            pattern = re.compile(name)
+            servers = [s for s in servers if pattern.search(s.name)]
+        except re.error:
+            servers = [s for s in servers if name in s.name]
+    status = req.arg("status")
+    if status:
+        servers = [s for s in servers if s.status() == status.upper()]
+    for param, attr in (("image", "image_id"), ("flavor", "flavor_id")):
+        value = req.arg(param)
+        if value:
+            servers = [s for s in servers if getattr(s, attr) == value]
+    page, links = paginate(req, servers, "servers", "servers/detail" if detail else "servers", lambda s: s.id)
+    if isinstance(links, Response):
+        return links
+    if detail:
+        items = [server_body(provider, req, mv, s) for s in page]
+    else:
+        items = [{"id": s.id, "name": s.name, "links": links(req, "servers", s.id)} for s in page]
+    body: dict[str, Any] = {"servers": items}
+    if links:
+        body["servers_links"] = links
+    return Response(200, body)
+
+
+@router.route("GET", "/v2.1/servers", "server_list")
+@versioned
+def list_servers(provider: Provider, req: Request, mv: tuple[int, int]) -> Response:
+    return _list_servers(provider, req, mv, detail=False)
+
+
+@router.route("GET", "/v2.1/servers/detail", "server_list")
+@versioned
+def list_servers_detail(provider: Provider, req: Request, mv: tuple[int, int]) -> Response:
+    return _list_servers(provider, req, mv, detail=True)
+
+
+@router.route("GET", "/v2.1/servers/{}", "server_get")
+@versioned
+def get_server(provider: Provider, req: Request, mv: tuple[int, int], server_id: str) -> Response:
+    server = provider.get_server(server_id)
+    if server is None:
+        return error(404, f"Instance {server_id} could not be found.")
+    return Response(200, {"server": server_body(provider, req, mv, server)})
+
+
+@router.route("GET", "/v2.1/servers/{}/ips", "server_get")
+@versioned
+def get_server_ips(provider: Provider, req: Request, mv: tuple[int, int], server_id: str) -> Response:
+    server = provider.get_server(server_id)
+    if server is None:
+        return error(404, f"Instance {server_id} could not be found.")
+    return Response(200, {"addresses": server.addresses if server.status() == "ACTIVE" else {}})
+
+
+@router.route("DELETE", "/v2.1/servers/{}", "server_delete")
+@versioned
+def delete_server(provider: Provider, req: Request, mv: tuple[int, int], server_id: str) -> Response:
+    if not provider.delete_server(server_id):
+        return error(404, f"Instance {server_id} could not be found.")
+    return Response(204)
+
+
+def _ref_id(ref: str) -> str:
+    # Nova accepts either a bare id or a full href ending in the id.
+    return ref.rstrip("/").rsplit("/", 1)[-1]
+
+
+def validate_metadata(metadata: Any) -> Response | None:
+    """Nova's metadata rules; None when valid."""
+    if not isinstance(metadata, dict):
+        return invalid_input("metadata", metadata, f"{metadata!r} is not of type 'object'")
+    for key, value in metadata.items():
+        if not isinstance(value, str):
+            return invalid_input(key, value, f"{value!r} is not of type 'string'")
+        if not 1 <= len(key) <= 255 or len(value) > 255:
+            return invalid_input("metadata", metadata, "Metadata keys must be 1-255 and values 0-255 characters")
+    if len(metadata) > MAX_METADATA_ITEMS:
+        return error(
+            403,
+            f"Quota exceeded for metadata_items: Requested {len(metadata)}, "
+            f"but already used 0 of {MAX_METADATA_ITEMS} metadata_items",
+        )
+    return None
+
+
+def parse_create(provider: Provider, body: Any, mv: tuple[int, int]) -> ServerSpec | Response:
+    """Validate a POST /servers body the way Nova does, in Nova's order of checks."""
+    server = body.get("server") if isinstance(body, dict) else None
+    if not isinstance(server, dict):
+        return invalid_input("server", server, "'server' is a required property")
+    for required in ("name", "flavorRef"):
+        if required not in server:
+            return invalid_input("server", server, f"'{required}' is a required property")
+    name = server["name"]
+    if not isinstance(name, str) or not name.strip() or len(name) > 255:
+        return invalid_input("name", name, "Invalid server name")
+    networks = server.get("networks")
+    if networks is None and mv >= (2, 37):
+        return invalid_input("server", server, "'networks' is a required property")
+    metadata = server.get("metadata", {})
+    problem = validate_metadata(metadata)
+    if problem:
+        return problem
+    user_data = server.get("user_data")
+    if user_data is not None:
+        try:
+            if not isinstance(user_data, str):
+                raise binascii.Error
+            base64.b64decode(user_data, validate=True)
+        except (binascii.Error, ValueError):
+            return invalid_input("user_data", user_data, f"{user_data!r} is not a 'base64'")
+        if len(user_data) > 65535:
+            return invalid_input("user_data", "...", "user_data is longer than 65535 characters")
+    counts = {}
+    for key in ("min_count", "max_count"):
+        raw = server.get(key, 1)
+        try:
+            counts[key] = int(raw)
+        except (TypeError, ValueError):
+            return invalid_input(key, raw, f"{raw!r} is not a valid integer")
+        if counts[key] < 1:
+            return invalid_input(key, raw, f"{raw} is less than the minimum of 1")
+    if counts["max_count"] < counts["min_count"]:
+        return error(400, "min_count must be <= max_count")
+    image_ref = server.get("imageRef")
+    image_id = _ref_id(image_ref) if isinstance(image_ref, str) and image_ref else None
+    if image_id is None and not server.get("block_device_mapping_v2"):
+        return error(400, "Block Device Mapping is Invalid: You specified more local devices than the limit allows")
+    if image_id is not None and provider.find_image(image_id) is None:
+        return error(400, f"Image {image_id} could not be found.")
+    flavor_ref = server["flavorRef"]
+    flavor_id = _ref_id(str(flavor_ref))
+    if provider.find_flavor(flavor_id) is None:
+        return error(400, f"Flavor {flavor_id} could not be found.")
+    network_ids: list[str]
+    if networks in (None, "auto"):
+        network_ids = [provider.networks[0]["id"]] if provider.networks else []
+    elif networks == "none":
+        network_ids = []
+    elif isinstance(networks, list):
+        network_ids = []
+        for net in networks:
+            if not isinstance(net, dict):
+                return invalid_input("networks", networks, f"{net!r} is not of type 'object'")
+            if "port" in net:
+                return error(400, f"Port {net['port']} could not be found.")
+            if "uuid" not in net:
+                return error(400, "Bad networks format: network uuid is not in proper format")
+            if provider.find_network(net["uuid"]) is None:
+                return error(400, f"Network {net['uuid']} could not be found.")
+            network_ids.append(net["uuid"])
+    else:
+        return invalid_input("networks", networks, f"{networks!r} is not valid under any of the given schemas")
+    groups = server.get("security_groups") or [{"name": "default"}]
+    if not isinstance(groups, list) or not all(isinstance(g, dict) and "name" in g for g in groups):
+        return invalid_input("security_groups", groups, "security_groups must be a list of {'name': ...}")
+    key_name = server.get("key_name")
+    return ServerSpec(
+        name=name,
+        image_id=image_id,
+        flavor_id=flavor_id,
+        network_ids=network_ids,
+        metadata=dict(metadata),
+        user_data=user_data,
+        key_name=key_name if isinstance(key_name, str) else None,
+        security_groups=[g["name"] for g in groups],
+        min_count=counts["min_count"],
+        max_count=counts["max_count"],
+    )
+
+
+@router.route("POST", "/v2.1/servers", "server_create")
+@versioned
+def create_server(provider: Provider, req: Request, mv: tuple[int, int]) -> Response:
+    spec = parse_create(provider, req.json(), mv)
+    if isinstance(spec, Response):
+        return spec
+    create_error = provider.settings.create_error
+    if create_error == 500:
+        return error(500, UNEXPECTED)
+    if create_error == 503:
+        return error(503, "The server is currently unavailable. Please try again at a later time.")
+    try:
+        created = provider.create_servers(spec)
+    except QuotaExceeded as exc:
+        return error(403, str(exc))
+    first = created[0]
+    body = {
+        "id": first.id,
+        "links": links(req, "servers", first.id),
+        "OS-DCF:diskConfig": "MANUAL",
+        "security_groups": [{"name": n} for n in first.security_groups],
+        "adminPass": first.admin_pass,
+    }
+    return Response(202, {"server": body}, {"Location": body["links"][0]["href"]})
+
+
+# -- server metadata -------------------------------------------------------
+@router.route("GET", "/v2.1/servers/{}/metadata", "server_metadata")
+@versioned
+def get_metadata(provider: Provider, req: Request, mv: tuple[int, int], server_id: str) -> Response:
+    server = provider.get_server(server_id)
+    if server is None:
+        return error(404, f"Instance {server_id} could not be found.")
+    return Response(200, {"metadata": dict(server.metadata)})
+
+
+def _write_metadata(provider: Provider, req: Request, server_id: str, replace: bool) -> Response:
+    body = req.json()
+    metadata = body.get("metadata") if isinstance(body, dict) else None
+    problem = validate_metadata(metadata)
+    if problem:
+        return problem
+    result = provider.update_metadata(server_id, metadata, replace)
+    if result is None:
+        return error(404, f"Instance {server_id} could not be found.")
+    return Response(200, {"metadata": result})
+
+
+@router.route("POST", "/v2.1/servers/{}/metadata", "server_metadata")
+@versioned
+def merge_metadata(provider: Provider, req: Request, mv: tuple[int, int], server_id: str) -> Response:
+    return _write_metadata(provider, req, server_id, replace=False)
+
+
+@router.route("PUT", "/v2.1/servers/{}/metadata", "server_metadata")
+@versioned
+def replace_metadata(provider: Provider, req: Request, mv: tuple[int, int], server_id: str) -> Response:
+    return _write_metadata(provider, req, server_id, replace=True)
+
+
+@router.route("DELETE", "/v2.1/servers/{}/metadata/{}", "server_metadata")
+@versioned
+def delete_metadata(provider: Provider, req: Request, mv: tuple[int, int], server_id: str, key: str) -> Response:
+    result = provider.delete_metadata_key(server_id, key)
+    if result is None:
+        return error(404, f"Instance {server_id} could not be found.")
+    if not result:
+        return error(404, "Metadata item was not found")
+    return Response(204)
+
+
+SERVICE = Service(prefix="compute", router=router, error=error)
