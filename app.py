@@ -6,7 +6,7 @@ import json
 
 from chalice import Chalice, Rate, Response
 
-from chalicelib import auth, fleet, openapi, providers, schemas, sweeper, web, worker
+from chalicelib import auth, fleet, openapi, providers, schemas, sweeper, watcher, web, worker
 from chalicelib.http import json_body, respond, shape_errors
 from chalicelib.settings import settings
 
@@ -177,6 +177,11 @@ def delete_key(key_id: str) -> Response:
 def on_instance_change(event) -> dict:
     failures = worker.handle(event)
     return {"batchItemFailures": [{"itemIdentifier": seq} for seq in failures]}
+
+
+@app.lambda_function(name="build_watcher")
+def build_watcher(event, context) -> None:
+    watcher.watch(event["provider"])
 
 
 @app.schedule(Rate(1, unit=Rate.MINUTES))

@@ -10,7 +10,10 @@ from botocore.config import Config
 
 from chalicelib.settings import settings
 
-_CONFIG = Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 3, "mode": "standard"})
+# Many threads share a client (parallel launches, health checks): give them connections.
+_CONFIG = Config(
+    connect_timeout=5, read_timeout=10, retries={"max_attempts": 3, "mode": "standard"}, max_pool_connections=64
+)
 
 
 @functools.cache

@@ -1,15 +1,19 @@
 """The cloud adapter: the only module that imports openstacksdk.
 
 Connections are cached per provider (and credential version) for the life of the process, so a
-warm function reuses its token. Every call has connect and read timeouts. Exceptions are mapped
+warm function reuses its token. Every call has a timeout (connect and each read). Exceptions are mapped
 to the error classes of DESIGN.md, which is all the rest of the code ever sees of OpenStack.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
+import json
 import threading
 from dataclasses import dataclass
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
 from urllib.parse import urlsplit
 
 import openstack
@@ -17,9 +21,7 @@ from keystoneauth1 import exceptions as ks_exc
 from openstack import exceptions as os_exc
 
 from chalicelib import credentials, models
-
-CONNECT_TIMEOUT_SECONDS = 5
-READ_TIMEOUT_SECONDS = 20
+from chalicelib.settings import settings
 
 QUOTA, CAPACITY, AUTH, UNAVAILABLE = "quota", "capacity", "auth", "unavailable"
 CONFIG, BUILD_FAILED, TIMEOUT, UNKNOWN = "config", "build_failed", "timeout", "unknown"
@@ -81,7 +83,8 @@ def _connection(name: str, secret_version: str, settings_key: tuple) -> openstac
         region_name=provider.region,
         interface=provider.interface,
         verify=provider.verify_tls,
-        api_timeout=(CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS),
+        # keystoneauth takes one timeout, for connecting and for each read alike.
+        api_timeout=settings.openstack_timeout_seconds,
         connect_retries=0,
         status_code_retries=0,
     )
@@ -110,7 +113,9 @@ def classify(error: Exception) -> CloudError:
     """Map an openstacksdk/keystoneauth exception to an error class (DESIGN.md's table)."""
     if isinstance(error, CloudError):
         return error
-    message = str(error).strip() or error.__class__.__name__
+    # openstacksdk keeps the service's own words (e.g. Nova's "Quota exceeded ...") in `details`.
+    details = getattr(error, "details", None)
+    message = (str(details) if details else str(error)).strip() or error.__class__.__name__
     text = message.lower()
     if isinstance(error, ks_exc.Unauthorized | ks_exc.EmptyCatalog | ks_exc.EndpointNotFound | ks_exc.NoMatchingPlugin):
         return CloudError(AUTH, message)
@@ -141,3 +146,157 @@ def limits(provider: models.Provider) -> Limits:
         return Limits(int(absolute.instances), int(absolute.instances_used))
     except Exception as error:  # every failure leaves this module classified
         raise classify(error) from error
+
+
+# --- servers -------------------------------------------------------------------------------
+
+META_INSTANCE, META_REQUEST = "oms_instance_id", "oms_request_id"
+META_DEPLOYMENT, META_EXPIRES = "oms_deployment", "oms_expires_at"
+
+
+@dataclass(frozen=True)
+class Resolved:
+    image_id: str
+    flavor_id: str
+    network_id: str | None
+    security_groups: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Server:
+    """What we need of a server: its id, status, our tags, addresses, fault."""
+
+    id: str
+    status: str
+    metadata: dict
+    ipv4: tuple[str, ...]
+    ipv6: tuple[str, ...]
+    fault: str | None
+
+    @property
+    def instance_id(self) -> str | None:
+        return self.metadata.get(META_INSTANCE)
+
+
+_resolved: dict[tuple, Resolved] = {}
+
+
+def resolve(provider: models.Provider, label: str) -> Resolved:
+    """The label's image, flavor and network as ids on this provider (cached per mapping)."""
+    mapping = provider.labels.as_dict().get(label)
+    if mapping is None:
+        raise CloudError(CONFIG, f"label {label} is not mapped on provider {provider.name}")
+    key = (provider.name, provider.auth_url, label, json.dumps(mapping, sort_keys=True))
+    if key in _resolved:
+        return _resolved[key]
+    try:
+        conn = connection(provider)
+        image = conn.image.find_image(mapping["image"], ignore_missing=False)
+        flavor = conn.compute.find_flavor(mapping["flavor"], ignore_missing=False)
+        network = (
+            conn.network.find_network(mapping["network"], ignore_missing=False) if mapping.get("network") else None
+        )
+    except Exception as error:
+        raise classify(error) from error
+    resolved = Resolved(
+        image.id, flavor.id, network.id if network else None, tuple(mapping.get("security_groups") or ())
+    )
+    _resolved[key] = resolved
+    return resolved
+
+
+def cloud_init(ssh_public_key: str | None, user_data: str | None) -> str | None:
+    """The user data a server boots with: the SSH key as cloud-config, plus the user's own part."""
+    key_part = f"#cloud-config\nssh_authorized_keys:\n  - {ssh_public_key.strip()}\n" if ssh_public_key else None
+    if not user_data:
+        return key_part
+    if not key_part:
+        return user_data
+    message = MIMEMultipart()
+    message.attach(MIMEText(key_part, "cloud-config"))
+    subtype = "cloud-config" if user_data.lstrip().startswith("#cloud-config") else "x-shellscript"
+    if not user_data.startswith(("#cloud-config", "#!")):
+        subtype = "plain"
+    message.attach(MIMEText(user_data, subtype))
+    return message.as_string()
+
+
+def server_metadata(instance_id: str, request_id: str, expires_at: str) -> dict[str, str]:
+    return {
+        META_INSTANCE: instance_id,
+        META_REQUEST: request_id,
+        META_DEPLOYMENT: settings.deployment,
+        META_EXPIRES: expires_at,
+    }
+
+
+def create_server(
+    provider: models.Provider,
+    *,
+    name: str,
+    label: str,
+    metadata: dict[str, str],
+    user_data: str | None,
+) -> str:
+    """Create one server; returns its id. Raises CloudError."""
+    resolved = resolve(provider, label)
+    kwargs = {
+        "name": name,
+        "image_id": resolved.image_id,
+        "flavor_id": resolved.flavor_id,
+        "metadata": metadata,
+        "networks": [{"uuid": resolved.network_id}] if resolved.network_id else "auto",
+    }
+    if resolved.security_groups:
+        kwargs["security_groups"] = [{"name": group} for group in resolved.security_groups]
+    if user_data:
+        kwargs["user_data"] = base64.b64encode(user_data.encode()).decode()
+    try:
+        return connection(provider).compute.create_server(**kwargs).id
+    except Exception as error:
+        raise classify(error) from error
+
+
+def _addresses(server) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    ipv4, ipv6 = [], []
+    for entries in (server.addresses or {}).values():
+        for entry in entries:
+            (ipv6 if entry.get("version") == 6 else ipv4).append(entry.get("addr"))
+    return tuple(ipv4), tuple(ipv6)
+
+
+def _server(raw) -> Server:
+    ipv4, ipv6 = _addresses(raw)
+    fault = raw.fault.get("message") if isinstance(raw.fault, dict) else None
+    return Server(raw.id, raw.status, dict(raw.metadata or {}), ipv4, ipv6, fault)
+
+
+def our_servers(provider: models.Provider) -> list[Server]:
+    """Every server of this deployment on the provider: one (paged) list call."""
+    try:
+        raw = list(connection(provider).compute.servers(details=True))
+    except Exception as error:
+        raise classify(error) from error
+    servers = [_server(s) for s in raw]
+    return [s for s in servers if s.metadata.get(META_DEPLOYMENT) == settings.deployment]
+
+
+def find_server(provider: models.Provider, instance_id: str) -> Server | None:
+    """The server created for `instance_id`, found by its metadata (to adopt after a crash)."""
+    return next((s for s in our_servers(provider) if s.instance_id == instance_id), None)
+
+
+def delete_server(provider: models.Provider, server_id: str) -> None:
+    """Delete a server; one that is already gone counts as deleted."""
+    try:
+        connection(provider).compute.delete_server(server_id, ignore_missing=True)
+    except Exception as error:
+        raise classify(error) from error
+
+
+def classify_fault(fault: str | None) -> CloudError:
+    """A server that went ERROR: no valid host is a capacity problem, anything else a failed build."""
+    message = fault or "server went to ERROR"
+    if "no valid host" in message.lower():
+        return CloudError(CAPACITY, message)
+    return CloudError(BUILD_FAILED, message)

@@ -211,6 +211,10 @@ def list_instances(caller: Caller, params: Mapping[str, str]) -> tuple[list[mode
         index, key = models.Instance.by_provider_state, filters.pop("provider")
         if "state" in filters:
             range_condition = models.Instance.state == filters.pop("state")
+    elif "label" in filters:
+        index, key = models.Instance.by_label_state, filters.pop("label")
+        if "state" in filters:
+            range_condition = models.Instance.state == filters.pop("state")
     elif not caller.is_admin:
         index, key = models.Instance.by_owner, caller.owner
         condition = None

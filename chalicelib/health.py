@@ -1,5 +1,8 @@
-"""Provider health and quota: one check is a token plus `GET /limits`; its outcome drives the
-circuit breaker (closed -> open after N failures in a row -> half-open at `retry_at`)."""
+"""Provider health: what each outcome of a call to a provider means for its circuit breaker.
+
+closed -> open after N consecutive failures (auth opens it at once) -> half-open when `retry_at`
+passes -> one passing check or launch closes it. A check is a token plus `GET /limits`.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ from chalicelib import cloud, models, timeutil
 FAILURES_TO_OPEN = 3
 BASE_COOLDOWN_SECONDS = 30
 MAX_COOLDOWN_SECONDS = 600
+# Error classes that say something about the provider as a whole (others concern one server).
+PROVIDER_FAULTS = (cloud.AUTH, cloud.UNAVAILABLE, cloud.TIMEOUT)
 
 
 def cooldown_seconds(consecutive_failures: int) -> int:
@@ -18,32 +23,69 @@ def cooldown_seconds(consecutive_failures: int) -> int:
     return min(MAX_COOLDOWN_SECONDS, BASE_COOLDOWN_SECONDS * 2**extra)
 
 
+def record_failure(provider: models.Provider, error: cloud.CloudError) -> None:
+    """Count a provider-wide failure; open the circuit when it is the Nth in a row (or auth)."""
+    now = timeutil.now()
+    provider.update(
+        actions=[
+            models.Provider.consecutive_failures.add(1),
+            models.Provider.last_error.set(f"{error.error_class}: {error.message}"[:500]),
+            models.Provider.checked_at.set(timeutil.iso(now)),
+        ]
+    )
+    failures = int(provider.consecutive_failures)
+    down = error.error_class == cloud.AUTH or failures >= FAILURES_TO_OPEN
+    retry_at = timeutil.iso(now + timedelta(seconds=cooldown_seconds(failures))) if down else None
+    provider.update(
+        actions=[
+            models.Provider.health_state.set("down" if down else "degraded"),
+            models.Provider.retry_at.set(retry_at),
+        ]
+    )
+
+
+def record_problem(provider: models.Provider, error: cloud.CloudError) -> None:
+    """An error that excludes the provider for one instance only; shown on the provider."""
+    actions = [models.Provider.last_error.set(f"{error.error_class}: {error.message}"[:500])]
+    if error.error_class == cloud.QUOTA:
+        # Its real quota is lower than we thought: cap it at what it holds now.
+        actions.append(models.Provider.quota_instances.set(models.Provider.in_use))
+    provider.update(actions=actions)
+
+
+def record_outcome(provider: models.Provider, error: cloud.CloudError) -> None:
+    if error.error_class in PROVIDER_FAULTS:
+        record_failure(provider, error)
+    else:
+        record_problem(provider, error)
+
+
+def record_launch_ok(provider: models.Provider) -> None:
+    """A create was accepted: the provider is healthy and off probation."""
+    now = timeutil.now_iso()
+    provider.update(
+        actions=[
+            models.Provider.health_state.set("healthy"),
+            models.Provider.consecutive_failures.set(0),
+            models.Provider.retry_at.set(None),
+            models.Provider.last_launch_ok_at.set(now),
+        ]
+    )
+
+
 def check(provider: models.Provider) -> models.Provider:
     """Run a health check now and record its outcome on the provider item."""
-    now = timeutil.now()
     try:
         limits = cloud.limits(provider)
     except cloud.CloudError as error:
-        failures = int(provider.consecutive_failures) + 1
-        down = error.error_class == cloud.AUTH or failures >= FAILURES_TO_OPEN
-        provider.update(
-            actions=[
-                models.Provider.health_state.set("down" if down else "degraded"),
-                models.Provider.checked_at.set(timeutil.iso(now)),
-                models.Provider.last_error.set(f"{error.error_class}: {error.message}"[:500]),
-                models.Provider.consecutive_failures.set(failures),
-                models.Provider.retry_at.set(
-                    timeutil.iso(now + timedelta(seconds=cooldown_seconds(failures))) if down else None
-                ),
-            ]
-        )
+        record_failure(provider, error)
         return provider
     # Servers that are not ours use up the account's quota too.
     not_ours = max(0, limits.used_instances - int(provider.in_use))
     provider.update(
         actions=[
             models.Provider.health_state.set("healthy"),
-            models.Provider.checked_at.set(timeutil.iso(now)),
+            models.Provider.checked_at.set(timeutil.now_iso()),
             models.Provider.last_error.set(None),
             models.Provider.consecutive_failures.set(0),
             models.Provider.retry_at.set(None),

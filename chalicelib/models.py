@@ -40,6 +40,7 @@ class _Meta:
     billing_mode = PAY_PER_REQUEST_BILLING_MODE
     connect_timeout_seconds = 5
     read_timeout_seconds = 10
+    max_pool_connections = 64
 
 
 def _index(name: str) -> type:
@@ -92,6 +93,10 @@ class Provider(Model):
     last_error = UnicodeAttribute(null=True)
     consecutive_failures = NumberAttribute(default=0)
     retry_at = UnicodeAttribute(null=True)
+    # When a create last succeeded here: a provider without a recent one is on probation.
+    last_launch_ok_at = UnicodeAttribute(null=True)
+    # The build watcher's lease: one watcher per provider at a time.
+    watch_lease_until = UnicodeAttribute(null=True)
     created_at = UnicodeAttribute()
     updated_at = UnicodeAttribute()
     by_kind = ProvidersByKind()
@@ -172,6 +177,12 @@ class InstancesByStateExpiry(GlobalSecondaryIndex):
     expires_at = UnicodeAttribute(range_key=True)
 
 
+class InstancesByLabelState(GlobalSecondaryIndex):
+    Meta = _index("by_label_state")
+    label = UnicodeAttribute(hash_key=True)
+    state = UnicodeAttribute(range_key=True)
+
+
 class InstancesByKind(GlobalSecondaryIndex):
     Meta = _index("by_kind")
     kind = UnicodeAttribute(hash_key=True)
@@ -198,6 +209,10 @@ class Instance(Model):
     attempts = ListAttribute(of=Attempt, default=list)
     failure_reason = UnicodeAttribute(null=True)
     created_at = UnicodeAttribute()
+    # When the current launch claimed it (LAUNCHING); a claim this old is stale.
+    launched_at = UnicodeAttribute(null=True)
+    # Touched to fire the stream again for a PENDING instance (a re-drive), state unchanged.
+    redrive_at = UnicodeAttribute(null=True)
     active_at = UnicodeAttribute(null=True)
     expires_at = UnicodeAttribute()
     deleted_at = UnicodeAttribute(null=True)
@@ -206,6 +221,7 @@ class Instance(Model):
     by_owner = InstancesByOwner()
     by_provider_state = InstancesByProviderState()
     by_state_expires = InstancesByStateExpiry()
+    by_label_state = InstancesByLabelState()
     by_kind = InstancesByKind()
 
 

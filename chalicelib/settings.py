@@ -50,6 +50,19 @@ class Settings:
     sweep_seconds: float
     bootstrap_admin_key: str | None
     default_lifetime_minutes: int
+    # Deployed Lambda functions are named <app>-<stage>-<name>.
+    function_prefix: str
+    # Launch pipeline.
+    max_attempts: int
+    boot_timeout_seconds: int
+    launch_stale_seconds: int
+    watch_poll_seconds: float
+    watch_budget_seconds: int
+    openstack_timeout_seconds: float
+    # The sweeper's time budget for one pass's provider calls.
+    sweep_budget_seconds: float
+    # The sweeper re-fires a PENDING instance only once it has waited this long.
+    redrive_after_seconds: float
 
     @property
     def providers_table(self) -> str:
@@ -93,6 +106,15 @@ def load() -> Settings:
         sweep_seconds=_float("OMS_SWEEP_SECONDS", 5.0),
         bootstrap_admin_key=os.environ.get("OMS_BOOTSTRAP_ADMIN_KEY") or None,
         default_lifetime_minutes=_int("OMS_DEFAULT_LIFETIME_MINUTES", 60),
+        function_prefix=os.environ.get("OMS_FUNCTION_PREFIX", f"openmultistack-{deployment}-"),
+        max_attempts=_int("OMS_MAX_ATTEMPTS", 10),
+        boot_timeout_seconds=_int("OMS_BOOT_TIMEOUT_SECONDS", 600),
+        launch_stale_seconds=_int("OMS_LAUNCH_STALE_SECONDS", 120),
+        watch_poll_seconds=_float("OMS_WATCH_POLL_SECONDS", 1.0),
+        watch_budget_seconds=_int("OMS_WATCH_BUDGET_SECONDS", 600),
+        openstack_timeout_seconds=_float("OMS_OPENSTACK_TIMEOUT_SECONDS", 20.0),
+        sweep_budget_seconds=_float("OMS_SWEEP_BUDGET_SECONDS", 25.0),
+        redrive_after_seconds=_float("OMS_REDRIVE_AFTER_SECONDS", 30.0),
     )
 
 

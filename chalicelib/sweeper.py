@@ -1,18 +1,31 @@
-"""The scheduled pass. Expiry: instances past `expires_at` are retired (found by index, not scan)."""
+"""The scheduled pass: expiry, provider health and quota. Cost grows with providers, not instances.
+
+Each provider is checked in parallel under one time budget, so a hung provider cannot stall the
+pass or the others; what does not answer in time counts as a failure (unavailable).
+"""
 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from chalicelib import fleet, models, timeutil
+from chalicelib import cloud, fleet, health, invoke, launcher, models, placement, timeutil, watcher
+from chalicelib.settings import settings
 
 log = logging.getLogger("oms.sweeper")
+
+# Threads of a pass that outlive its budget (a hung provider) must not block the next pass.
+_pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="sweep")
 
 
 @dataclass
 class SweepReport:
     expired: list[str] = field(default_factory=list)
+    checked: dict[str, str] = field(default_factory=dict)
+    timed_out: list[str] = field(default_factory=list)
+    redriven: int = 0
+    watched: list[str] = field(default_factory=list)
 
 
 def expire(now: str | None = None) -> list[str]:
@@ -28,8 +41,55 @@ def expire(now: str | None = None) -> list[str]:
     return expired
 
 
+def _due_for_check(provider: models.Provider) -> bool:
+    """Every provider is checked each pass, except one whose open circuit is still cooling down."""
+    retry_at = timeutil.parse(provider.retry_at) if provider.retry_at else None
+    return placement.circuit_state(provider.health_state, retry_at, timeutil.now()) != placement.OPEN
+
+
+def check_providers(report: SweepReport) -> None:
+    providers = [p for p in models.Provider.by_kind.query("provider") if _due_for_check(p)]
+    futures = {_pool.submit(health.check, p): p for p in providers}
+    done, late = wait(futures, timeout=settings.sweep_budget_seconds)
+    for future in done:
+        provider = futures[future]
+        if future.exception() is not None:
+            log.error("health check of %s crashed: %s", provider.name, future.exception())
+            continue
+        report.checked[provider.name] = future.result().health_state
+    for future in late:
+        provider = futures[future]
+        report.timed_out.append(provider.name)
+        health.record_failure(
+            provider, cloud.CloudError(cloud.UNAVAILABLE, f"no answer within {settings.sweep_budget_seconds} s")
+        )
+
+
+def redrive(report: SweepReport) -> None:
+    """Fire PENDING instances again where room has appeared (a provider came back, quota rose)."""
+    now = timeutil.now()
+    for provider in models.Provider.by_kind.query("provider"):
+        retry_at = timeutil.parse(provider.retry_at) if provider.retry_at else None
+        if not provider.enabled or placement.circuit_state(provider.health_state, retry_at, now) == placement.OPEN:
+            continue
+        room = provider.cap - int(provider.in_use)
+        if room > 0:
+            report.redriven += launcher.redrive(provider, room, settings.redrive_after_seconds)
+
+
+def watch_building(report: SweepReport) -> None:
+    """Start a build watcher wherever instances are BUILDING (its lease keeps it one per provider)."""
+    for provider in models.Provider.by_kind.query("provider"):
+        if watcher.building_exists(provider.name):
+            invoke.invoke_async("build_watcher", {"provider": provider.name})
+            report.watched.append(provider.name)
+
+
 def sweep() -> SweepReport:
     report = SweepReport(expired=expire())
-    if report.expired:
-        log.info("expired %d instances", len(report.expired))
+    check_providers(report)
+    watch_building(report)
+    redrive(report)
+    if report.expired or report.timed_out:
+        log.info("sweep: expired %d, timed out %s", len(report.expired), report.timed_out)
     return report

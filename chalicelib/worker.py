@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from pynamodb.exceptions import DoesNotExist
 
-from chalicelib import models
+from chalicelib import cloud, launcher, models, slots, timeutil
+from chalicelib.settings import settings
 
 log = logging.getLogger("oms.worker")
 
@@ -37,12 +38,16 @@ def _attr(image: dict | None, name: str) -> str | None:
 
 
 def changes(records: Iterable) -> list[StateChange]:
-    """The state transitions in a batch of Chalice DynamoDBRecords (other edits are skipped)."""
+    """The state transitions in a batch of Chalice DynamoDBRecords, plus re-drives (a PENDING
+    instance whose `redrive_at` was touched). Other edits are not events."""
     found = []
     for record in records:
         old_state = _attr(record.old_image, "state")
         new_state = _attr(record.new_image, "state")
-        if old_state == new_state:
+        redriven = new_state == models.PENDING and _attr(record.old_image, "redrive_at") != _attr(
+            record.new_image, "redrive_at"
+        )
+        if old_state == new_state and not redriven:
             continue
         version = _attr(record.new_image, "version")
         found.append(
@@ -58,33 +63,64 @@ def changes(records: Iterable) -> list[StateChange]:
 
 
 def handle(records: Iterable) -> list[str]:
-    """Handle one stream batch; returns the sequence numbers of records that must be retried."""
+    """Handle one stream batch; returns the sequence numbers of records that must be retried.
+
+    Teardowns go first (they free slots), then one launch pass places every PENDING instance of
+    the batch together. Provider errors are handled inside and written onto instances; only an
+    unexpected crash marks records for retry, and a retry is harmless (every step is claimed).
+    """
+    found = changes(records)
     retry = []
-    for change in changes(records):
+    launches = []
+    for change in found:
+        if change.new_state == models.DELETING:
+            try:
+                teardown(change.instance_id, change.old_state)
+            except Exception:
+                log.exception("instance %s: teardown failed", change.instance_id)
+                retry.append(change.sequence_number)
+        elif change.new_state == models.PENDING:
+            launches.append(change)
+    if launches:
         try:
-            _dispatch(change)
+            launcher.launch(list(dict.fromkeys(c.instance_id for c in launches)))
         except Exception:
-            log.exception(
-                "instance %s: handling %s -> %s failed", change.instance_id, change.old_state, change.new_state
-            )
-            retry.append(change.sequence_number)
+            log.exception("launch pass over %d instances failed", len(launches))
+            retry.extend(c.sequence_number for c in launches)
     return retry
 
 
-def _dispatch(change: StateChange) -> None:
-    log.info("instance %s: %s -> %s", change.instance_id, change.old_state, change.new_state)
-    if change.new_state == models.DELETING:
-        teardown(change.instance_id)
-    # Entering PENDING is picked up by the launch pipeline (placement and cloud calls).
-
-
-def teardown(instance_id: str) -> None:
-    """Finish deleting an instance. One that never got a server is simply marked DELETED."""
+def teardown(instance_id: str, old_state: str | None = None) -> None:
+    """Delete an instance's server (gone counts as deleted), give its slot back, mark it DELETED."""
     try:
         instance = models.Instance.get(instance_id)
     except DoesNotExist:
         return
     if instance.state != models.DELETING:
         return  # a repeated delivery: someone already moved it on
-    if instance.server_id is None and instance.provider is None:
+    if instance.provider is None:
         models.transition(instance, models.DELETED, expected=[models.DELETING])
+        return
+    provider = models.Provider.get(instance.provider)
+    server_id = instance.server_id
+    if server_id is None:
+        if old_state == models.LAUNCHING and not _stale(instance):
+            return  # its create is in flight: the launcher deletes what it made and finishes this
+        found = cloud.find_server(provider, instance.id)
+        server_id = found.id if found else None
+    try:
+        if server_id is not None:
+            cloud.delete_server(provider, server_id)
+    except cloud.CloudError as error:
+        # Left in DELETING: the sweeper retries. A stuck provider must not block the stream.
+        log.warning("instance %s: delete on %s failed (%s); will retry", instance_id, provider.name, error.message)
+        return
+    if slots.release(instance, models.DELETED):
+        launcher.redrive(provider, 1)
+
+
+def _stale(instance: models.Instance) -> bool:
+    if instance.launched_at is None:
+        return True
+    age = (timeutil.now() - timeutil.parse(instance.launched_at)).total_seconds()
+    return age > settings.launch_stale_seconds

@@ -126,7 +126,7 @@ class LocalStack:
         from chalice.app import DynamoDBEventConfig, ScheduledEventConfig
         from chalice.local import LambdaContext
 
-        from chalicelib import aws
+        from chalicelib import aws, invoke
         from local.pump import StreamPump
         from local.scheduler import Scheduler
 
@@ -147,6 +147,23 @@ class LocalStack:
             region=self.settings.region,
         )
         self.scheduler.start()
+        invoke.use_local_runner(self._run_in_thread)
+
+    def _run_in_thread(self, name: str, payload: dict) -> None:
+        """What Lambda's asynchronous invoke does: run the registered function, answer nothing."""
+        from chalice.local import LambdaContext
+
+        app_module = importlib.import_module("app")
+        registered = next(f for f in app_module.app.pure_lambda_functions if f.name == name)
+        function = getattr(app_module, registered.handler_string.rpartition(".")[2])
+
+        def run() -> None:
+            try:
+                function(payload, LambdaContext(name, 512, max_runtime_ms=900_000))
+            except Exception:
+                log.exception("function %s failed", name)
+
+        threading.Thread(target=run, name=name, daemon=True).start()
 
     # --- stop ----------------------------------------------------------------------------
 

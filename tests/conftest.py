@@ -30,6 +30,8 @@ os.environ.update(
     OMS_MOTO_PORT=str(free_port()),
     OMS_STATE_DIR=str(Path(_STATE) / "state"),
     OMS_SWEEP_SECONDS="0.5",
+    OMS_WATCH_POLL_SECONDS="0.3",
+    OMS_OPENSTACK_TIMEOUT_SECONDS="5",
     OMS_BOOTSTRAP_ADMIN_KEY=ADMIN_KEY,
     AWS_ACCESS_KEY_ID="test",
     AWS_SECRET_ACCESS_KEY="test",
@@ -104,15 +106,64 @@ def provider_body(**overrides) -> dict:
         "password": "secret-" + uuid.uuid4().hex,
         "project_name": "demo",
         "max_instances": 20,
-        "labels": {"ubuntu-small": {"image": "ubuntu-22.04", "flavor": "m1.small", "network": "public"}},
+        # A label of its own, so that no other test's requests are launched there.
+        "labels": {unique("lbl"): {"image": "ubuntu-22.04", "flavor": "m1.small", "network": "public"}},
     }
     body.update(overrides)
     return body
 
 
+def register_down(admin_api: Api, **overrides) -> dict:
+    """Register a provider through the API, then mark it down (circuit open for an hour).
+
+    API tests use these: requests are accepted and wait in PENDING, as they do while every
+    provider is down, and no launch is attempted on an auth_url that leads nowhere.
+    """
+    from chalicelib import models, timeutil
+
+    response = admin_api.post("/providers", json=provider_body(**overrides))
+    assert response.status_code == 201, response.text
+    name = response.json()["name"]
+    models.Provider(name).update(
+        actions=[
+            models.Provider.health_state.set("down"),
+            models.Provider.retry_at.set(timeutil.in_minutes(60)),
+        ]
+    )
+    return admin_api.get(f"/providers/{name}").json()
+
+
 @pytest.fixture
 def provider(admin_api) -> dict:
-    """A registered provider offering label `ubuntu-small` (its auth_url leads nowhere)."""
-    response = admin_api.post("/providers", json=provider_body())
+    """A provider offering label `ubuntu-small`, down: requests for it wait in PENDING."""
+    return register_down(
+        admin_api, labels={"ubuntu-small": {"image": "ubuntu-22.04", "flavor": "m1.small", "network": "public"}}
+    )
+
+
+@pytest.fixture
+def sim():
+    """A fresh OpenStack simulator (providers p1..p7) for one test."""
+    from sim.testing import start_simulator
+
+    with start_simulator(providers=7, quota=20, boot_seconds=0.5, seed=7) as running:
+        yield running
+
+
+def register_sim_provider(admin_api: Api, sim, sim_name: str, label: str, **overrides) -> dict:
+    """Register simulator provider `sim_name` under a unique name, mapping `label` to its image."""
+    credentials = sim.state(sim_name)["credentials"]
+    body = {
+        "name": unique(sim_name),
+        "auth_url": sim.auth_url(sim_name),
+        "region": "RegionOne",
+        "username": credentials["username"],
+        "password": credentials["password"],
+        "project_name": credentials["project_name"],
+        "max_instances": 20,
+        "labels": {label: {"image": "ubuntu-22.04", "flavor": "m1.small", "network": "public"}},
+        **overrides,
+    }
+    response = admin_api.post("/providers", json=body)
     assert response.status_code == 201, response.text
     return response.json()

@@ -64,7 +64,8 @@ def test_stack_keeps_providers_requests_and_keys_across_restarts(tmp_path):
         assert requests.get(url + "health", timeout=10).json() == {"status": "ok"}
         provider = provider_body()
         assert requests.post(url + "providers", json=provider, headers=auth, timeout=30).status_code == 201
-        request = requests.post(url + "requests", json={"label": "ubuntu-small", "count": 3}, headers=auth, timeout=30)
+        label = next(iter(provider["labels"]))
+        request = requests.post(url + "requests", json={"label": label, "count": 3}, headers=auth, timeout=30)
         assert request.status_code == 202
         user = requests.post(url + "keys", json={"name": "u", "role": "user"}, headers=auth, timeout=30).json()
     finally:
@@ -82,6 +83,7 @@ def test_stack_keeps_providers_requests_and_keys_across_restarts(tmp_path):
         got = requests.get(url + f"providers/{provider['name']}", headers=auth, timeout=30)
         assert got.status_code == 200 and got.json()["labels"] == provider["labels"]
         again = requests.get(url + f"requests/{request.json()['id']}", headers=auth, timeout=30).json()
+        # Its provider's auth_url leads nowhere: each instance tried it once and waits for room.
         assert again["counts"]["PENDING"] == 3
         user_auth = {"Authorization": f"Bearer {user['key']}"}
         assert requests.get(url + "requests", headers=user_auth, timeout=30).status_code == 200

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chalicelib import models, timeutil
-from tests.conftest import provider_body, unique
+from tests.conftest import provider_body, register_down, unique
 
 SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl me@laptop"
 
@@ -153,8 +153,9 @@ def test_missing_objects_are_404(user_api):
 
 def test_instance_filters_combine(admin_api, user_api, provider):
     label = unique("lbl")
-    body = provider_body(labels={label: {"image": "i", "flavor": "f"}, "ubuntu-small": {"image": "i", "flavor": "f"}})
-    admin_api.post("/providers", json=body)
+    body = register_down(
+        admin_api, labels={label: {"image": "i", "flavor": "f"}, "ubuntu-small": {"image": "i", "flavor": "f"}}
+    )
     a = user_api.post("/requests", json={"label": label, "count": 2}).json()
     b = user_api.post("/requests", json={"label": "ubuntu-small", "count": 3}).json()
     placed = models.Instance.get(b["instances"][0]["id"])

@@ -1,0 +1,230 @@
+"""Launch: place a stream batch's PENDING instances, reserve slots, create servers, fail over.
+
+One pass per batch. Rounds inside the pass let a provider on probation take its probe first and
+the rest of its share only once that create was accepted. Creates run in parallel, bounded per
+provider. Every error releases the slot, records the attempt and puts the instance back to
+PENDING, which fires the stream again for the next provider.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from chalicelib import cloud, health, invoke, models, placement, slots, timeutil
+from chalicelib.settings import settings
+
+log = logging.getLogger("oms.launcher")
+
+PROBATION_SECONDS = 600  # a provider with no accepted create for this long gets a probe first
+EXCLUDE_SECONDS = 600  # a provider that failed an instance is not tried again for it this long
+CREATES_PER_PROVIDER = 8
+MAX_WORKERS = 32
+
+
+def excluded(instance: models.Instance, now_iso: str) -> frozenset[str]:
+    since = timeutil.iso(timeutil.parse(now_iso) - timedelta(seconds=EXCLUDE_SECONDS))
+    return frozenset(a.provider for a in instance.attempts if a.at >= since)
+
+
+def _slots(provider: models.Provider, now, proven: set[str], failed: set[str]) -> placement.Slots:
+    retry_at = timeutil.parse(provider.retry_at) if provider.retry_at else None
+    ok_at = timeutil.parse(provider.last_launch_ok_at) if provider.last_launch_ok_at else None
+    recent = ok_at is not None and (now - ok_at).total_seconds() < PROBATION_SECONDS
+    return placement.Slots(
+        name=provider.name,
+        priority=int(provider.priority),
+        free=max(0, provider.cap - int(provider.in_use)),
+        labels=frozenset(provider.labels.as_dict()),
+        enabled=bool(provider.enabled) and provider.name not in failed,
+        circuit=placement.circuit_state(provider.health_state, retry_at, now),
+        on_probation=provider.name not in proven and not recent,
+    )
+
+
+def launch(instance_ids: list[str]) -> None:
+    """Launch whichever of these instances are still PENDING."""
+    pending = sorted(
+        (i for i in models.Instance.batch_get(instance_ids) if i.state == models.PENDING), key=lambda i: i.name
+    )
+    if not pending:
+        return
+    requests = {r.id: r for r in models.Request.batch_get({i.request_id for i in pending})}
+    pending = _fail_exhausted(pending)
+    proven: set[str] = set()
+    failed: set[str] = set()
+    watched: set[str] = set()
+    while pending:
+        now = timeutil.now()
+        providers = {p.name: p for p in models.Provider.by_kind.query("provider")}
+        plan = placement.place(
+            [placement.Need(i.id, i.label, excluded(i, timeutil.iso(now))) for i in pending],
+            [_slots(p, now, proven, failed) for p in providers.values()],
+        )
+        if not plan:
+            break
+        by_id = {i.id: i for i in pending}
+        results, no_room = _reserve_and_create(plan, by_id, providers, requests)
+        if not results:
+            break  # our view of free slots was stale; the next batch or the sweeper goes on
+        for name, created, recorded in results:
+            if not created:
+                failed.add(name)
+                continue
+            if name not in proven:
+                proven.add(name)
+                health.record_launch_ok(providers[name])
+            if recorded and name not in watched:
+                # Watching starts while later rounds still create; one watcher per provider.
+                watched.add(name)
+                invoke.invoke_async("build_watcher", {"provider": name})
+        # Lost claims are someone else's now; instances that met a full provider try again.
+        pending = [i for i in pending if i.id not in plan or i.id in no_room]
+    # Once more at the end: a watcher started early may have finished before our last creates.
+    for name in watched:
+        invoke.invoke_async("build_watcher", {"provider": name})
+
+
+def _fail_exhausted(pending: list[models.Instance]) -> list[models.Instance]:
+    """Instances out of attempts go to FAILED; the rest stay to be placed."""
+    keep = []
+    for instance in pending:
+        if len(instance.attempts) < settings.max_attempts:
+            keep.append(instance)
+            continue
+        reason = (
+            f"no provider could launch it in {len(instance.attempts)} attempts; last: {instance.attempts[-1].message}"
+        )
+        models.transition(
+            instance, models.FAILED, expected=[models.PENDING], actions=[models.Instance.failure_reason.set(reason)]
+        )
+    return keep
+
+
+def _reserve_and_create(plan: dict[str, str], by_id, providers, requests) -> list[tuple]:
+    """Reserve each planned instance's slot and create its server, in parallel, at most
+    CREATES_PER_PROVIDER creates at a time per provider.
+
+    Each create is recorded (BUILDING with its server id) or failed over as soon as it returns.
+    Returns (provider, created, recorded) for every instance whose reservation held, and the ids
+    of instances that found their provider full."""
+    bounds = {name: threading.Semaphore(CREATES_PER_PROVIDER) for name in set(plan.values())}
+
+    def launch_one(instance: models.Instance, provider: models.Provider) -> tuple[str, str, bool, bool]:
+        claim = slots.reserve(provider, instance)
+        if claim != slots.OK:
+            return instance.id, claim, False, False
+        outcome = create(instance, provider)
+        if isinstance(outcome, cloud.CloudError):
+            fail_over(instance, outcome, provider)
+            return provider.name, claim, False, False
+        return provider.name, claim, True, _record_server(instance, outcome, provider)
+
+    def create(instance: models.Instance, provider: models.Provider) -> str | cloud.CloudError:
+        request = requests.get(instance.request_id)
+        with bounds[provider.name]:
+            try:
+                return cloud.create_server(
+                    provider,
+                    name=instance.name,
+                    label=instance.label,
+                    metadata=cloud.server_metadata(instance.id, instance.request_id, instance.expires_at),
+                    user_data=cloud.cloud_init(
+                        request.ssh_public_key if request else None, request.user_data if request else None
+                    ),
+                )
+            except cloud.CloudError as error:
+                return error
+            except Exception as error:  # never let one create take the batch down
+                log.exception("instance %s: create failed unexpectedly", instance.id)
+                return cloud.classify(error)
+
+    with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(plan))) as pool:
+        outcomes = list(pool.map(lambda item: launch_one(by_id[item[0]], providers[item[1]]), plan.items()))
+    no_room = {name for name, claim, _, _ in outcomes if claim == slots.NO_ROOM}
+    return [(name, created, recorded) for name, claim, created, recorded in outcomes if claim == slots.OK], no_room
+
+
+def _record_server(instance: models.Instance, server_id: str, provider: models.Provider) -> bool:
+    """LAUNCHING -> BUILDING with the server's id. If the instance was deleted meanwhile, the server
+    we just made is deleted here (nobody else knows of it) and the teardown is finished."""
+    if models.transition(
+        instance, models.BUILDING, expected=[models.LAUNCHING], actions=[models.Instance.server_id.set(server_id)]
+    ):
+        return True
+    log.info(
+        "instance %s was %s before its server %s was recorded; deleting it", instance.id, instance.state, server_id
+    )
+    try:
+        cloud.delete_server(provider, server_id)
+    except cloud.CloudError:
+        log.warning(
+            "instance %s: delete of unrecorded server %s failed; the sweeper's leak pass will", instance.id, server_id
+        )
+        return False
+    if instance.state == models.DELETING and instance.server_id is None:
+        slots.release(instance, models.DELETED)
+    return False
+
+
+def attempt(provider: str, error: cloud.CloudError) -> models.Attempt:
+    return models.Attempt(
+        provider=provider, error=error.error_class, message=error.message[:500], at=timeutil.now_iso()
+    )
+
+
+def fail_over(instance: models.Instance, error: cloud.CloudError, provider: models.Provider) -> None:
+    """Give the slot back, record why, and send the instance back to PENDING (or FAILED when out
+    of attempts) so that the stream offers it to the next provider."""
+    log.info("instance %s: %s on %s (%s); failing over", instance.id, error.error_class, provider.name, error.message)
+    actions = [
+        models.Instance.attempts.set(models.Instance.attempts.append([attempt(provider.name, error)])),
+        models.Instance.provider.set(None),
+        models.Instance.server_id.set(None),
+        models.Instance.launched_at.set(None),
+    ]
+    out_of_attempts = len(instance.attempts) + 1 >= settings.max_attempts
+    to_state = models.FAILED if out_of_attempts else models.PENDING
+    if out_of_attempts:
+        reason = f"no provider could launch it in {settings.max_attempts} attempts; last: {error.message}"
+        actions.append(models.Instance.failure_reason.set(reason[:500]))
+    if slots.release(instance, to_state, actions):
+        health.record_outcome(provider, error)
+    elif instance.state == models.DELETING and instance.server_id is None:
+        # Deleted while its launch failed: no server exists, so the teardown ends here.
+        slots.release(instance, models.DELETED)
+
+
+def _last_event(instance: models.Instance) -> str:
+    stamps = [instance.created_at, instance.redrive_at or "", *(a.at for a in instance.attempts[-1:])]
+    return max(stamps)
+
+
+def redrive(provider: models.Provider, room: int, waited_seconds: float = 0) -> int:
+    """Fire the stream again for up to `room` PENDING instances of labels `provider` offers
+    (a slot there was freed, or the sweeper found room), skipping any whose last event is
+    younger than `waited_seconds` (a launch pass may be at work on it). Returns how many fired."""
+    fired = 0
+    now = timeutil.now_iso()
+    quiet_since = timeutil.iso(timeutil.parse(now) - timedelta(seconds=waited_seconds))
+    for label in provider.labels.as_dict():
+        if fired >= room:
+            break
+        waiting = models.Instance.by_label_state.query(label, models.Instance.state == models.PENDING)
+        for instance in waiting:
+            if fired >= room:
+                break
+            if provider.name in excluded(instance, now) or _last_event(instance) > quiet_since:
+                continue
+            try:
+                instance.update(
+                    actions=[models.Instance.redrive_at.set(timeutil.now_iso())],
+                    condition=models.Instance.state == models.PENDING,
+                )
+                fired += 1
+            except Exception as error:  # noqa: BLE001 - a lost condition means it moved on: fine
+                if not models.is_conditional_failure(error):
+                    raise
+    return fired

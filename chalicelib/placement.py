@@ -1,0 +1,68 @@
+"""Placement: which provider launches which instance. Pure functions, no I/O.
+
+Candidates for an instance: enabled, circuit not open, label mapped, not excluded for this
+instance, a free slot. Order: lowest `priority` first; among equals, most free slots first, so a
+batch spreads over providers. A provider on probation (circuit half-open, or no launch that
+succeeded lately) gets one instance per round: its probe. The rest of its share waits for a
+later round, after the probe's create was accepted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+
+
+@dataclass(frozen=True)
+class Slots:
+    """What placement needs to know of one provider."""
+
+    name: str
+    priority: int
+    free: int
+    labels: frozenset[str]
+    enabled: bool = True
+    circuit: str = CLOSED
+    on_probation: bool = False
+
+
+@dataclass(frozen=True)
+class Need:
+    """One PENDING instance waiting for a provider."""
+
+    instance_id: str
+    label: str
+    excluded: frozenset[str] = field(default_factory=frozenset)
+
+
+def circuit_state(health_state: str, retry_at: datetime | None, now: datetime) -> str:
+    """Closed unless the provider is down; down turns half-open once its cooldown has passed."""
+    if health_state != "down":
+        return CLOSED
+    if retry_at is not None and retry_at > now:
+        return OPEN
+    return HALF_OPEN
+
+
+def place(needs: Sequence[Need], providers: Iterable[Slots]) -> dict[str, str]:
+    """Assign instances to providers for one round; returns {instance_id: provider name}.
+
+    Instances left out have no candidate this round (no room, excluded, or waiting behind a probe).
+    """
+    usable = [p for p in providers if p.enabled and p.circuit != OPEN and p.free > 0]
+    free = {p.name: p.free for p in usable}
+    for p in usable:
+        if p.on_probation or p.circuit == HALF_OPEN:
+            free[p.name] = min(free[p.name], 1)
+    placed: dict[str, str] = {}
+    for need in needs:
+        candidates = [p for p in usable if free[p.name] > 0 and need.label in p.labels and p.name not in need.excluded]
+        if not candidates:
+            continue
+        best = min(candidates, key=lambda p: (p.priority, -free[p.name], p.name))
+        placed[need.instance_id] = best.name
+        free[best.name] -= 1
+    return placed

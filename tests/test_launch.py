@@ -1,0 +1,100 @@
+"""The launch pipeline on the local stack with the simulator: real openstacksdk, real moto.
+
+Instances entering PENDING are placed, given a slot, created, watched to ACTIVE, and failed over
+when a provider is in maintenance, out of quota or breaks builds; deleting tears them down.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+from tests.conftest import register_sim_provider, unique
+
+
+def wait_for(predicate, timeout=180.0, interval=0.25, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"{what} not met in {timeout} s")
+
+
+def request_state(api, request_id):
+    return api.get(f"/requests/{request_id}").json()
+
+
+def test_one_instance_goes_active_with_addresses_and_is_torn_down(admin_api, user_api, sim):
+    label = unique("lbl")
+    provider = register_sim_provider(admin_api, sim, "p1", label)
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl me@laptop"
+    request = user_api.post("/requests", json={"label": label, "count": 1, "ssh_public_key": key}).json()
+    done = wait_for(lambda: (r := request_state(user_api, request["id"]))["state"] == "ready" and r, what="ACTIVE")
+    instance = done["instances"][0]
+    assert instance["provider"] == provider["name"] and instance["server_id"]
+    assert instance["addresses"]["ipv4"] and instance["active_at"]
+    [server] = sim.servers("p1")
+    assert server["id"] == instance["server_id"]
+    assert server["metadata"]["oms_instance_id"] == instance["id"]
+    assert server["metadata"]["oms_request_id"] == request["id"]
+    assert server["metadata"]["oms_deployment"] == "test"
+    assert server["metadata"]["oms_expires_at"] == instance["expires_at"]
+    assert admin_api.get(f"/providers/{provider['name']}").json()["capacity"]["in_use"] == 1
+
+    assert user_api.delete(f"/requests/{request['id']}").status_code == 202
+    wait_for(lambda: request_state(user_api, request["id"])["state"] == "deleted", what="DELETED")
+    assert sim.state("p1")["servers_live"] == 0
+    assert admin_api.get(f"/providers/{provider['name']}").json()["capacity"]["in_use"] == 0
+
+
+def test_hundred_instances_across_failing_providers(admin_api, user_api, sim):
+    label = unique("lbl")
+    sim.control("p1", mode="maintenance")
+    sim.control("p2", quota_instances=10)
+    sim.control("p3", error_rate=0.2)
+    ours = {name: register_sim_provider(admin_api, sim, name, label)["name"] for name in sim.providers}
+
+    request = user_api.post("/requests", json={"label": label, "count": 100}).json()
+    done = wait_for(
+        lambda: (r := request_state(user_api, request["id"]))["counts"]["ACTIVE"] == 100 and r,
+        timeout=300,
+        what="100 ACTIVE",
+    )
+    assert done["state"] == "ready"
+    assert all(i["addresses"]["ipv4"] for i in done["instances"])
+    spread = Counter(i["provider"] for i in done["instances"])
+    assert len(spread) >= 4, spread
+    assert ours["p1"] not in spread and spread[ours["p2"]] <= 10
+    for name in sim.providers:
+        state = sim.state(name)
+        cap = min(20, state["quota_instances"])
+        assert state["servers_peak"] <= cap, (name, state["servers_peak"], cap)
+    assert sim.state("p1")["calls"].get("server_create", 0) <= 3
+    maintenance = admin_api.get(f"/providers/{ours['p1']}").json()
+    assert maintenance["health"]["state"] == "down" and maintenance["health"]["retry_at"]
+    failed_builds = [a for i in done["instances"] for a in i["attempts"] if a["error"] in ("build_failed", "capacity")]
+    if sim.state("p3")["servers_by_status"].get("ERROR", 0) or sim.state("p3")["servers_deleted"]:
+        assert failed_builds, "ERROR servers on p3 were failed over"
+
+    user_api.delete(f"/requests/{request['id']}")
+    wait_for(lambda: request_state(user_api, request["id"])["state"] == "deleted", timeout=300, what="all DELETED")
+    for name in sim.providers:
+        assert sim.state(name)["servers_live"] == 0, name
+    for name in ours.values():
+        assert admin_api.get(f"/providers/{name}").json()["capacity"]["in_use"] == 0
+
+
+def test_a_request_larger_than_the_room_waits_for_room(admin_api, user_api, sim):
+    label = unique("lbl")
+    register_sim_provider(admin_api, sim, "p1", label, max_instances=4)
+    first = user_api.post("/requests", json={"label": label, "count": 4}).json()
+    wait_for(lambda: request_state(user_api, first["id"])["state"] == "ready", what="first ready")
+    second = user_api.post("/requests", json={"label": label, "count": 3}).json()
+    time.sleep(2)
+    waiting = request_state(user_api, second["id"])
+    assert waiting["counts"]["PENDING"] == 3 and waiting["state"] == "pending"
+    user_api.delete(f"/requests/{first['id']}")
+    wait_for(lambda: request_state(user_api, second["id"])["state"] == "ready", what="second ready")
+    assert sim.state("p1")["servers_peak"] <= 4

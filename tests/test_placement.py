@@ -1,0 +1,74 @@
+"""Placement as a specification: priority, spread, exclusion, circuits, probation."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+from chalicelib.placement import CLOSED, HALF_OPEN, OPEN, Need, Slots, circuit_state, place
+
+LABEL = frozenset({"ubuntu"})
+
+
+def needs(n: int, label: str = "ubuntu", excluded: frozenset[str] = frozenset()) -> list[Need]:
+    return [Need(f"i{k}", label, excluded) for k in range(n)]
+
+
+def test_lowest_priority_number_is_used_first():
+    placed = place(needs(5), [Slots("cheap", 10, 20, LABEL), Slots("dear", 200, 20, LABEL)])
+    assert set(placed.values()) == {"cheap"}
+
+
+def test_equal_priorities_spread_by_free_slots():
+    providers = [Slots("a", 100, 20, LABEL), Slots("b", 100, 20, LABEL), Slots("c", 100, 10, LABEL)]
+    spread = Counter(place(needs(30), providers).values())
+    assert sum(spread.values()) == 30
+    # Most free first: what is left free ends up level (within one slot).
+    left = [p.free - spread[p.name] for p in providers]
+    assert max(left) - min(left) <= 1, spread
+
+
+def test_a_batch_larger_than_the_room_fills_it_exactly():
+    providers = [Slots("a", 100, 3, LABEL), Slots("b", 100, 2, LABEL)]
+    placed = place(needs(10), providers)
+    assert Counter(placed.values()) == {"a": 3, "b": 2}
+
+
+def test_overflow_goes_to_the_next_priority():
+    providers = [Slots("first", 1, 2, LABEL), Slots("second", 2, 5, LABEL)]
+    assert Counter(place(needs(4), providers).values()) == {"first": 2, "second": 2}
+
+
+def test_label_disabled_open_and_full_providers_are_skipped():
+    providers = [
+        Slots("other-label", 1, 20, frozenset({"debian"})),
+        Slots("disabled", 1, 20, LABEL, enabled=False),
+        Slots("open", 1, 20, LABEL, circuit=OPEN),
+        Slots("full", 1, 0, LABEL),
+        Slots("ok", 500, 20, LABEL),
+    ]
+    assert set(place(needs(3), providers).values()) == {"ok"}
+
+
+def test_excluded_provider_is_not_used_for_that_instance():
+    providers = [Slots("a", 1, 20, LABEL), Slots("b", 2, 20, LABEL)]
+    placed = place([Need("x", "ubuntu", frozenset({"a"})), Need("y", "ubuntu")], providers)
+    assert placed == {"x": "b", "y": "a"}
+
+
+def test_no_candidate_leaves_the_instance_unplaced():
+    assert place(needs(2, excluded=frozenset({"a"})), [Slots("a", 1, 20, LABEL)]) == {}
+
+
+def test_a_provider_on_probation_or_half_open_gets_one_probe_per_round():
+    providers = [Slots("new", 1, 20, LABEL, on_probation=True), Slots("trial", 1, 20, LABEL, circuit=HALF_OPEN)]
+    assert Counter(place(needs(10), providers).values()) == {"new": 1, "trial": 1}
+
+
+def test_circuit_state_follows_health_and_cooldown():
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert circuit_state("healthy", None, now) == CLOSED
+    assert circuit_state("degraded", None, now) == CLOSED
+    assert circuit_state("down", now + timedelta(seconds=30), now) == OPEN
+    assert circuit_state("down", now - timedelta(seconds=1), now) == HALF_OPEN
+    assert circuit_state("down", None, now) == HALF_OPEN
