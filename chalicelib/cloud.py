@@ -73,7 +73,7 @@ def _auth_args(provider: models.Provider, secret: dict[str, str]) -> tuple[str, 
 @functools.lru_cache(maxsize=256)
 def _connection(name: str, secret_version: str, settings_key: tuple) -> openstack.connection.Connection:
     provider = models.Provider.get(name)
-    secret = credentials.load(provider.secret_arn, provider.secret_version)
+    secret = credentials.load(provider.name, provider.secret_version)
     auth_type, auth = _auth_args(provider, secret)
     return openstack.connect(
         load_yaml_config=False,

@@ -37,15 +37,19 @@ def store(provider: str, secret: dict[str, str]) -> tuple[str, str]:
     return updated["ARN"], updated["VersionId"]
 
 
-def load(arn: str, version: str) -> dict[str, str]:
+# Secrets are addressed by name: the name is ours and stable, while the ARN carries a random
+# suffix that changes if the secret is ever re-created (as when the local stack rebuilds state).
+
+
+def load(provider: str, version: str) -> dict[str, str]:
     """The secret at exactly `version` (never 'latest': rotation is atomic with the provider item)."""
-    value = aws.client("secretsmanager").get_secret_value(SecretId=arn, VersionId=version)
+    value = aws.client("secretsmanager").get_secret_value(SecretId=secret_name(provider), VersionId=version)
     return json.loads(value["SecretString"])
 
 
-def delete(arn: str) -> None:
+def delete(provider: str) -> None:
     try:
-        aws.client("secretsmanager").delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True)
+        aws.client("secretsmanager").delete_secret(SecretId=secret_name(provider), ForceDeleteWithoutRecovery=True)
     except ClientError as error:
         if error.response["Error"]["Code"] != "ResourceNotFoundException":
             raise

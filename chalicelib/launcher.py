@@ -26,7 +26,7 @@ MAX_WORKERS = 32
 
 def excluded(instance: models.Instance, now_iso: str) -> frozenset[str]:
     since = timeutil.iso(timeutil.parse(now_iso) - timedelta(seconds=EXCLUDE_SECONDS))
-    return frozenset(a.provider for a in instance.attempts if a.at >= since)
+    return frozenset(a.provider for a in instance.attempts if a.at >= since and a.excludes is not False)
 
 
 def _slots(provider: models.Provider, now, proven: set[str], failed: set[str]) -> placement.Slots:
@@ -169,18 +169,41 @@ def _record_server(instance: models.Instance, server_id: str, provider: models.P
     return False
 
 
-def attempt(provider: str, error: cloud.CloudError) -> models.Attempt:
+def attempt(provider: str, error: cloud.CloudError, *, excludes: bool = True) -> models.Attempt:
     return models.Attempt(
-        provider=provider, error=error.error_class, message=error.message[:500], at=timeutil.now_iso()
+        provider=provider,
+        error=error.error_class,
+        message=error.message[:500],
+        at=timeutil.now_iso(),
+        excludes=excludes,
     )
 
 
-def fail_over(instance: models.Instance, error: cloud.CloudError, provider: models.Provider) -> None:
+def resume_stale_launch(instance: models.Instance, provider: models.Provider, servers: list[cloud.Server]) -> bool:
+    """Finish a launch whose worker died between claim and record: adopt the server it made (found
+    by its `oms_instance_id` metadata), or, if none was made, send the instance back to PENDING.
+    Returns True when a server was adopted."""
+    server = next((s for s in servers if s.instance_id == instance.id), None)
+    if server is not None:
+        log.info("instance %s: adopting server %s found by its metadata", instance.id, server.id)
+        return models.transition(
+            instance, models.BUILDING, expected=[models.LAUNCHING], actions=[models.Instance.server_id.set(server.id)]
+        )
+    error = cloud.CloudError(cloud.UNKNOWN, "the launch was interrupted before a server was created")
+    fail_over(instance, error, provider, provider_at_fault=False)
+    return False
+
+
+def fail_over(
+    instance: models.Instance, error: cloud.CloudError, provider: models.Provider, *, provider_at_fault: bool = True
+) -> None:
     """Give the slot back, record why, and send the instance back to PENDING (or FAILED when out
     of attempts) so that the stream offers it to the next provider."""
     log.info("instance %s: %s on %s (%s); failing over", instance.id, error.error_class, provider.name, error.message)
     actions = [
-        models.Instance.attempts.set(models.Instance.attempts.append([attempt(provider.name, error)])),
+        models.Instance.attempts.set(
+            models.Instance.attempts.append([attempt(provider.name, error, excludes=provider_at_fault)])
+        ),
         models.Instance.provider.set(None),
         models.Instance.server_id.set(None),
         models.Instance.launched_at.set(None),
@@ -190,7 +213,7 @@ def fail_over(instance: models.Instance, error: cloud.CloudError, provider: mode
     if out_of_attempts:
         reason = f"no provider could launch it in {settings.max_attempts} attempts; last: {error.message}"
         actions.append(models.Instance.failure_reason.set(reason[:500]))
-    if slots.release(instance, to_state, actions):
+    if slots.release(instance, to_state, actions) and provider_at_fault:
         health.record_outcome(provider, error)
     elif instance.state == models.DELETING and instance.server_id is None:
         # Deleted while its launch failed: no server exists, so the teardown ends here.

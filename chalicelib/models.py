@@ -151,6 +151,8 @@ class Attempt(MapAttribute):
     error = UnicodeAttribute()
     message = UnicodeAttribute()
     at = UnicodeAttribute()
+    # False when the provider was not at fault (our worker was interrupted): try it again.
+    excludes = BooleanAttribute(default=True)
 
 
 class InstancesByRequest(GlobalSecondaryIndex):
@@ -209,6 +211,8 @@ class Instance(Model):
     attempts = ListAttribute(of=Attempt, default=list)
     failure_reason = UnicodeAttribute(null=True)
     created_at = UnicodeAttribute()
+    # When it last changed state (every transition sets it).
+    state_changed_at = UnicodeAttribute(null=True)
     # When the current launch claimed it (LAUNCHING); a claim this old is stale.
     launched_at = UnicodeAttribute(null=True)
     # Touched to fire the stream again for a PENDING instance (a re-drive), state unchanged.
@@ -276,7 +280,7 @@ def transition(
     """
     expected = tuple(expected)
     now = timeutil.now_iso()
-    all_actions = [Instance.state.set(to_state), *actions]
+    all_actions = [Instance.state.set(to_state), Instance.state_changed_at.set(now), *actions]
     if to_state == ACTIVE:
         all_actions.append(Instance.active_at.set(now))
     if to_state == DELETED:

@@ -123,7 +123,7 @@ def delete(name: str) -> None:
     if next(iter(live), None) is not None:
         raise ApiError("conflict", f"provider {name} still has live instances; delete them first")
     provider.delete()
-    credentials.delete(provider.secret_arn)
+    credentials.delete(provider.name)
 
 
 def offering(label: str) -> list[models.Provider]:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import timedelta
 
-from chalicelib import cloud, fleet, health, invoke, launcher, models, placement, timeutil, watcher
+from chalicelib import cloud, fleet, health, invoke, launcher, models, placement, timeutil, watcher, worker
 from chalicelib.settings import settings
 
 log = logging.getLogger("oms.sweeper")
@@ -26,6 +27,8 @@ class SweepReport:
     timed_out: list[str] = field(default_factory=list)
     redriven: int = 0
     watched: list[str] = field(default_factory=list)
+    adopted: list[str] = field(default_factory=list)
+    retried_deletes: list[str] = field(default_factory=list)
 
 
 def expire(now: str | None = None) -> list[str]:
@@ -85,9 +88,40 @@ def watch_building(report: SweepReport) -> None:
             report.watched.append(provider.name)
 
 
+def resolve_stuck(report: SweepReport) -> None:
+    """Finish what a crashed or failed worker left: stale LAUNCHING claims (adopt the server made
+    for them, or re-queue) and DELETING instances whose teardown has not gone through."""
+    older_than = timeutil.iso(timeutil.now() - timedelta(seconds=settings.launch_stale_seconds))
+    for provider in models.Provider.by_kind.query("provider"):
+        launching = [
+            i
+            for i in models.Instance.by_provider_state.query(provider.name, models.Instance.state == models.LAUNCHING)
+            if worker.stale(i)
+        ]
+        if launching:
+            try:
+                servers = cloud.our_servers(provider)
+            except cloud.CloudError as error:
+                log.warning("sweep: cannot list %s to resolve stale launches: %s", provider.name, error.message)
+                servers = None
+            for instance in launching if servers is not None else []:
+                if launcher.resume_stale_launch(instance, provider, servers):
+                    report.adopted.append(instance.id)
+                    invoke.invoke_async("build_watcher", {"provider": provider.name})
+        deleting = models.Instance.by_provider_state.query(
+            provider.name,
+            models.Instance.state == models.DELETING,
+            filter_condition=models.Instance.state_changed_at < older_than,
+        )
+        for instance in deleting:
+            worker.teardown(instance.id)
+            report.retried_deletes.append(instance.id)
+
+
 def sweep() -> SweepReport:
     report = SweepReport(expired=expire())
     check_providers(report)
+    resolve_stuck(report)
     watch_building(report)
     redrive(report)
     if report.expired or report.timed_out:

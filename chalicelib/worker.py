@@ -75,7 +75,7 @@ def handle(records: Iterable) -> list[str]:
     for change in found:
         if change.new_state == models.DELETING:
             try:
-                teardown(change.instance_id, change.old_state)
+                teardown(change.instance_id)
             except Exception:
                 log.exception("instance %s: teardown failed", change.instance_id)
                 retry.append(change.sequence_number)
@@ -90,7 +90,7 @@ def handle(records: Iterable) -> list[str]:
     return retry
 
 
-def teardown(instance_id: str, old_state: str | None = None) -> None:
+def teardown(instance_id: str) -> None:
     """Delete an instance's server (gone counts as deleted), give its slot back, mark it DELETED."""
     try:
         instance = models.Instance.get(instance_id)
@@ -104,8 +104,8 @@ def teardown(instance_id: str, old_state: str | None = None) -> None:
     provider = models.Provider.get(instance.provider)
     server_id = instance.server_id
     if server_id is None:
-        if old_state == models.LAUNCHING and not _stale(instance):
-            return  # its create is in flight: the launcher deletes what it made and finishes this
+        if not stale(instance):
+            return  # its create may be in flight: the launcher deletes what it made and finishes this
         found = cloud.find_server(provider, instance.id)
         server_id = found.id if found else None
     try:
@@ -119,7 +119,8 @@ def teardown(instance_id: str, old_state: str | None = None) -> None:
         launcher.redrive(provider, 1)
 
 
-def _stale(instance: models.Instance) -> bool:
+def stale(instance: models.Instance) -> bool:
+    """True when the launch that claimed this instance has had time to record its server."""
     if instance.launched_at is None:
         return True
     age = (timeutil.now() - timeutil.parse(instance.launched_at)).total_seconds()

@@ -42,7 +42,7 @@ def test_register_with_password_keeps_the_secret_out_of_answers_and_tables(admin
         assert "password" not in json.dumps(response.json()).replace('"auth_type": "password"', "")
     assert body["password"] not in _dump_tables()
     item = models.Provider.get(body["name"])
-    assert credentials.load(item.secret_arn, item.secret_version) == {"password": body["password"]}
+    assert credentials.load(item.name, item.secret_version) == {"password": body["password"]}
 
 
 def test_user_sees_only_the_public_fields(user_api, provider):
@@ -128,7 +128,7 @@ def test_patch_rotates_the_password_to_a_new_secret_version(admin_api, provider)
     assert "rotated-secret-value" not in response.text
     after = models.Provider.get(name)
     assert after.secret_version != before.secret_version
-    assert credentials.load(after.secret_arn, after.secret_version) == {"password": "rotated-secret-value"}
+    assert credentials.load(after.name, after.secret_version) == {"password": "rotated-secret-value"}
 
 
 def test_patch_switching_to_application_credential_needs_its_secret(admin_api, provider):

@@ -1,0 +1,131 @@
+"""At-least-once delivery and crashes: no server launched twice, none leaked, no cap exceeded."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import requests
+from chalice.app import DynamoDBEventConfig
+
+import app as app_module
+from local.stack import _registered
+from tests.conftest import free_port, register_sim_provider, unique
+from tests.test_events import make_pump
+from tests.test_launch import request_state, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_batch_delivered_twice_launches_each_server_once(admin_api, user_api, sim, tmp_path):
+    """A second pump delivers the whole stream again, concurrently with the stack's own."""
+    label = unique("lbl")
+    providers = [register_sim_provider(admin_api, sim, name, label, max_instances=8)["name"] for name in ("p1", "p2")]
+    stop = threading.Event()
+    echo = make_pump(tmp_path, _registered(app_module, DynamoDBEventConfig))
+
+    def deliver_again():
+        while not stop.is_set():
+            echo.pump_once()
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=deliver_again, daemon=True)
+    thread.start()
+    try:
+        request = user_api.post("/requests", json={"label": label, "count": 16}).json()
+        wait_for(lambda: request_state(user_api, request["id"])["state"] == "ready", what="16 ACTIVE")
+        created = sum(sim.state(name)["servers_created"] for name in ("p1", "p2"))
+        assert created == 16, "a repeated record launched a server twice"
+        assert all(sim.state(name)["servers_peak"] <= 8 for name in ("p1", "p2"))
+        user_api.delete(f"/requests/{request['id']}")
+        wait_for(lambda: request_state(user_api, request["id"])["state"] == "deleted", what="DELETED")
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert echo.delivered > 0
+    assert [sim.state(name)["servers_live"] for name in ("p1", "p2")] == [0, 0]
+    for name in providers:
+        assert admin_api.get(f"/providers/{name}").json()["capacity"]["in_use"] == 0
+
+
+def _start_stack(env: dict) -> tuple[subprocess.Popen, str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "local"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=open(os.environ.get("OMS_TEST_STACK_LOG", os.devnull), "a"),  # noqa: SIM115
+        text=True,
+        start_new_session=True,  # so that a kill takes its moto child with it, as a crash would
+    )
+    for line in process.stdout:
+        if line.startswith("OpenMultiStack is running at "):
+            return process, line.split()[-1]
+    raise AssertionError("the stack did not start")
+
+
+def test_a_worker_killed_mid_batch_neither_leaks_nor_launches_twice(sim, tmp_path):
+    sim.control("p1", latency_ms=400)  # slow creates, so that the kill lands between create and record
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMS_", "AWS_"))}
+    env.update(
+        OMS_PORT=str(free_port()),
+        OMS_MOTO_PORT=str(free_port()),
+        OMS_STATE_DIR=str(tmp_path / "state"),
+        OMS_BOOTSTRAP_ADMIN_KEY="crash-test-key",
+        OMS_SWEEP_SECONDS="0.5",
+        OMS_LAUNCH_STALE_SECONDS="8",  # longer than any create here takes
+        OMS_WATCH_POLL_SECONDS="0.3",
+        OMS_OPENSTACK_TIMEOUT_SECONDS="5",
+    )
+    auth = {"Authorization": "Bearer crash-test-key"}
+    process, url = _start_stack(env)
+    try:
+        credentials = sim.state("p1")["credentials"]
+        body = {
+            "name": "crashy",
+            "auth_url": sim.auth_url("p1"),
+            "username": credentials["username"],
+            "password": credentials["password"],
+            "project_name": credentials["project_name"],
+            "max_instances": 10,
+            "labels": {"small": {"image": "ubuntu-22.04", "flavor": "m1.small", "network": "public"}},
+        }
+        assert requests.post(url + "providers", json=body, headers=auth, timeout=30).status_code == 201
+        request = requests.post(url + "requests", json={"label": "small", "count": 6}, headers=auth, timeout=30).json()
+        wait_for(lambda: sim.state("p1")["servers_created"] >= 1, timeout=60, interval=0.05, what="first create")
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    created_before_restart = sim.state("p1")["servers_created"]
+    assert created_before_restart < 6, "the kill came too late to test anything"
+
+    process, url = _start_stack(env)
+    try:
+        done = wait_for(
+            lambda: (
+                (r := requests.get(url + f"requests/{request['id']}", headers=auth, timeout=30).json())["state"]
+                == "ready"
+                and r
+            ),
+            what="ready after the restart",
+        )
+        assert sim.state("p1")["servers_created"] == 6, "a server was launched twice"
+        assert sim.state("p1")["servers_live"] == 6
+        assert sorted(s["id"] for s in sim.servers("p1")) == sorted(i["server_id"] for i in done["instances"])
+        requests.delete(url + f"requests/{request['id']}", headers=auth, timeout=30)
+        wait_for(
+            lambda: (
+                requests.get(url + f"requests/{request['id']}", headers=auth, timeout=30).json()["state"] == "deleted"
+            ),
+            what="deleted",
+        )
+        assert sim.state("p1")["servers_live"] == 0
+        assert sim.state("p1")["servers_peak"] <= 10
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
