@@ -8,6 +8,7 @@ own; an error on one is logged and written onto that instance, and never fails t
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -72,15 +73,21 @@ def handle(records: Iterable) -> list[str]:
     found = changes(records)
     retry = []
     launches = []
+    freed: Counter[str] = Counter()
     for change in found:
         if change.new_state == models.DELETING:
             try:
-                teardown(change.instance_id)
+                released_on = teardown(change.instance_id)
+                if released_on:
+                    freed[released_on] += 1
             except Exception:
                 log.exception("instance %s: teardown failed", change.instance_id)
                 retry.append(change.sequence_number)
         elif change.new_state == models.PENDING:
             launches.append(change)
+    for provider_name, room in freed.items():
+        # Freed slots go to instances waiting for room (fired again through the stream).
+        launcher.redrive(models.Provider.get(provider_name), room)
     if launches:
         try:
             launcher.launch(list(dict.fromkeys(c.instance_id for c in launches)))
@@ -90,22 +97,24 @@ def handle(records: Iterable) -> list[str]:
     return retry
 
 
-def teardown(instance_id: str) -> None:
-    """Delete an instance's server (gone counts as deleted), give its slot back, mark it DELETED."""
+def teardown(instance_id: str) -> str | None:
+    """Delete an instance's server (gone counts as deleted), give its slot back, mark it DELETED.
+
+    Returns the provider whose slot was released, if one was."""
     try:
         instance = models.Instance.get(instance_id)
     except DoesNotExist:
-        return
+        return None
     if instance.state != models.DELETING:
-        return  # a repeated delivery: someone already moved it on
+        return None  # a repeated delivery: someone already moved it on
     if instance.provider is None:
         models.transition(instance, models.DELETED, expected=[models.DELETING])
-        return
+        return None
     provider = models.Provider.get(instance.provider)
     server_id = instance.server_id
     if server_id is None:
         if not stale(instance):
-            return  # its create may be in flight: the launcher deletes what it made and finishes this
+            return None  # its create may be in flight: the launcher deletes what it made and finishes this
         found = cloud.find_server(provider, instance.id)
         server_id = found.id if found else None
     try:
@@ -114,9 +123,8 @@ def teardown(instance_id: str) -> None:
     except cloud.CloudError as error:
         # Left in DELETING: the sweeper retries. A stuck provider must not block the stream.
         log.warning("instance %s: delete on %s failed (%s); will retry", instance_id, provider.name, error.message)
-        return
-    if slots.release(instance, models.DELETED):
-        launcher.redrive(provider, 1)
+        return None
+    return provider.name if slots.release(instance, models.DELETED) else None
 
 
 def stale(instance: models.Instance) -> bool:
