@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format clean
+.PHONY: run demo test lint format clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,9 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 run: $(STAMP)  ## the local stack: moto, API, stream pump, scheduler on 127.0.0.1
 	$(PY) -m local
+
+demo: $(STAMP)  ## the local stack plus simulated OpenStack providers, ready to take requests
+	$(PY) -m local --demo
 
 test: $(STAMP)  ## the whole test suite
 	$(PY) -m pytest

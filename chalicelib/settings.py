@@ -46,6 +46,7 @@ class Settings:
     host: str
     port: int
     moto_port: int
+    sim_port: int
     state_dir: str
     sweep_seconds: float
     bootstrap_admin_key: str | None
@@ -102,6 +103,7 @@ def load() -> Settings:
         host=os.environ.get("OMS_HOST", "127.0.0.1"),
         port=port,
         moto_port=_int("OMS_MOTO_PORT", port + 1),
+        sim_port=_int("OMS_SIM_PORT", port + 2),
         state_dir=os.environ.get("OMS_STATE_DIR", ".oms"),
         sweep_seconds=_float("OMS_SWEEP_SECONDS", 5.0),
         bootstrap_admin_key=os.environ.get("OMS_BOOTSTRAP_ADMIN_KEY") or None,

@@ -1,6 +1,7 @@
 """Run the local stack until Ctrl-C.
 
     python -m local            # moto + API + stream pump + scheduler on 127.0.0.1
+    python -m local --demo     # ... plus the OpenStack simulator with three providers registered
 
 Settings come from the environment (see README: OMS_PORT, OMS_STATE_DIR, OMS_SWEEP_SECONDS,
 OMS_BOOTSTRAP_ADMIN_KEY, ...).
@@ -22,6 +23,12 @@ def main(argv: list[str] | None = None) -> int:
         "on 127.0.0.1 until Ctrl-C. Configure it with OMS_* environment variables (see README).",
     )
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="also run the OpenStack simulator (on OMS_SIM_PORT, default OMS_PORT+2) with providers "
+        "demo-p1..demo-p3 registered, all offering label ubuntu-small",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     for chatty in ("botocore", "pynamodb", "urllib3"):
@@ -34,13 +41,23 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    simulator = None
+    if args.demo:
+        from local import demo
+
+        simulator = demo.start_simulator(settings.host, settings.sim_port)
     stack.start()
+    if simulator is not None:
+        names = demo.register_providers(simulator)
+        print(f"simulated OpenStack at {simulator.base_url}: providers {', '.join(names)} offer label {demo.LABEL}")
     print(f"OpenMultiStack is running at {stack.url}", flush=True)
     print(f"admin key: {stack.admin_key}", flush=True)
     print(f"state folder: {stack.state_dir.resolve()} (Ctrl-C stops everything)", flush=True)
     stop.wait()
     print("stopping...", flush=True)
     stack.stop()
+    if simulator is not None:
+        simulator.stop()
     return 0
 
 

@@ -89,3 +89,45 @@ def test_stack_keeps_providers_requests_and_keys_across_restarts(tmp_path):
         assert requests.get(url + "requests", headers=user_auth, timeout=30).status_code == 200
     finally:
         stop(process)
+
+
+def test_demo_mode_serves_instances_with_no_openstack_account(tmp_path):
+    """`make demo`: simulated providers are registered, and a request comes up ACTIVE."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMS_", "AWS_"))}
+    env.update(
+        OMS_PORT=str(port),
+        OMS_MOTO_PORT=str(free_port()),
+        OMS_SIM_PORT=str(free_port()),
+        OMS_STATE_DIR=str(tmp_path / "state"),
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "local", "--demo"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        key = None
+        for line in process.stdout:
+            if line.startswith("admin key: "):
+                key = line.split()[-1]
+                break
+        assert key, "no admin key printed"
+        url, auth = f"http://127.0.0.1:{port}/", {"Authorization": f"Bearer {key}"}
+        names = sorted(p["name"] for p in requests.get(url + "providers", headers=auth, timeout=30).json()["items"])
+        assert names == ["demo-p1", "demo-p2", "demo-p3"]
+        request = requests.post(url + "requests", json={"label": "ubuntu-small", "count": 3}, headers=auth, timeout=30)
+        assert request.status_code == 202
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            state = requests.get(url + f"requests/{request.json()['id']}", headers=auth, timeout=30).json()
+            if state["state"] == "ready":
+                break
+            time.sleep(0.5)
+        assert state["state"] == "ready", state["counts"]
+        assert all(i["addresses"]["ipv4"] for i in state["instances"])
+    finally:
+        stop(process)
