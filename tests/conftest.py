@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -92,6 +93,17 @@ def user_api(admin_api) -> Api:
     response = admin_api.post("/keys", json={"name": "user-" + uuid.uuid4().hex[:8], "role": "user"})
     assert response.status_code == 201, response.text
     return admin_api.as_key(response.json()["key"])
+
+
+def wait_for(predicate, timeout: float = 180.0, interval: float = 0.2, what: str = "condition"):
+    """Poll `predicate` until it returns something truthy (returned), or fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"{what} not met in {timeout} s")
 
 
 def unique(prefix: str = "p") -> str:

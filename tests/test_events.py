@@ -6,8 +6,6 @@ app.py registers, at least once, resuming after the last record it delivered.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from chalice.app import DynamoDBEventConfig
 from chalice.local import LambdaContext
@@ -17,16 +15,7 @@ from chalicelib import aws, models, timeutil
 from chalicelib.settings import settings
 from local.pump import StreamPump
 from local.stack import _registered
-
-
-def wait_for(predicate, timeout=60.0, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
+from tests.conftest import wait_for
 
 
 def make_pump(tmp_path, handler) -> StreamPump:

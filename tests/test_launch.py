@@ -9,17 +9,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-from tests.conftest import register_sim_provider, unique
-
-
-def wait_for(predicate, timeout=180.0, interval=0.25, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"{what} not met in {timeout} s")
+from tests.conftest import register_sim_provider, unique, wait_for
 
 
 def request_state(api, request_id):
