@@ -30,10 +30,12 @@ CONFIG, BUILD_FAILED, TIMEOUT, UNKNOWN = "config", "build_failed", "timeout", "u
 class CloudError(Exception):
     """A provider call failed; `error_class` says what that means for placement."""
 
-    def __init__(self, error_class: str, message: str) -> None:
+    def __init__(self, error_class: str, message: str, *, uncertain: bool = False) -> None:
         super().__init__(message)
         self.error_class = error_class
         self.message = message
+        # True when the request may have been carried out all the same (its answer was lost).
+        self.uncertain = uncertain
 
 
 @dataclass(frozen=True)
@@ -133,10 +135,11 @@ def classify(error: Exception) -> CloudError:
     if status in (400, 404) or isinstance(error, os_exc.ResourceNotFound | os_exc.BadRequestException):
         return CloudError(CONFIG, message)
     if status is not None and (status >= 500 or status == 429):
-        return CloudError(UNAVAILABLE, message)
+        # A gateway's 502/504 says nothing of whether the service behind it acted.
+        return CloudError(UNAVAILABLE, message, uncertain=status in (502, 504))
     if isinstance(error, os_exc.ResourceTimeout):
         return CloudError(TIMEOUT, message)
-    return CloudError(UNKNOWN, message)
+    return CloudError(UNKNOWN, message, uncertain=True)
 
 
 def limits(provider: models.Provider) -> Limits:

@@ -137,14 +137,19 @@ def list_requests(caller: Caller, params: Mapping[str, str]) -> tuple[list[tuple
     return [(r, _instances_of(r.id)) for r in requests], cursor
 
 
-def retire(instance: models.Instance) -> None:
-    """Send one instance towards DELETED: straight there if nothing was placed, else via DELETING."""
+def retire(instance: models.Instance, expired_by: str | None = None) -> bool:
+    """Send one instance towards DELETED: straight there if nothing was placed, else via DELETING.
+
+    With `expired_by`, only while its `expires_at` is still at or before that time (an extension
+    that lands meanwhile wins). Returns True when this call moved it."""
     for _ in range(_WRITE_RETRIES):
         if instance.state not in models.LIVE_STATES or instance.state == models.DELETING:
-            return
+            return False
+        if expired_by is not None and instance.expires_at > expired_by:
+            return False
         target = models.DELETED if instance.state == models.PENDING else models.DELETING
         if models.transition(instance, target, expected=[instance.state]):
-            return
+            return True
     raise ApiError("conflict", f"instance {instance.id} is changing too fast; try again")
 
 

@@ -34,12 +34,15 @@ def record_failure(provider: models.Provider, error: cloud.CloudError) -> None:
         ]
     )
     failures = int(provider.consecutive_failures)
-    down = error.error_class == cloud.AUTH or failures >= FAILURES_TO_OPEN
-    retry_at = timeutil.iso(now + timedelta(seconds=cooldown_seconds(failures))) if down else None
+    # A failed half-open trial keeps the circuit open (with a longer cooldown).
+    down = error.error_class == cloud.AUTH or failures >= FAILURES_TO_OPEN or provider.health_state == "down"
+    retry_at = models.Provider.retry_at
     provider.update(
         actions=[
             models.Provider.health_state.set("down" if down else "degraded"),
-            models.Provider.retry_at.set(retry_at),
+            retry_at.set(timeutil.iso(now + timedelta(seconds=cooldown_seconds(failures))))
+            if down
+            else retry_at.remove(),
         ]
     )
 
@@ -67,7 +70,7 @@ def record_launch_ok(provider: models.Provider) -> None:
         actions=[
             models.Provider.health_state.set("healthy"),
             models.Provider.consecutive_failures.set(0),
-            models.Provider.retry_at.set(None),
+            models.Provider.retry_at.remove(),
             models.Provider.last_launch_ok_at.set(now),
         ]
     )
@@ -80,16 +83,21 @@ def check(provider: models.Provider) -> models.Provider:
     except cloud.CloudError as error:
         record_failure(provider, error)
         return provider
-    # Servers that are not ours use up the account's quota too.
-    not_ours = max(0, limits.used_instances - int(provider.in_use))
+    provider.refresh(consistent_read=True)  # a fresh in_use: the check may have taken a while
+    if limits.max_instances < 0:
+        quota = None  # Nova's -1: unlimited
+    else:
+        # Servers that are not ours use up the account's quota too.
+        not_ours = max(0, limits.used_instances - int(provider.in_use))
+        quota = max(0, limits.max_instances - not_ours)
     provider.update(
         actions=[
             models.Provider.health_state.set("healthy"),
             models.Provider.checked_at.set(timeutil.now_iso()),
-            models.Provider.last_error.set(None),
+            models.Provider.last_error.remove(),
             models.Provider.consecutive_failures.set(0),
-            models.Provider.retry_at.set(None),
-            models.Provider.quota_instances.set(max(0, limits.max_instances - not_ours)),
+            models.Provider.retry_at.remove(),
+            models.Provider.quota_instances.remove() if quota is None else models.Provider.quota_instances.set(quota),
         ]
     )
     return provider

@@ -47,7 +47,8 @@ def _slots(provider: models.Provider, now, proven: set[str], failed: set[str]) -
 def launch(instance_ids: list[str]) -> None:
     """Launch whichever of these instances are still PENDING."""
     pending = sorted(
-        (i for i in models.Instance.batch_get(instance_ids) if i.state == models.PENDING), key=lambda i: i.name
+        (i for i in models.Instance.batch_get(instance_ids, consistent_read=True) if i.state == models.PENDING),
+        key=lambda i: i.name,
     )
     if not pending:
         return
@@ -113,10 +114,17 @@ def _reserve_and_create(plan: dict[str, str], by_id, providers, requests) -> lis
     bounds = {name: threading.Semaphore(CREATES_PER_PROVIDER) for name in set(plan.values())}
 
     def launch_one(instance: models.Instance, provider: models.Provider) -> tuple[str, str, bool, bool]:
-        claim = slots.reserve(provider, instance)
-        if claim != slots.OK:
-            return instance.id, claim, False, False
-        outcome = create(instance, provider)
+        # Claim only once a create slot is ours: a claim's age then measures its create alone,
+        # which is what the sweeper's stale-launch recovery assumes.
+        with bounds[provider.name]:
+            claim = slots.reserve(provider, instance)
+            if claim != slots.OK:
+                return instance.id, claim, False, False
+            outcome = create(instance, provider)
+            if isinstance(outcome, cloud.CloudError) and outcome.uncertain:
+                outcome = _settle_uncertain_create(instance, provider, outcome)
+        if outcome is None:
+            return provider.name, claim, False, False
         if isinstance(outcome, cloud.CloudError):
             fail_over(instance, outcome, provider)
             return provider.name, claim, False, False
@@ -124,27 +132,46 @@ def _reserve_and_create(plan: dict[str, str], by_id, providers, requests) -> lis
 
     def create(instance: models.Instance, provider: models.Provider) -> str | cloud.CloudError:
         request = requests.get(instance.request_id)
-        with bounds[provider.name]:
-            try:
-                return cloud.create_server(
-                    provider,
-                    name=instance.name,
-                    label=instance.label,
-                    metadata=cloud.server_metadata(instance.id, instance.request_id, instance.expires_at),
-                    user_data=cloud.cloud_init(
-                        request.ssh_public_key if request else None, request.user_data if request else None
-                    ),
-                )
-            except cloud.CloudError as error:
-                return error
-            except Exception as error:  # never let one create take the batch down
-                log.exception("instance %s: create failed unexpectedly", instance.id)
-                return cloud.classify(error)
+        try:
+            return cloud.create_server(
+                provider,
+                name=instance.name,
+                label=instance.label,
+                metadata=cloud.server_metadata(instance.id, instance.request_id, instance.expires_at),
+                user_data=cloud.cloud_init(
+                    request.ssh_public_key if request else None, request.user_data if request else None
+                ),
+            )
+        except cloud.CloudError as error:
+            return error
+        except Exception as error:  # never let one create take the batch down
+            log.exception("instance %s: create failed unexpectedly", instance.id)
+            return cloud.classify(error)
 
     with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(plan))) as pool:
         outcomes = list(pool.map(lambda item: launch_one(by_id[item[0]], providers[item[1]]), plan.items()))
     no_room = {name for name, claim, _, _ in outcomes if claim == slots.NO_ROOM}
     return [(name, created, recorded) for name, claim, created, recorded in outcomes if claim == slots.OK], no_room
+
+
+def _settle_uncertain_create(
+    instance: models.Instance, provider: models.Provider, error: cloud.CloudError
+) -> str | cloud.CloudError | None:
+    """A create whose answer was lost (a read timeout, a 502/504) may have made a server: look for
+    it by its metadata. Returns its id, the error if there is none, or None when even the lookup
+    fails: the instance then stays LAUNCHING, and the sweeper's stale-launch recovery settles it."""
+    try:
+        found = cloud.find_server(provider, instance.id)
+    except cloud.CloudError:
+        log.warning(
+            "instance %s: create on %s ended unknown (%s); left to stale-launch recovery",
+            instance.id,
+            provider.name,
+            error.message,
+        )
+        health.record_outcome(provider, error)
+        return None
+    return found.id if found else error
 
 
 def _record_server(instance: models.Instance, server_id: str, provider: models.Provider) -> bool:
@@ -154,6 +181,8 @@ def _record_server(instance: models.Instance, server_id: str, provider: models.P
         instance, models.BUILDING, expected=[models.LAUNCHING], actions=[models.Instance.server_id.set(server_id)]
     ):
         return True
+    if instance.server_id == server_id:
+        return False  # the sweeper's stale-launch recovery adopted this very server: it is recorded
     log.info(
         "instance %s was %s before its server %s was recorded; deleting it", instance.id, instance.state, server_id
     )
@@ -204,9 +233,10 @@ def fail_over(
         models.Instance.attempts.set(
             models.Instance.attempts.append([attempt(provider.name, error, excludes=provider_at_fault)])
         ),
-        models.Instance.provider.set(None),
-        models.Instance.server_id.set(None),
-        models.Instance.launched_at.set(None),
+        # remove(), not set(None): pynamodb writes None as a NULL value, which still "exists".
+        models.Instance.provider.remove(),
+        models.Instance.server_id.remove(),
+        models.Instance.launched_at.remove(),
     ]
     out_of_attempts = len(instance.attempts) + 1 >= settings.max_attempts
     to_state = models.FAILED if out_of_attempts else models.PENDING

@@ -19,6 +19,7 @@ from pynamodb.attributes import (
 )
 from pynamodb.constants import PAY_PER_REQUEST_BILLING_MODE, STREAM_NEW_AND_OLD_IMAGE
 from pynamodb.exceptions import DeleteError, PutError, UpdateError
+from pynamodb.expressions.operand import Path
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
@@ -274,11 +275,21 @@ def transition(
     expected: Iterable[str],
     actions: Iterable = (),
 ) -> bool:
-    """Move `instance` to `to_state` if it is still in one of `expected` at the version we read.
+    """Move `instance` to `to_state` if it is still in one of `expected`, with the same claim
+    (provider, server, launch) we read. Returns False, with `instance` re-read, when another
+    writer changed any of those first.
 
-    Returns False (and leaves `instance` as read) when another writer got there first.
+    The condition names the claim rather than the item's version: edits that do not touch the
+    claim (an extended expiry, a re-drive touch) must not cancel a launch or a failover in flight.
     """
     expected = tuple(expected)
+    condition = Instance.state.is_in(*expected)
+    for attribute in (Instance.provider, Instance.server_id, Instance.launched_at):
+        value = getattr(instance, attribute.attr_name)
+        # An absent attribute may also have been written as NULL (pynamodb's set(None)).
+        condition &= (
+            (attribute.does_not_exist() | Path(attribute).is_type("NULL")) if value is None else attribute == value
+        )
     now = timeutil.now_iso()
     all_actions = [Instance.state.set(to_state), Instance.state_changed_at.set(now), *actions]
     if to_state == ACTIVE:
@@ -286,10 +297,10 @@ def transition(
     if to_state == DELETED:
         all_actions.append(Instance.deleted_at.set(now))
     try:
-        instance.update(actions=all_actions, condition=Instance.state.is_in(*expected))
+        instance.update(actions=all_actions, condition=condition, add_version_condition=False)
     except UpdateError as error:
         if is_conditional_failure(error):
-            instance.refresh()
+            instance.refresh(consistent_read=True)
             return False
         raise
     return True

@@ -39,8 +39,11 @@ def expire(now: str | None = None) -> list[str]:
         for instance in models.Instance.by_state_expires.query(
             state, range_key_condition=models.Instance.expires_at <= now
         ):
-            fleet.retire(instance)
-            expired.append(instance.id)
+            try:
+                if fleet.retire(instance, expired_by=now):
+                    expired.append(instance.id)
+            except Exception:  # one instance must not stop the pass
+                log.exception("sweep: expiring %s failed", instance.id)
     return expired
 
 
@@ -93,29 +96,36 @@ def resolve_stuck(report: SweepReport) -> None:
     for them, or re-queue) and DELETING instances whose teardown has not gone through."""
     older_than = timeutil.iso(timeutil.now() - timedelta(seconds=settings.launch_stale_seconds))
     for provider in models.Provider.by_kind.query("provider"):
-        launching = [
-            i
-            for i in models.Instance.by_provider_state.query(provider.name, models.Instance.state == models.LAUNCHING)
-            if worker.stale(i)
-        ]
-        if launching:
-            try:
-                servers = cloud.our_servers(provider)
-            except cloud.CloudError as error:
-                log.warning("sweep: cannot list %s to resolve stale launches: %s", provider.name, error.message)
-                servers = None
-            for instance in launching if servers is not None else []:
-                if launcher.resume_stale_launch(instance, provider, servers):
-                    report.adopted.append(instance.id)
-                    invoke.invoke_async("build_watcher", {"provider": provider.name})
-        deleting = models.Instance.by_provider_state.query(
-            provider.name,
-            models.Instance.state == models.DELETING,
-            filter_condition=models.Instance.state_changed_at < older_than,
-        )
-        for instance in deleting:
-            worker.teardown(instance.id)
-            report.retried_deletes.append(instance.id)
+        try:
+            _resolve_stuck_on(provider, older_than, report)
+        except Exception:  # one provider's trouble must not stop the pass for the others
+            log.exception("sweep: resolving stuck instances on %s failed", provider.name)
+
+
+def _resolve_stuck_on(provider: models.Provider, older_than: str, report: SweepReport) -> None:
+    launching = [
+        i
+        for i in models.Instance.by_provider_state.query(provider.name, models.Instance.state == models.LAUNCHING)
+        if worker.stale(i)
+    ]
+    if launching:
+        try:
+            servers = cloud.our_servers(provider)
+        except cloud.CloudError as error:
+            log.warning("sweep: cannot list %s to resolve stale launches: %s", provider.name, error.message)
+            servers = None
+        for instance in launching if servers is not None else []:
+            if launcher.resume_stale_launch(instance, provider, servers):
+                report.adopted.append(instance.id)
+                invoke.invoke_async("build_watcher", {"provider": provider.name})
+    deleting = models.Instance.by_provider_state.query(
+        provider.name,
+        models.Instance.state == models.DELETING,
+        filter_condition=models.Instance.state_changed_at < older_than,
+    )
+    for instance in deleting:
+        worker.teardown(instance.id)
+        report.retried_deletes.append(instance.id)
 
 
 def sweep() -> SweepReport:

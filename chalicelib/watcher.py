@@ -108,12 +108,11 @@ def watch(provider_name: str) -> None:
                     servers = {s.id: s for s in cloud.our_servers(provider)}
                 except cloud.CloudError as error:
                     log.warning("watcher %s: list failed: %s", provider_name, error.message)
-                    time.sleep(settings.watch_poll_seconds)
-                    continue
-                if reconcile_building(provider, instances, servers) == 0:
+                    servers = None
+                if servers is not None and reconcile_building(provider, instances, servers) == 0:
                     break
                 time.sleep(settings.watch_poll_seconds)
-                _lease_renew(provider_name)
+                _lease_renew(provider_name)  # every round, failed lists included
         except DoesNotExist:
             return
         finally:

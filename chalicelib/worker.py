@@ -86,8 +86,12 @@ def handle(records: Iterable) -> list[str]:
         elif change.new_state == models.PENDING:
             launches.append(change)
     for provider_name, room in freed.items():
-        # Freed slots go to instances waiting for room (fired again through the stream).
-        launcher.redrive(models.Provider.get(provider_name), room)
+        # Freed slots go to instances waiting for room (fired again through the stream); if
+        # this fails, the sweeper's re-drive catches up: never fail the batch over it.
+        try:
+            launcher.redrive(models.Provider.get(provider_name), room)
+        except Exception:
+            log.exception("re-drive after teardowns on %s failed", provider_name)
     if launches:
         try:
             launcher.launch(list(dict.fromkeys(c.instance_id for c in launches)))
@@ -102,7 +106,7 @@ def teardown(instance_id: str) -> str | None:
 
     Returns the provider whose slot was released, if one was."""
     try:
-        instance = models.Instance.get(instance_id)
+        instance = models.Instance.get(instance_id, consistent_read=True)
     except DoesNotExist:
         return None
     if instance.state != models.DELETING:
@@ -112,12 +116,12 @@ def teardown(instance_id: str) -> str | None:
         return None
     provider = models.Provider.get(instance.provider)
     server_id = instance.server_id
-    if server_id is None:
-        if not stale(instance):
-            return None  # its create may be in flight: the launcher deletes what it made and finishes this
-        found = cloud.find_server(provider, instance.id)
-        server_id = found.id if found else None
+    if server_id is None and not stale(instance):
+        return None  # its create may be in flight: the launcher deletes what it made and finishes this
     try:
+        if server_id is None:
+            found = cloud.find_server(provider, instance.id)
+            server_id = found.id if found else None
         if server_id is not None:
             cloud.delete_server(provider, server_id)
     except cloud.CloudError as error:

@@ -159,7 +159,10 @@ def test_instance_filters_combine(admin_api, user_api, provider):
     a = user_api.post("/requests", json={"label": label, "count": 2}).json()
     b = user_api.post("/requests", json={"label": "ubuntu-small", "count": 3}).json()
     placed = models.Instance.get(b["instances"][0]["id"])
-    placed.update(actions=[models.Instance.provider.set(body["name"])])
+    # As if launched there (ACTIVE instances are left alone by the launch pipeline).
+    assert models.transition(
+        placed, models.ACTIVE, expected=[models.PENDING], actions=[models.Instance.provider.set(body["name"])]
+    )
 
     def ids(**params):
         response = user_api.get("/instances", params=params)
@@ -168,12 +171,13 @@ def test_instance_filters_combine(admin_api, user_api, provider):
 
     a_ids, b_ids = {i["id"] for i in a["instances"]}, {i["id"] for i in b["instances"]}
     assert ids(label=label) == a_ids
-    assert ids(request_id=b["id"], state="PENDING") == b_ids
+    assert ids(request_id=b["id"], state="PENDING") == b_ids - {placed.id}
     assert ids(request_id=b["id"], label=label) == set()
     assert ids(provider=body["name"]) == {placed.id}
-    assert ids(provider=body["name"], state="PENDING") == {placed.id}
-    assert ids(provider=body["name"], state="ACTIVE") == set()
-    assert ids(state="PENDING") == a_ids | b_ids
+    assert ids(provider=body["name"], state="ACTIVE") == {placed.id}
+    assert ids(provider=body["name"], state="PENDING") == set()
+    assert ids(state="PENDING") == a_ids | b_ids - {placed.id}
+    assert ids(state="ACTIVE", label="ubuntu-small") == {placed.id}
     assert user_api.get("/instances", params={"state": "RUNNING"}).status_code == 400
     admin_ids = {i["id"] for i in admin_api.get("/instances", params={"request_id": a["id"]}).json()["items"]}
     assert admin_ids == a_ids
