@@ -190,7 +190,9 @@ def _record_server(instance: models.Instance, server_id: str, provider: models.P
         cloud.delete_server(provider, server_id)
     except cloud.CloudError:
         log.warning(
-            "instance %s: delete of unrecorded server %s failed; the sweeper's leak pass will", instance.id, server_id
+            "instance %s: delete of unrecorded server %s failed; it keeps its oms_* metadata for the leak pass",
+            instance.id,
+            server_id,
         )
         return False
     if instance.state == models.DELETING and instance.server_id is None:

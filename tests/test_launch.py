@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 
+from sim.testing import start_simulator
 from tests.conftest import register_sim_provider, unique, wait_for
 
 
@@ -88,3 +89,36 @@ def test_a_request_larger_than_the_room_waits_for_room(admin_api, user_api, sim)
     user_api.delete(f"/requests/{first['id']}")
     wait_for(lambda: request_state(user_api, second["id"])["state"] == "ready", what="second ready")
     assert sim.state("p1")["servers_peak"] <= 4
+
+
+def test_keystone_v2_and_application_credential_providers_launch(admin_api, user_api, sim):
+    """The cloud adapter authenticates with Keystone v2.0 and with v3 application credentials."""
+    label = unique("lbl")
+    v2 = register_sim_provider(admin_api, sim, "p1", label, auth_url=sim.auth_url("p1", "v2.0"), max_instances=1)
+    scenario = {
+        "providers": [
+            {
+                "name": "appcred",
+                "credentials": {"application_credential": {"id": "ac-1", "secret": "ac-secret-1"}},
+                "boot_seconds": 0.3,
+            }
+        ]
+    }
+    with start_simulator(config=scenario) as other:
+        body = {
+            "name": unique("ac"),
+            "auth_url": other.auth_url("appcred"),
+            "application_credential_id": "ac-1",
+            "application_credential_secret": "ac-secret-1",
+            "max_instances": 1,
+            "priority": 200,
+            "labels": {label: {"image": "ubuntu-22.04", "flavor": "m1.small", "network": "public"}},
+        }
+        assert admin_api.post("/providers", json=body).status_code == 201
+        request = user_api.post("/requests", json={"label": label, "count": 2}).json()
+        done = wait_for(lambda: (r := request_state(user_api, request["id"]))["state"] == "ready" and r, what="ready")
+        assert sorted(i["provider"] for i in done["instances"]) == sorted([v2["name"], body["name"]])
+        user_api.delete(f"/requests/{request['id']}")
+        wait_for(lambda: request_state(user_api, request["id"])["state"] == "deleted", what="deleted")
+        assert other.state("appcred")["servers_live"] == 0
+    assert sim.state("p1")["servers_live"] == 0
