@@ -122,3 +122,20 @@ def test_keystone_v2_and_application_credential_providers_launch(admin_api, user
         wait_for(lambda: request_state(user_api, request["id"])["state"] == "deleted", what="deleted")
         assert other.state("appcred")["servers_live"] == 0
     assert sim.state("p1")["servers_live"] == 0
+
+
+def test_check_now_reads_health_and_quota_from_the_provider(admin_api, sim):
+    label = unique("lbl")
+    sim.control("p4", quota_instances=12)
+    sim.add_servers("p4", name="not-ours", count=2)  # another tool's servers use up the quota too
+    name = register_sim_provider(admin_api, sim, "p4", label)["name"]
+    checked = admin_api.post(f"/providers/{name}/check")
+    assert checked.status_code == 200, checked.text
+    view = checked.json()
+    assert view["health"]["state"] == "healthy" and view["health"]["checked_at"]
+    assert view["capacity"]["quota_instances"] == 10
+    assert view["capacity"]["available"] == 10
+    sim.control("p4", mode="auth_fail")
+    down = admin_api.post(f"/providers/{name}/check").json()
+    assert down["health"]["state"] == "down", down["health"]
+    assert down["health"]["last_error"].startswith("auth") and down["health"]["retry_at"]
