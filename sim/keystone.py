@@ -240,24 +240,35 @@ def issue_v3(provider: Provider, req: Request) -> Response:
     return Response(201, token_body_v3(provider, req, token), {"X-Subject-Token": token.id})
 
 
+def _subject_token(provider: Provider, req: Request) -> tuple[str | None, Response | None]:
+    """The X-Subject-Token of a token call made with a valid X-Auth-Token, or the error answer."""
+    if provider.check_token(req.header("X-Auth-Token")) is None:
+        return None, unauthorized()
+    return req.header("X-Subject-Token") or "", None
+
+
+def _no_such_token(subject_id: str) -> Response:
+    return error(404, f"Could not find token: {subject_id}.", "Not Found")
+
+
 @router.route("GET", "/v3/auth/tokens", "token_validate")
 def validate_v3(provider: Provider, req: Request) -> Response:
-    if provider.check_token(req.header("X-Auth-Token")) is None:
-        return unauthorized()
-    subject_id = req.header("X-Subject-Token") or ""
+    subject_id, refused = _subject_token(provider, req)
+    if refused is not None:
+        return refused
     subject = provider.check_token(subject_id)
     if subject is None:
-        return error(404, f"Could not find token: {subject_id}.", "Not Found")
+        return _no_such_token(subject_id)
     return Response(200, token_body_v3(provider, req, subject), {"X-Subject-Token": subject.id})
 
 
 @router.route("DELETE", "/v3/auth/tokens", "token_revoke")
 def revoke_v3(provider: Provider, req: Request) -> Response:
-    if provider.check_token(req.header("X-Auth-Token")) is None:
-        return unauthorized()
-    subject_id = req.header("X-Subject-Token") or ""
+    subject_id, refused = _subject_token(provider, req)
+    if refused is not None:
+        return refused
     if not provider.revoke_token(subject_id):
-        return error(404, f"Could not find token: {subject_id}.", "Not Found")
+        return _no_such_token(subject_id)
     return Response(204)
 
 
