@@ -15,6 +15,7 @@ from pynamodb.attributes import (
     MapAttribute,
     NumberAttribute,
     UnicodeAttribute,
+    UnicodeSetAttribute,
     VersionAttribute,
 )
 from pynamodb.constants import PAY_PER_REQUEST_BILLING_MODE, STREAM_NEW_AND_OLD_IMAGE
@@ -96,6 +97,8 @@ class Provider(Model):
     retry_at = UnicodeAttribute(null=True)
     # When a create last succeeded here: a provider without a recent one is on probation.
     last_launch_ok_at = UnicodeAttribute(null=True)
+    # Our servers there that no live instance claimed at the last sweep: deleted if seen again.
+    leak_suspects = UnicodeSetAttribute(null=True)
     # The build watcher's lease: one watcher per provider at a time.
     watch_lease_until = UnicodeAttribute(null=True)
     created_at = UnicodeAttribute()

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from chalicelib import cloud, fleet, health, invoke, launcher, models, placement, timeutil, watcher, worker
+from chalicelib import cloud, fleet, health, invoke, launcher, models, placement, slots, timeutil, watcher, worker
 from chalicelib.settings import settings
 
 log = logging.getLogger("oms.sweeper")
@@ -29,6 +29,7 @@ class SweepReport:
     watched: list[str] = field(default_factory=list)
     adopted: list[str] = field(default_factory=list)
     retried_deletes: list[str] = field(default_factory=list)
+    leaks_deleted: list[str] = field(default_factory=list)
 
 
 def expire(now: str | None = None) -> list[str]:
@@ -93,7 +94,8 @@ def watch_building(report: SweepReport) -> None:
 
 def resolve_stuck(report: SweepReport) -> None:
     """Finish what a crashed or failed worker left: stale LAUNCHING claims (adopt the server made
-    for them, or re-queue) and DELETING instances whose teardown has not gone through."""
+    for them, or re-queue), leaked servers (deleted once seen in two passes), and DELETING
+    instances whose teardown has not gone through."""
     older_than = timeutil.iso(timeutil.now() - timedelta(seconds=settings.launch_stale_seconds))
     for provider in models.Provider.by_kind.query("provider"):
         try:
@@ -103,21 +105,23 @@ def resolve_stuck(report: SweepReport) -> None:
 
 
 def _resolve_stuck_on(provider: models.Provider, older_than: str, report: SweepReport) -> None:
+    servers = None
+    if _due_for_check(provider):  # one server list per provider per pass, unless its circuit is open
+        try:
+            servers = cloud.our_servers(provider)
+        except cloud.CloudError as error:
+            log.warning("sweep: cannot list servers of %s: %s", provider.name, error.message)
     launching = [
         i
         for i in models.Instance.by_provider_state.query(provider.name, models.Instance.state == models.LAUNCHING)
         if worker.stale(i)
     ]
-    if launching:
-        try:
-            servers = cloud.our_servers(provider)
-        except cloud.CloudError as error:
-            log.warning("sweep: cannot list %s to resolve stale launches: %s", provider.name, error.message)
-            servers = None
-        for instance in launching if servers is not None else []:
-            if launcher.resume_stale_launch(instance, provider, servers):
-                report.adopted.append(instance.id)
-                invoke.invoke_async("build_watcher", {"provider": provider.name})
+    for instance in launching if servers is not None else []:
+        if launcher.resume_stale_launch(instance, provider, servers):
+            report.adopted.append(instance.id)
+            invoke.invoke_async("build_watcher", {"provider": provider.name})
+    if servers is not None:
+        _delete_leaks(provider, servers, report)
     deleting = models.Instance.by_provider_state.query(
         provider.name,
         models.Instance.state == models.DELETING,
@@ -126,6 +130,37 @@ def _resolve_stuck_on(provider: models.Provider, older_than: str, report: SweepR
     for instance in deleting:
         worker.teardown(instance.id)
         report.retried_deletes.append(instance.id)
+
+
+def _leaked(servers: list[cloud.Server]) -> set[str]:
+    """Servers of this deployment that no live instance claims (its own, or being launched)."""
+    ids = list({s.instance_id for s in servers if s.instance_id})
+    owners = {i.id: i for i in models.Instance.batch_get(ids, consistent_read=True)} if ids else {}
+    leaked = set()
+    for server in servers:
+        owner = owners.get(server.instance_id)
+        live = owner is not None and owner.state in slots.HOLDING
+        if not live or owner.server_id not in (None, server.id):
+            leaked.add(server.id)
+    return leaked
+
+
+def _delete_leaks(provider: models.Provider, servers: list[cloud.Server], report: SweepReport) -> None:
+    """Delete leaked servers seen in two consecutive passes (a server between its create and its
+    record is never a suspect twice: its instance is LAUNCHING, which claims it)."""
+    leaked = _leaked(servers)
+    previous = set(provider.leak_suspects or ())
+    for server_id in leaked & previous:
+        try:
+            cloud.delete_server(provider, server_id)
+            report.leaks_deleted.append(server_id)
+            log.info("sweep: deleted leaked server %s on %s", server_id, provider.name)
+        except cloud.CloudError as error:
+            log.warning("sweep: deleting leaked server %s on %s failed: %s", server_id, provider.name, error.message)
+    suspects = leaked - previous
+    if suspects != previous:
+        suspects_attr = models.Provider.leak_suspects
+        provider.update(actions=[suspects_attr.set(suspects) if suspects else suspects_attr.remove()])
 
 
 def sweep() -> SweepReport:

@@ -139,3 +139,19 @@ def test_check_now_reads_health_and_quota_from_the_provider(admin_api, sim):
     down = admin_api.post(f"/providers/{name}/check").json()
     assert down["health"]["state"] == "down", down["health"]
     assert down["health"]["last_error"].startswith("auth") and down["health"]["retry_at"]
+
+
+def test_leaked_servers_are_deleted_after_two_sweeps_and_others_never(stack, admin_api, sim):
+    label = unique("lbl")
+    register_sim_provider(admin_api, sim, "p5", label)
+    ours = sim.add_servers(
+        "p5", name="leaked", metadata={"oms_deployment": "test", "oms_instance_id": "i-gone"}, count=1
+    )[0]["id"]
+    foreign = sim.add_servers("p5", name="other-deployment", metadata={"oms_deployment": "prod"}, count=1)[0]["id"]
+    untagged = sim.add_servers("p5", name="by-hand", count=1)[0]["id"]
+    runs = stack.scheduler.runs
+    wait_for(lambda: ours not in {s["id"] for s in sim.servers("p5")}, what="leak deleted")
+    # Seen by one pass, deleted by the next: at least one whole pass ended in between.
+    assert stack.scheduler.runs >= runs + 1, "deleted only after being seen in two passes"
+    left = {s["id"] for s in sim.servers("p5")}
+    assert {foreign, untagged} <= left
