@@ -257,7 +257,12 @@ def create_server(
     try:
         return connection(provider).compute.create_server(**kwargs).id
     except Exception as error:
-        raise classify(error) from error
+        failure = classify(error)
+        if failure.error_class == CONFIG:
+            # The image, flavor or network may have been replaced under the same name: resolve anew.
+            for key in [k for k in _resolved if k[0] == provider.name and k[2] == label]:
+                _resolved.pop(key, None)
+        raise failure from error
 
 
 def _addresses(server) -> tuple[tuple[str, ...], tuple[str, ...]]:
