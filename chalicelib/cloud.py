@@ -294,6 +294,14 @@ def find_server(provider: models.Provider, instance_id: str) -> Server | None:
     return next((s for s in our_servers(provider) if s.instance_id == instance_id), None)
 
 
+def set_expiry(provider: models.Provider, server_id: str, expires_at: str) -> None:
+    """Update a server's `oms_expires_at` metadata (no other key is touched)."""
+    try:
+        connection(provider).compute.set_server_metadata(server_id, **{META_EXPIRES: expires_at})
+    except Exception as error:
+        raise classify(error) from error
+
+
 def delete_server(provider: models.Provider, server_id: str) -> None:
     """Delete a server; one that is already gone counts as deleted."""
     try:

@@ -63,6 +63,36 @@ def changes(records: Iterable) -> list[StateChange]:
     return found
 
 
+@dataclass(frozen=True)
+class ExpiryChange:
+    """A running server's instance got a new `expires_at` (its request was extended)."""
+
+    provider: str
+    server_id: str
+    expires_at: str
+
+
+def expiry_changes(records: Iterable) -> list[ExpiryChange]:
+    found = []
+    for record in records:
+        new = record.new_image
+        old_expiry, new_expiry = _attr(record.old_image, "expires_at"), _attr(new, "expires_at")
+        if not record.old_image or old_expiry == new_expiry:
+            continue
+        provider, server_id = _attr(new, "provider"), _attr(new, "server_id")
+        if _attr(new, "state") in (models.BUILDING, models.ACTIVE) and provider and server_id:
+            found.append(ExpiryChange(provider, server_id, new_expiry))
+    return found
+
+
+def _tag_expiry(change: ExpiryChange) -> None:
+    """Keep the server's `oms_expires_at` metadata in step; best effort, never fails the batch."""
+    try:
+        cloud.set_expiry(models.Provider.get(change.provider), change.server_id, change.expires_at)
+    except Exception as error:  # noqa: BLE001 - a tag that lags is harmless; the record is the truth
+        log.warning("server %s on %s: could not update oms_expires_at: %s", change.server_id, change.provider, error)
+
+
 def handle(records: Iterable) -> list[str]:
     """Handle one stream batch; returns the sequence numbers of records that must be retried.
 
@@ -70,7 +100,10 @@ def handle(records: Iterable) -> list[str]:
     the batch together. Provider errors are handled inside and written onto instances; only an
     unexpected crash marks records for retry, and a retry is harmless (every step is claimed).
     """
+    records = list(records)
     found = changes(records)
+    for expiry in expiry_changes(records):
+        _tag_expiry(expiry)
     retry = []
     launches = []
     freed: Counter[str] = Counter()

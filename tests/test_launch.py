@@ -155,3 +155,18 @@ def test_leaked_servers_are_deleted_after_two_sweeps_and_others_never(stack, adm
     assert stack.scheduler.runs >= runs + 1, "deleted only after being seen in two passes"
     left = {s["id"] for s in sim.servers("p5")}
     assert {foreign, untagged} <= left
+
+
+def test_extending_a_request_moves_the_servers_expiry_tag(admin_api, user_api, sim):
+    label = unique("lbl")
+    register_sim_provider(admin_api, sim, "p6", label)
+    request = user_api.post("/requests", json={"label": label, "count": 2, "lifetime_minutes": 30}).json()
+    wait_for(lambda: request_state(user_api, request["id"])["state"] == "ready", what="ready")
+    extended = user_api.post(f"/requests/{request['id']}/extend", json={"minutes": 60}).json()
+    assert extended["expires_at"] != request["expires_at"]
+
+    def tags():
+        return {s["metadata"]["oms_expires_at"] for s in sim.servers("p6")}
+
+    wait_for(lambda: tags() == {extended["expires_at"]}, what="servers re-tagged")
+    assert {s["metadata"]["oms_instance_id"] for s in sim.servers("p6")} == {i["id"] for i in request["instances"]}
