@@ -224,13 +224,21 @@ def token_body_v3(provider: Provider, req: Request, token: Token) -> dict[str, A
     return {"token": body}
 
 
-@router.route("POST", "/v3/auth/tokens", "token")
-def issue_v3(provider: Provider, req: Request) -> Response:
+def _auth_section(provider: Provider, req: Request) -> dict | None:
+    """The body's "auth" object (400 without one), or None while the provider fails every login."""
     body = req.json()
     auth = body.get("auth") if isinstance(body, dict) else None
     if not isinstance(auth, dict):
         raise BadBody("Expecting to find auth in request body.")
     if provider.settings.mode == "auth_fail":
+        return None
+    return auth
+
+
+@router.route("POST", "/v3/auth/tokens", "token")
+def issue_v3(provider: Provider, req: Request) -> Response:
+    auth = _auth_section(provider, req)
+    if auth is None:
         return unauthorized()
     result = _authenticate_v3(provider, auth)
     if result is None:
@@ -282,11 +290,8 @@ def get_catalog(provider: Provider, req: Request) -> Response:
 # -- v2.0 tokens -----------------------------------------------------------
 @router.route("POST", "/v2.0/tokens", "token")
 def issue_v2(provider: Provider, req: Request) -> Response:
-    body = req.json()
-    auth = body.get("auth") if isinstance(body, dict) else None
-    if not isinstance(auth, dict):
-        raise BadBody("Expecting to find auth in request body.")
-    if provider.settings.mode == "auth_fail":
+    auth = _auth_section(provider, req)
+    if auth is None:
         return unauthorized()
     cfg = provider.config
     creds = auth.get("passwordCredentials")

@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from sim import nova_flavors  # noqa: F401 - registers the flavor/limits routes on the router
-from sim.nova_api import MAX_METADATA_ITEMS, error, invalid_input, links, paginate, router, versioned
+from sim.nova_api import MAX_METADATA_ITEMS, error, invalid_input, links, listing, not_found, router, versioned
 from sim.state import Provider, QuotaExceeded, Server, ServerSpec, iso
 from sim.web import Request, Response, Service
 
@@ -109,17 +109,13 @@ def _list_servers(provider: Provider, req: Request, mv: tuple[int, int], detail:
         value = req.arg(param)
         if value:
             servers = [s for s in servers if getattr(s, attr) == value]
-    page, links = paginate(req, servers, "servers", "servers/detail" if detail else "servers", lambda s: s.id)
-    if isinstance(links, Response):
-        return links
     if detail:
-        items = [server_body(provider, req, mv, s) for s in page]
-    else:
-        items = [{"id": s.id, "name": s.name, "links": links(req, "servers", s.id)} for s in page]
-    body: dict[str, Any] = {"servers": items}
-    if links:
-        body["servers_links"] = links
-    return Response(200, body)
+        return listing(req, servers, "servers", True, lambda s: s.id, lambda s: server_body(provider, req, mv, s))
+
+    def brief(server: Server) -> dict[str, Any]:
+        return {"id": server.id, "name": server.name, "links": links(req, "servers", server.id)}
+
+    return listing(req, servers, "servers", False, lambda s: s.id, brief)
 
 
 @router.route("GET", "/v2.1/servers", "server_list")
@@ -139,7 +135,7 @@ def list_servers_detail(provider: Provider, req: Request, mv: tuple[int, int]) -
 def get_server(provider: Provider, req: Request, mv: tuple[int, int], server_id: str) -> Response:
     server = provider.get_server(server_id)
     if server is None:
-        return error(404, f"Instance {server_id} could not be found.")
+        return not_found("Instance", server_id)
     return Response(200, {"server": server_body(provider, req, mv, server)})
 
 
@@ -148,7 +144,7 @@ def get_server(provider: Provider, req: Request, mv: tuple[int, int], server_id:
 def get_server_ips(provider: Provider, req: Request, mv: tuple[int, int], server_id: str) -> Response:
     server = provider.get_server(server_id)
     if server is None:
-        return error(404, f"Instance {server_id} could not be found.")
+        return not_found("Instance", server_id)
     return Response(200, {"addresses": server.addresses if server.status() == "ACTIVE" else {}})
 
 
@@ -156,7 +152,7 @@ def get_server_ips(provider: Provider, req: Request, mv: tuple[int, int], server
 @versioned
 def delete_server(provider: Provider, req: Request, mv: tuple[int, int], server_id: str) -> Response:
     if not provider.delete_server(server_id):
-        return error(404, f"Instance {server_id} could not be found.")
+        return not_found("Instance", server_id)
     return Response(204)
 
 
@@ -301,7 +297,7 @@ def create_server(provider: Provider, req: Request, mv: tuple[int, int]) -> Resp
 def get_metadata(provider: Provider, req: Request, mv: tuple[int, int], server_id: str) -> Response:
     server = provider.get_server(server_id)
     if server is None:
-        return error(404, f"Instance {server_id} could not be found.")
+        return not_found("Instance", server_id)
     return Response(200, {"metadata": dict(server.metadata)})
 
 
@@ -313,7 +309,7 @@ def _write_metadata(provider: Provider, req: Request, server_id: str, replace: b
         return problem
     result = provider.update_metadata(server_id, metadata, replace)
     if result is None:
-        return error(404, f"Instance {server_id} could not be found.")
+        return not_found("Instance", server_id)
     return Response(200, {"metadata": result})
 
 
@@ -334,7 +330,7 @@ def replace_metadata(provider: Provider, req: Request, mv: tuple[int, int], serv
 def delete_metadata(provider: Provider, req: Request, mv: tuple[int, int], server_id: str, key: str) -> Response:
     result = provider.delete_metadata_key(server_id, key)
     if result is None:
-        return error(404, f"Instance {server_id} could not be found.")
+        return not_found("Instance", server_id)
     if not result:
         return error(404, "Metadata item was not found")
     return Response(204)

@@ -7,6 +7,7 @@ here, so how Nova talks (faults, versions, links) changes in one place.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -133,6 +134,24 @@ def paginate(
         params.update({"limit": str(limit), "marker": id_of(page[-1])})
         links.append({"rel": "next", "href": f"{req.provider_url}/compute/v2.1/{collection_path}?{urlencode(params)}"})
     return page, links
+
+
+def listing(
+    req: Request, items: list[Any], key: str, detail: bool, id_of: Callable[[Any], str], render: Callable[[Any], Any]
+) -> Response:
+    """One page of a Nova collection (``/key`` or ``/key/detail``) with its ``key_links``."""
+    page, next_links = paginate(req, items, key, f"{key}/detail" if detail else key, id_of)
+    if isinstance(next_links, Response):
+        return next_links
+    body: dict[str, Any] = {key: [render(item) for item in page]}
+    if next_links:
+        body[f"{key}_links"] = next_links
+    return Response(200, body)
+
+
+def not_found(kind: str, ident: str) -> Response:
+    """Nova's 404 for a missing item, e.g. "Instance <id> could not be found."."""
+    return error(404, f"{kind} {ident} could not be found.")
 
 
 # -- discovery -------------------------------------------------------------

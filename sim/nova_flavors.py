@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sim.nova_api import MAX_METADATA_ITEMS, error, invalid_input, links, paginate, router, versioned
+from sim.nova_api import MAX_METADATA_ITEMS, invalid_input, links, listing, not_found, router, versioned
 from sim.state import Provider
 from sim.web import Request, Response
 
@@ -45,13 +45,7 @@ def _list_flavors(provider: Provider, req: Request, mv: tuple[int, int], detail:
             if not value.isdigit():
                 return invalid_input(param, value, f"'{value}' is not a valid integer")
             flavors = [f for f in flavors if f[field] >= int(value)]
-    page, links = paginate(req, flavors, "flavors", "flavors/detail" if detail else "flavors", lambda f: f["id"])
-    if isinstance(links, Response):
-        return links
-    body: dict[str, Any] = {"flavors": [flavor_body(req, mv, f, detail) for f in page]}
-    if links:
-        body["flavors_links"] = links
-    return Response(200, body)
+    return listing(req, flavors, "flavors", detail, lambda f: f["id"], lambda f: flavor_body(req, mv, f, detail))
 
 
 @router.route("GET", "/v2.1/flavors", "flavor_list")
@@ -71,7 +65,7 @@ def list_flavors_detail(provider: Provider, req: Request, mv: tuple[int, int]) -
 def get_flavor(provider: Provider, req: Request, mv: tuple[int, int], flavor_id: str) -> Response:
     flavor = provider.find_flavor(flavor_id)
     if flavor is None:
-        return error(404, f"Flavor {flavor_id} could not be found.")
+        return not_found("Flavor", flavor_id)
     return Response(200, {"flavor": flavor_body(req, mv, flavor)})
 
 
@@ -80,7 +74,7 @@ def get_flavor(provider: Provider, req: Request, mv: tuple[int, int], flavor_id:
 def get_extra_specs(provider: Provider, req: Request, mv: tuple[int, int], flavor_id: str) -> Response:
     flavor = provider.find_flavor(flavor_id)
     if flavor is None:
-        return error(404, f"Flavor {flavor_id} could not be found.")
+        return not_found("Flavor", flavor_id)
     return Response(200, {"extra_specs": dict(flavor.get("extra_specs", {}))})
 
 

@@ -151,16 +151,19 @@ def test_v2_password_auth(sim: Simulator) -> None:
     assert sim.state("p2")["calls"]["token"] == 1
 
 
-def test_keystoneauth_sessions_and_catalog(sim: Simulator) -> None:
-    auth = ksa_v3.Password(
+def _v3_password(sim: Simulator, password: str) -> ksa_v3.Password:
+    return ksa_v3.Password(
         auth_url=sim.auth_url("p1"),
         username="demo",
-        password="secret",
+        password=password,
         project_name="demo",
         user_domain_name="Default",
         project_domain_name="Default",
     )
-    sess = ksa_session.Session(auth=auth)
+
+
+def test_keystoneauth_sessions_and_catalog(sim: Simulator) -> None:
+    sess = ksa_session.Session(auth=_v3_password(sim, "secret"))
     assert sess.get_token()
     compute = sess.get_endpoint(service_type="compute", interface="public", region_name="RegionOne")
     assert compute == sim.base_url + "p1/compute/v2.1"
@@ -179,16 +182,7 @@ def test_keystoneauth_sessions_and_catalog(sim: Simulator) -> None:
     )
     assert v2.get_endpoint(service_type="image") == sim.base_url + "p1/image"
 
-    wrong = ksa_session.Session(
-        auth=ksa_v3.Password(
-            auth_url=sim.auth_url("p1"),
-            username="demo",
-            password="nope",
-            project_name="demo",
-            user_domain_name="Default",
-            project_domain_name="Default",
-        )
-    )
+    wrong = ksa_session.Session(auth=_v3_password(sim, "nope"))
     with pytest.raises(ksa_exc.Unauthorized):
         wrong.get_token()
 
@@ -496,3 +490,13 @@ def test_cli_starts_serves_and_stops() -> None:
         finally:
             proc.kill()
             proc.communicate()
+
+
+def test_brief_and_detailed_server_lists(sim: Simulator) -> None:
+    conn = openstack.connect(**sim.connect_kwargs("p1"))
+    made = sim.add_servers("p1", name="listed", count=3)
+    brief = list(conn.compute.servers(details=False))
+    assert sorted(s.id for s in brief) == sorted(s["id"] for s in made)
+    assert {s.name for s in brief} == {s["name"] for s in made}
+    detailed = list(conn.compute.servers(details=True, limit=2))  # pages through servers_links
+    assert sorted(s.id for s in detailed) == sorted(s["id"] for s in made)
