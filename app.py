@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from chalice import Chalice, Rate, Response
 
 from chalicelib import auth, fleet, openapi, providers, schemas, sweeper, watcher, web, worker
@@ -186,4 +184,4 @@ def build_watcher(event, context) -> None:
 
 @app.schedule(Rate(1, unit=Rate.MINUTES))
 def sweep(event) -> dict:
-    return json.loads(json.dumps(sweeper.sweep().__dict__))
+    return sweeper.sweep().as_dict()

@@ -1,7 +1,9 @@
 """Provider health: what each outcome of a call to a provider means for its circuit breaker.
 
-closed -> open after N consecutive failures (auth opens it at once) -> half-open when `retry_at`
-passes -> one passing check or launch closes it. A check is a token plus `GET /limits`.
+closed -> open after N consecutive launch failures -> half-open when `retry_at` passes -> one
+passing check or launch closes it. A check is a token plus `GET /limits`: it asks nothing of the
+provider but to answer, so a failed check (and any auth failure) opens the circuit at once, while
+launch errors, which may concern one request, must come N in a row.
 """
 
 from __future__ import annotations
@@ -9,22 +11,24 @@ from __future__ import annotations
 from datetime import timedelta
 
 from chalicelib import cloud, models, timeutil
+from chalicelib.settings import settings
 
 FAILURES_TO_OPEN = 3
-BASE_COOLDOWN_SECONDS = 30
 MAX_COOLDOWN_SECONDS = 600
 # Error classes that say something about the provider as a whole (others concern one server).
 PROVIDER_FAULTS = (cloud.AUTH, cloud.UNAVAILABLE, cloud.TIMEOUT)
 
 
-def cooldown_seconds(consecutive_failures: int) -> int:
+def cooldown_seconds(consecutive_failures: int, base: float | None = None) -> float:
     """Exponential cooldown once the circuit is open, capped."""
+    base = settings.circuit_cooldown_seconds if base is None else base
     extra = max(0, consecutive_failures - FAILURES_TO_OPEN)
-    return min(MAX_COOLDOWN_SECONDS, BASE_COOLDOWN_SECONDS * 2**extra)
+    return min(max(MAX_COOLDOWN_SECONDS, base), base * 2 ** min(extra, 16))
 
 
-def record_failure(provider: models.Provider, error: cloud.CloudError) -> None:
-    """Count a provider-wide failure; open the circuit when it is the Nth in a row (or auth)."""
+def record_failure(provider: models.Provider, error: cloud.CloudError, *, open_now: bool = False) -> None:
+    """Count a provider-wide failure; open the circuit when it is the Nth in a row, when it is an
+    auth failure, or at once (`open_now`: a failed health check)."""
     now = timeutil.now()
     provider.update(
         actions=[
@@ -35,7 +39,9 @@ def record_failure(provider: models.Provider, error: cloud.CloudError) -> None:
     )
     failures = int(provider.consecutive_failures)
     # A failed half-open trial keeps the circuit open (with a longer cooldown).
-    down = error.error_class == cloud.AUTH or failures >= FAILURES_TO_OPEN or provider.health_state == "down"
+    down = (
+        open_now or error.error_class == cloud.AUTH or failures >= FAILURES_TO_OPEN or provider.health_state == "down"
+    )
     retry_at = models.Provider.retry_at
     provider.update(
         actions=[
@@ -81,7 +87,7 @@ def check(provider: models.Provider) -> models.Provider:
     try:
         limits = cloud.limits(provider)
     except cloud.CloudError as error:
-        record_failure(provider, error)
+        record_failure(provider, error, open_now=True)
         return provider
     provider.refresh(consistent_read=True)  # a fresh in_use: the check may have taken a while
     if limits.max_instances < 0:

@@ -239,6 +239,8 @@ def fail_over(
         models.Instance.provider.remove(),
         models.Instance.server_id.remove(),
         models.Instance.launched_at.remove(),
+        models.Instance.addresses.remove(),  # an ACTIVE instance whose server vanished had some
+        models.Instance.active_at.remove(),
     ]
     out_of_attempts = len(instance.attempts) + 1 >= settings.max_attempts
     to_state = models.FAILED if out_of_attempts else models.PENDING

@@ -89,6 +89,9 @@ class Provider(Model):
     labels = MapAttribute(default=dict)
     # Slots held by instances of ours (reserved with a conditional `in_use < cap`).
     in_use = NumberAttribute(default=0)
+    # Bumped with every change of `in_use`: the drift check's proof that no slot changed hands
+    # between two sweeps.
+    slot_changes = NumberAttribute(default=0)
     quota_instances = NumberAttribute(null=True)
     health_state = UnicodeAttribute(default="unknown")
     checked_at = UnicodeAttribute(null=True)
@@ -99,6 +102,10 @@ class Provider(Model):
     last_launch_ok_at = UnicodeAttribute(null=True)
     # Our servers there that no live instance claimed at the last sweep: deleted if seen again.
     leak_suspects = UnicodeSetAttribute(null=True)
+    # "in_use:counted:slot_changes" when the last sweep found `in_use` off the number of instances
+    # holding slots; the next sweep corrects it if it finds the very same, no slot having changed
+    # hands in between (a reserve or release in flight looks like drift for a moment).
+    drift_seen = UnicodeAttribute(null=True)
     # The build watcher's lease: one watcher per provider at a time.
     watch_lease_until = UnicodeAttribute(null=True)
     created_at = UnicodeAttribute()
@@ -224,6 +231,9 @@ class Instance(Model):
     active_at = UnicodeAttribute(null=True)
     expires_at = UnicodeAttribute()
     deleted_at = UnicodeAttribute(null=True)
+    # A delete that failed (DELETING): how often, and when the sweeper tries again (backoff).
+    delete_failures = NumberAttribute(null=True)
+    delete_retry_at = UnicodeAttribute(null=True)
     version = VersionAttribute()
     by_request = InstancesByRequest()
     by_owner = InstancesByOwner()

@@ -64,6 +64,10 @@ class Settings:
     sweep_budget_seconds: float
     # The sweeper re-fires a PENDING instance only once it has waited this long.
     redrive_after_seconds: float
+    # An open circuit half-opens after this long (doubling past the third failure, capped).
+    circuit_cooldown_seconds: float
+    # A failed delete is retried after this long, doubling with each failure (capped at 10 minutes).
+    delete_retry_seconds: float
 
     @property
     def providers_table(self) -> str:
@@ -117,6 +121,8 @@ def load() -> Settings:
         openstack_timeout_seconds=_float("OMS_OPENSTACK_TIMEOUT_SECONDS", 20.0),
         sweep_budget_seconds=_float("OMS_SWEEP_BUDGET_SECONDS", 25.0),
         redrive_after_seconds=_float("OMS_REDRIVE_AFTER_SECONDS", 30.0),
+        circuit_cooldown_seconds=_float("OMS_CIRCUIT_COOLDOWN_SECONDS", 30.0),
+        delete_retry_seconds=_float("OMS_DELETE_RETRY_SECONDS", 15.0),
     )
 
 

@@ -6,6 +6,12 @@ is the instance's conditional transition out of a slot-holding state, then `in_u
 the writer whose transition won releases, so a slot is released exactly once however often a
 record is delivered.
 
+The sweeper recomputes `in_use` from the instances table (`correct_drift`) and corrects it when
+two passes in a row find the very same difference with no slot change in between (every write
+to `in_use` bumps `slot_changes`): a reserve or release in flight between the count and the read
+makes `in_use` look wrong for a moment, either way; a crash between the two writes leaves it wrong
+for good.
+
 Two single-item writes rather than one transaction, on purpose: a crash between them can only
 leave `in_use` too high (never a server over the cap), and the hot provider item does not make
 transactions conflict with each other. (moto also restores whole tables when a transaction
@@ -35,7 +41,8 @@ def _has_room():
 def _give_back(provider_name: str) -> None:
     try:
         models.Provider(provider_name).update(
-            actions=[models.Provider.in_use.add(-1)], condition=models.Provider.in_use > 0
+            actions=[models.Provider.in_use.add(-1), models.Provider.slot_changes.add(1)],
+            condition=models.Provider.in_use > 0,
         )
     except UpdateError as error:
         if not models.is_conditional_failure(error):
@@ -48,7 +55,9 @@ def reserve(provider: models.Provider, instance: models.Instance) -> str:
     Returns OK, NO_ROOM (the provider is at its cap) or LOST (someone else changed the instance).
     """
     try:
-        models.Provider(provider.name).update(actions=[models.Provider.in_use.add(1)], condition=_has_room())
+        models.Provider(provider.name).update(
+            actions=[models.Provider.in_use.add(1), models.Provider.slot_changes.add(1)], condition=_has_room()
+        )
     except UpdateError as error:
         if models.is_conditional_failure(error):
             return NO_ROOM
@@ -77,3 +86,37 @@ def release(instance: models.Instance, to_state: str, actions: Iterable = ()) ->
         return False
     _give_back(provider_name)
     return True
+
+
+def holding(provider_name: str) -> int:
+    """How many instances hold a slot on the provider: one COUNT query per holding state."""
+    return sum(
+        models.Instance.by_provider_state.count(provider_name, models.Instance.state == state) for state in HOLDING
+    )
+
+
+def correct_drift(provider: models.Provider) -> int | None:
+    """Bring the provider's `in_use` back to the number of instances that hold its slots once two
+    passes in a row have seen the same `in_use`, count and `slot_changes`; returns the new value
+    when corrected. The write is conditional on no slot having changed hands since the read."""
+    counted = holding(provider.name)
+    provider.refresh(consistent_read=True)
+    in_use, changes = int(provider.in_use), int(provider.slot_changes or 0)
+    seen = None if in_use == counted else f"{in_use}:{counted}:{changes}"
+    drift_seen = models.Provider.drift_seen
+    if seen is None or provider.drift_seen != seen:
+        if provider.drift_seen != seen:
+            provider.update(actions=[drift_seen.set(seen) if seen else drift_seen.remove()])
+        return None
+    try:
+        provider.update(
+            actions=[models.Provider.in_use.set(counted), models.Provider.slot_changes.add(1), drift_seen.remove()],
+            condition=models.Provider.slot_changes == changes
+            if changes
+            else models.Provider.slot_changes.does_not_exist() | (models.Provider.slot_changes == 0),
+        )
+    except UpdateError as error:
+        if models.is_conditional_failure(error):
+            return None  # a slot changed hands meanwhile: look again next pass
+        raise
+    return counted

@@ -1,14 +1,20 @@
-"""The scheduled pass: expiry, provider health and quota. Cost grows with providers, not instances.
+"""The scheduled pass: expiry, then per provider health, quota, reconcile, leaks, stuck deletes
+and `in_use` drift, then re-drive. Its cost grows with providers, not instances.
 
-Each provider is checked in parallel under one time budget, so a hung provider cannot stall the
-pass or the others; what does not answer in time counts as a failure (unavailable).
+Every provider gets one job, run in parallel under one time budget, so a hung provider cannot
+stall the pass or the others. A job makes a fixed handful of OpenStack calls: a token (when the
+cached one has expired) and `GET /limits` for health and quota, then one server list against
+which its BUILDING, ACTIVE, stale LAUNCHING and DELETING instances and its leaks are settled.
+Only deletes add calls, one per server to delete. A job whose check has not answered within
+the budget counts as a failed check; the job itself runs on and its results land next pass.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 
 from chalicelib import cloud, fleet, health, invoke, launcher, models, placement, slots, timeutil, watcher, worker
@@ -21,19 +27,40 @@ _pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="sweep")
 
 
 @dataclass
+class ProviderPass:
+    """What one provider's job did in a pass (written by that job's thread only)."""
+
+    # Health after the check: None when not checked (circuit open), "checking" while it runs.
+    checked: str | None = None
+    listed: bool = False  # the server list came back, so instances were reconciled against it
+    still_building: int = 0
+    vanished: list[str] = field(default_factory=list)
+    adopted: list[str] = field(default_factory=list)
+    deletes_retried: list[str] = field(default_factory=list)
+    leaks_deleted: list[str] = field(default_factory=list)
+    in_use_corrected: int | None = None
+
+
+@dataclass
 class SweepReport:
     expired: list[str] = field(default_factory=list)
-    checked: dict[str, str] = field(default_factory=dict)
+    providers: dict[str, ProviderPass] = field(default_factory=dict)
     timed_out: list[str] = field(default_factory=list)
     redriven: int = 0
     watched: list[str] = field(default_factory=list)
-    adopted: list[str] = field(default_factory=list)
-    retried_deletes: list[str] = field(default_factory=list)
-    leaks_deleted: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def each(self, what: str) -> list[str]:
+        """One list across providers, e.g. `report.each("leaks_deleted")`."""
+        return [item for part in self.providers.values() for item in getattr(part, what)]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
 
 
 def expire(now: str | None = None) -> list[str]:
-    """Retire every live instance whose lifetime has ended; returns their ids."""
+    """Retire every live instance whose lifetime has ended (an index on state and expiry, no
+    scan); returns their ids."""
     now = now or timeutil.now_iso()
     expired = []
     for state in (models.PENDING, models.LAUNCHING, models.BUILDING, models.ACTIVE):
@@ -48,88 +75,74 @@ def expire(now: str | None = None) -> list[str]:
     return expired
 
 
-def _due_for_check(provider: models.Provider) -> bool:
-    """Every provider is checked each pass, except one whose open circuit is still cooling down."""
+def _circuit_open(provider: models.Provider) -> bool:
+    """True while an open circuit cools down: no call goes to the provider then."""
     retry_at = timeutil.parse(provider.retry_at) if provider.retry_at else None
-    return placement.circuit_state(provider.health_state, retry_at, timeutil.now()) != placement.OPEN
+    return placement.circuit_state(provider.health_state, retry_at, timeutil.now()) == placement.OPEN
 
 
-def check_providers(report: SweepReport) -> None:
-    providers = [p for p in models.Provider.by_kind.query("provider") if _due_for_check(p)]
-    futures = {_pool.submit(health.check, p): p for p in providers}
-    done, late = wait(futures, timeout=settings.sweep_budget_seconds)
-    for future in done:
-        provider = futures[future]
-        if future.exception() is not None:
-            log.error("health check of %s crashed: %s", provider.name, future.exception())
-            continue
-        report.checked[provider.name] = future.result().health_state
-    for future in late:
-        provider = futures[future]
-        report.timed_out.append(provider.name)
-        health.record_failure(
-            provider, cloud.CloudError(cloud.UNAVAILABLE, f"no answer within {settings.sweep_budget_seconds} s")
-        )
+def sweep_provider(provider: models.Provider, part: ProviderPass) -> None:
+    """One provider's share of the pass. Disabled providers are checked and reconciled too (their
+    instances still end); only launching skips them."""
+    if not _circuit_open(provider):
+        part.checked = "checking"
+        health.check(provider)
+        part.checked = provider.health_state
+        if provider.health_state == "healthy":
+            _reconcile(provider, part)
+    try:
+        part.in_use_corrected = slots.correct_drift(provider)
+    except models.Provider.DoesNotExist:
+        return  # deleted meanwhile
+    if part.in_use_corrected is not None:
+        log.warning("sweep: %s in_use corrected to %d", provider.name, part.in_use_corrected)
 
 
-def redrive(report: SweepReport) -> None:
-    """Fire PENDING instances again where room has appeared (a provider came back, quota rose)."""
+def _reconcile(provider: models.Provider, part: ProviderPass) -> None:
+    """Settle the provider's instances against one server list, taken *after* they were read, so
+    that every server they name existed when the list was made."""
     now = timeutil.now()
-    for provider in models.Provider.by_kind.query("provider"):
-        retry_at = timeutil.parse(provider.retry_at) if provider.retry_at else None
-        if not provider.enabled or placement.circuit_state(provider.health_state, retry_at, now) == placement.OPEN:
-            continue
-        room = provider.cap - int(provider.in_use)
-        if room > 0:
-            report.redriven += launcher.redrive(provider, room, settings.redrive_after_seconds)
+    now_iso = timeutil.iso(now)
+    stuck_before = timeutil.iso(now - timedelta(seconds=settings.launch_stale_seconds))
 
+    def in_state(state: str) -> list[models.Instance]:
+        return list(models.Instance.by_provider_state.query(provider.name, models.Instance.state == state))
 
-def watch_building(report: SweepReport) -> None:
-    """Start a build watcher wherever instances are BUILDING (its lease keeps it one per provider)."""
-    for provider in models.Provider.by_kind.query("provider"):
-        if watcher.building_exists(provider.name):
-            invoke.invoke_async("build_watcher", {"provider": provider.name})
-            report.watched.append(provider.name)
-
-
-def resolve_stuck(report: SweepReport) -> None:
-    """Finish what a crashed or failed worker left: stale LAUNCHING claims (adopt the server made
-    for them, or re-queue), leaked servers (deleted once seen in two passes), and DELETING
-    instances whose teardown has not gone through."""
-    older_than = timeutil.iso(timeutil.now() - timedelta(seconds=settings.launch_stale_seconds))
-    for provider in models.Provider.by_kind.query("provider"):
-        try:
-            _resolve_stuck_on(provider, older_than, report)
-        except Exception:  # one provider's trouble must not stop the pass for the others
-            log.exception("sweep: resolving stuck instances on %s failed", provider.name)
-
-
-def _resolve_stuck_on(provider: models.Provider, older_than: str, report: SweepReport) -> None:
-    servers = None
-    if _due_for_check(provider):  # one server list per provider per pass, unless its circuit is open
-        try:
-            servers = cloud.our_servers(provider)
-        except cloud.CloudError as error:
-            log.warning("sweep: cannot list servers of %s: %s", provider.name, error.message)
-    launching = [
-        i
-        for i in models.Instance.by_provider_state.query(provider.name, models.Instance.state == models.LAUNCHING)
-        if worker.stale(i)
-    ]
-    for instance in launching if servers is not None else []:
-        if launcher.resume_stale_launch(instance, provider, servers):
-            report.adopted.append(instance.id)
-            invoke.invoke_async("build_watcher", {"provider": provider.name})
-    if servers is not None:
-        _delete_leaks(provider, servers, report)
-    deleting = models.Instance.by_provider_state.query(
-        provider.name,
-        models.Instance.state == models.DELETING,
-        filter_condition=models.Instance.state_changed_at < older_than,
-    )
+    building = in_state(models.BUILDING)
+    active = in_state(models.ACTIVE)
+    launching = [i for i in in_state(models.LAUNCHING) if worker.stale(i)]
+    deleting = [i for i in in_state(models.DELETING) if worker.delete_due(i, now_iso, stuck_before)]
+    try:
+        servers = {s.id: s for s in cloud.our_servers(provider)}
+    except cloud.CloudError as error:
+        log.warning("sweep: cannot list servers of %s: %s", provider.name, error.message)
+        return
+    part.listed = True
+    part.still_building = watcher.reconcile_building(provider, building, servers)
+    for instance in active:
+        if instance.server_id not in servers and _relaunch_vanished(instance, provider):
+            part.vanished.append(instance.id)
+    for instance in launching:
+        if launcher.resume_stale_launch(instance, provider, list(servers.values())):
+            part.adopted.append(instance.id)
+            part.still_building += 1
+    _delete_leaks(provider, list(servers.values()), part)
     for instance in deleting:
-        worker.teardown(instance.id)
-        report.retried_deletes.append(instance.id)
+        worker.teardown(instance.id, listed=servers)
+        part.deletes_retried.append(instance.id)
+
+
+def _relaunch_vanished(instance: models.Instance, provider: models.Provider) -> bool:
+    """An ACTIVE instance whose server is gone (deleted behind our back, or lost by the provider):
+    record why and, while its lifetime lasts, send it back to PENDING to be launched again."""
+    if instance.expires_at <= timeutil.now_iso():
+        return False  # its lifetime is over: expiry tears it down (the delete finds nothing)
+    error = cloud.CloudError(
+        cloud.UNKNOWN, f"server {instance.server_id} vanished from {provider.name} while ACTIVE; relaunching"
+    )
+    log.warning("instance %s: %s", instance.id, error.message)
+    launcher.fail_over(instance, error, provider, provider_at_fault=False)
+    return True
 
 
 def _leaked(servers: list[cloud.Server]) -> set[str]:
@@ -145,7 +158,7 @@ def _leaked(servers: list[cloud.Server]) -> set[str]:
     return leaked
 
 
-def _delete_leaks(provider: models.Provider, servers: list[cloud.Server], report: SweepReport) -> None:
+def _delete_leaks(provider: models.Provider, servers: list[cloud.Server], part: ProviderPass) -> None:
     """Delete leaked servers seen in two consecutive passes (a server between its create and its
     record is never a suspect twice: its instance is LAUNCHING, which claims it)."""
     leaked = _leaked(servers)
@@ -153,7 +166,7 @@ def _delete_leaks(provider: models.Provider, servers: list[cloud.Server], report
     for server_id in leaked & previous:
         try:
             cloud.delete_server(provider, server_id)
-            report.leaks_deleted.append(server_id)
+            part.leaks_deleted.append(server_id)
             log.info("sweep: deleted leaked server %s on %s", server_id, provider.name)
         except cloud.CloudError as error:
             log.warning("sweep: deleting leaked server %s on %s failed: %s", server_id, provider.name, error.message)
@@ -163,12 +176,66 @@ def _delete_leaks(provider: models.Provider, servers: list[cloud.Server], report
         provider.update(actions=[suspects_attr.set(suspects) if suspects else suspects_attr.remove()])
 
 
-def sweep() -> SweepReport:
-    report = SweepReport(expired=expire())
-    check_providers(report)
-    resolve_stuck(report)
-    watch_building(report)
-    redrive(report)
-    if report.expired or report.timed_out:
-        log.info("sweep: expired %d, timed out %s", len(report.expired), report.timed_out)
+def _run_provider_jobs(report: SweepReport, budget: float) -> None:
+    providers = list(models.Provider.by_kind.query("provider"))
+    parts = {p.name: ProviderPass() for p in providers}
+    futures = {_pool.submit(sweep_provider, p, parts[p.name]): p for p in providers}
+    done, late = wait(futures, timeout=budget)
+    for future in done:
+        provider = futures[future]
+        report.providers[provider.name] = parts[provider.name]
+        if future.exception() is not None:
+            log.error("sweep of %s crashed: %r", provider.name, future.exception())
+    for future in late:
+        provider = futures[future]
+        report.providers[provider.name] = parts[provider.name]
+        if parts[provider.name].checked == "checking":  # it never answered: a failed check
+            report.timed_out.append(provider.name)
+            error = cloud.CloudError(cloud.UNAVAILABLE, f"health check: no answer within {budget:g} s")
+            health.record_failure(provider, error, open_now=True)
+
+
+def watch_building(report: SweepReport) -> None:
+    """Start a build watcher where instances still build (its lease keeps it one per provider):
+    it polls faster than the schedule."""
+    for name, part in report.providers.items():
+        if part.still_building:
+            invoke.invoke_async("build_watcher", {"provider": name})
+            report.watched.append(name)
+
+
+def redrive(report: SweepReport) -> None:
+    """Fire PENDING instances again where room has appeared (a provider came back, quota rose)."""
+    for provider in models.Provider.by_kind.query("provider"):
+        if not provider.enabled or _circuit_open(provider):
+            continue
+        room = provider.cap - int(provider.in_use)
+        if room > 0:
+            report.redriven += launcher.redrive(provider, room, settings.redrive_after_seconds)
+
+
+def sweep(budget: float | None = None) -> SweepReport:
+    """One pass. `budget` bounds the provider jobs (default `OMS_SWEEP_BUDGET_SECONDS`)."""
+    report = SweepReport()
+    phases = (
+        ("expire", lambda: report.expired.extend(expire())),
+        ("providers", lambda: _run_provider_jobs(report, settings.sweep_budget_seconds if budget is None else budget)),
+        ("watch", lambda: watch_building(report)),
+        ("redrive", lambda: redrive(report)),
+    )
+    for name, phase in phases:
+        started = time.monotonic()
+        try:
+            phase()
+        except Exception:  # one phase's failure must not cost the others their turn
+            log.exception("sweep: %s failed", name)
+        report.seconds[name] = round(time.monotonic() - started, 3)
+    if report.expired or report.timed_out or report.each("vanished") or report.each("leaks_deleted"):
+        log.info(
+            "sweep: expired %d, timed out %s, vanished %s, leaks deleted %s",
+            len(report.expired),
+            report.timed_out,
+            report.each("vanished"),
+            report.each("leaks_deleted"),
+        )
     return report

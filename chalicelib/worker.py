@@ -11,8 +11,9 @@ import logging
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 
-from pynamodb.exceptions import DoesNotExist
+from pynamodb.exceptions import DoesNotExist, UpdateError
 
 from chalicelib import cloud, launcher, models, slots, timeutil
 from chalicelib.settings import settings
@@ -134,10 +135,12 @@ def handle(records: Iterable) -> list[str]:
     return retry
 
 
-def teardown(instance_id: str) -> str | None:
+def teardown(instance_id: str, listed: dict[str, cloud.Server] | None = None) -> str | None:
     """Delete an instance's server (gone counts as deleted), give its slot back, mark it DELETED.
 
-    Returns the provider whose slot was released, if one was."""
+    `listed` is the provider's server list (the sweeper's), taken after the instance entered
+    DELETING: a server missing from it is gone, and needs no call. A failed delete is left in
+    DELETING with a retry time that backs off. Returns the provider whose slot was released."""
     try:
         instance = models.Instance.get(instance_id, consistent_read=True)
     except DoesNotExist:
@@ -153,15 +156,41 @@ def teardown(instance_id: str) -> str | None:
         return None  # its create may be in flight: the launcher deletes what it made and finishes this
     try:
         if server_id is None:
-            found = cloud.find_server(provider, instance.id)
-            server_id = found.id if found else None
-        if server_id is not None:
+            servers = listed.values() if listed is not None else cloud.our_servers(provider)
+            server_id = next((s.id for s in servers if s.instance_id == instance.id), None)
+        if server_id is not None and (listed is None or server_id in listed):
             cloud.delete_server(provider, server_id)
     except cloud.CloudError as error:
         # Left in DELETING: the sweeper retries. A stuck provider must not block the stream.
         log.warning("instance %s: delete on %s failed (%s); will retry", instance_id, provider.name, error.message)
+        _delete_failed(instance)
         return None
     return provider.name if slots.release(instance, models.DELETED) else None
+
+
+def delete_backoff_seconds(failures: int) -> float:
+    return min(600.0, settings.delete_retry_seconds * 2 ** min(max(0, failures - 1), 16))
+
+
+def _delete_failed(instance: models.Instance) -> None:
+    failures = int(instance.delete_failures or 0) + 1
+    retry_at = timeutil.iso(timeutil.now() + timedelta(seconds=delete_backoff_seconds(failures)))
+    try:
+        instance.update(
+            actions=[models.Instance.delete_failures.set(failures), models.Instance.delete_retry_at.set(retry_at)],
+            condition=models.Instance.state == models.DELETING,
+        )
+    except UpdateError as error:
+        if not models.is_conditional_failure(error):
+            raise  # else it moved on (DELETED by another delivery): nothing to retry
+
+
+def delete_due(instance: models.Instance, now_iso: str, stuck_before: str) -> bool:
+    """A DELETING instance the sweeper should tear down now: its backoff has run out, or, with no
+    failure recorded, its teardown has not happened for too long (a lost event or a crash)."""
+    if instance.delete_retry_at:
+        return instance.delete_retry_at <= now_iso
+    return (instance.state_changed_at or instance.created_at) < stuck_before
 
 
 def stale(instance: models.Instance) -> bool:

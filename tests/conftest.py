@@ -33,6 +33,8 @@ os.environ.update(
     OMS_SWEEP_SECONDS="0.5",
     OMS_WATCH_POLL_SECONDS="0.3",
     OMS_OPENSTACK_TIMEOUT_SECONDS="5",
+    OMS_CIRCUIT_COOLDOWN_SECONDS="2",
+    OMS_DELETE_RETRY_SECONDS="1",
     OMS_BOOTSTRAP_ADMIN_KEY=ADMIN_KEY,
     AWS_ACCESS_KEY_ID="test",
     AWS_SECRET_ACCESS_KEY="test",
@@ -104,6 +106,10 @@ def wait_for(predicate, timeout: float = 180.0, interval: float = 0.2, what: str
             return value
         time.sleep(interval)
     raise AssertionError(f"{what} not met in {timeout} s")
+
+
+def request_state(api: Api, request_id: str) -> dict:
+    return api.get(f"/requests/{request_id}").json()
 
 
 def unique(prefix: str = "p") -> str:

@@ -15,9 +15,8 @@ from chalice.app import DynamoDBEventConfig
 
 import app as app_module
 from local.stack import _registered
-from tests.conftest import free_port, register_sim_provider, unique, wait_for
+from tests.conftest import free_port, register_sim_provider, request_state, unique, wait_for
 from tests.test_events import make_pump
-from tests.test_launch import request_state
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,0 +1,245 @@
+"""The scheduled sweeper on the local stack with the simulator (real openstacksdk, real moto).
+
+The stack sweeps every 0.5 s here; tests that measure one pass pause the stack's scheduler and
+run `sweeper.sweep()` themselves, in the same process as the stack.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+from chalicelib import models, sweeper, timeutil
+from chalicelib.settings import settings
+from sim.testing import start_simulator
+from tests.conftest import register_sim_provider, request_state, unique, wait_for
+
+
+def provider_state(admin_api, name: str) -> dict:
+    return admin_api.get(f"/providers/{name}").json()
+
+
+def test_a_one_minute_request_ends_within_a_pass_of_its_lifetime_and_an_extended_one_lives_on(admin_api, user_api, sim):
+    label = unique("lbl")
+    register_sim_provider(admin_api, sim, "p1", label)
+    short = user_api.post("/requests", json={"label": label, "count": 2, "lifetime_minutes": 1}).json()
+    kept = user_api.post("/requests", json={"label": label, "count": 1, "lifetime_minutes": 1}).json()
+    wait_for(lambda: request_state(user_api, short["id"])["state"] == "ready", what="short request ready")
+    extended = user_api.post(f"/requests/{kept['id']}/extend", json={"minutes": 30})
+    assert extended.status_code == 200, extended.text
+    assert extended.json()["expires_at"] > kept["expires_at"]
+
+    ended = wait_for(
+        lambda: (r := request_state(user_api, short["id"]))["state"] == "deleted" and r, timeout=150, what="expiry"
+    )
+    for instance in ended["instances"]:
+        # Torn down (server deleted, record DELETED) within one pass of its expiry, plus the
+        # teardown's own calls: generous for a busy 2-core machine, far below another lifetime.
+        late = (timeutil.parse(instance["deleted_at"]) - timeutil.parse(instance["expires_at"])).total_seconds()
+        assert 0 <= late < settings.sweep_seconds + 10, late
+    alive = request_state(user_api, kept["id"])
+    assert alive["state"] == "ready", alive
+    [server] = sim.servers("p1")  # the two short-lived servers are gone, the extended one stays
+    assert server["id"] == alive["instances"][0]["server_id"]
+    assert server["metadata"]["oms_expires_at"] == alive["expires_at"]
+
+
+def test_maintenance_takes_a_provider_down_in_one_pass_and_it_comes_back_after_its_cooldown(
+    stack, admin_api, user_api, sim
+):
+    label = unique("lbl")
+    name = register_sim_provider(admin_api, sim, "p2", label)["name"]
+    wait_for(lambda: provider_state(admin_api, name)["health"]["state"] == "healthy", what="first check")
+    sim.control("p2", mode="maintenance")
+    runs = stack.scheduler.runs
+    down = wait_for(lambda: (p := provider_state(admin_api, name))["health"]["state"] == "down" and p, what="down")
+    # The pass under way when maintenance began may have checked before it; the next one did not.
+    assert stack.scheduler.runs <= runs + 2
+    assert down["health"]["retry_at"] and down["health"]["last_error"].startswith("unavailable")
+
+    request = user_api.post("/requests", json={"label": label, "count": 2}).json()
+    time.sleep(3)  # a cooldown (2 s here) and several passes: half-open checks fail again
+    assert request_state(user_api, request["id"])["counts"].get("ACTIVE", 0) == 0
+    assert sim.state("p2")["calls"].get("server_create", 0) == 0
+
+    sim.control("p2", mode="normal")
+    wait_for(lambda: provider_state(admin_api, name)["health"]["state"] == "healthy", what="healthy again")
+    done = wait_for(lambda: (r := request_state(user_api, request["id"]))["state"] == "ready" and r, what="launched")
+    assert {i["provider"] for i in done["instances"]} == {name}
+    user_api.delete(f"/requests/{request['id']}")
+
+
+def test_a_hung_provider_does_not_hold_the_pass_beyond_its_budget(stack, admin_api, sim):
+    label = unique("lbl")
+    hung = register_sim_provider(admin_api, sim, "p3", label)["name"]
+    fine = register_sim_provider(admin_api, sim, "p4", unique("lbl"))["name"]
+    wait_for(lambda: provider_state(admin_api, hung)["health"]["state"] == "healthy", what="first check")
+    sim.control("p3", mode="hang")
+    budget = 1.0
+    with stack.scheduler.paused():
+        report = sweeper.sweep(budget=budget)
+    # A hung call would hold its job for the OpenStack timeout (5 s here) at least.
+    assert settings.openstack_timeout_seconds >= 5
+    assert report.seconds["providers"] < budget + 2.5, report.seconds
+    assert hung in report.timed_out and fine not in report.timed_out
+    assert report.providers[fine].checked == "healthy"
+    health = provider_state(admin_api, hung)["health"]
+    assert health["state"] == "down" and "no answer within" in health["last_error"]
+    sim.control("p3", mode="normal")
+
+
+def test_a_real_quota_drop_from_20_to_5_caps_the_provider_after_one_pass(stack, admin_api, user_api, sim):
+    label = unique("lbl")
+    name = register_sim_provider(admin_api, sim, "p5", label)["name"]
+    wait_for(lambda: provider_state(admin_api, name)["capacity"]["quota_instances"] == 20, what="quota 20")
+    sim.control("p5", quota=5)
+    runs = stack.scheduler.runs
+    wait_for(lambda: provider_state(admin_api, name)["capacity"]["quota_instances"] == 5, what="quota 5")
+    assert stack.scheduler.runs <= runs + 2
+
+    request = user_api.post("/requests", json={"label": label, "count": 8}).json()
+    wait_for(lambda: request_state(user_api, request["id"])["counts"].get("ACTIVE", 0) == 5, what="5 ACTIVE")
+    time.sleep(2)  # several passes and re-drives: still no room for the other three
+    counts = {state: n for state, n in request_state(user_api, request["id"])["counts"].items() if n}
+    assert counts == {"ACTIVE": 5, "PENDING": 3}, counts
+    assert sim.state("p5")["servers_peak"] == 5 and sim.state("p5")["quota_rejections"] == 0
+    user_api.delete(f"/requests/{request['id']}")
+
+
+def test_an_active_instance_whose_server_vanished_is_relaunched(admin_api, user_api, sim):
+    label = unique("lbl")
+    register_sim_provider(admin_api, sim, "p6", label)
+    request = user_api.post("/requests", json={"label": label, "count": 1}).json()
+    first = wait_for(
+        lambda: (r := request_state(user_api, request["id"]))["state"] == "ready" and r["instances"][0], what="ACTIVE"
+    )
+    sim.request("DELETE", "providers/p6/servers")  # behind our back
+
+    def relaunched():
+        instance = user_api.get(f"/instances/{first['id']}").json()
+        return instance["state"] == "ACTIVE" and instance["server_id"] != first["server_id"] and instance
+
+    again = wait_for(relaunched, what="relaunched")
+    [why] = again["attempts"]
+    assert why["error"] == "unknown" and "vanished" in why["message"] and first["server_id"] in why["message"]
+    assert [s["id"] for s in sim.servers("p6")] == [again["server_id"]]
+    assert again["addresses"]["ipv4"]
+    user_api.delete(f"/requests/{request['id']}")
+
+
+def test_in_use_drift_is_corrected_from_the_instances_table(stack, admin_api, user_api, sim):
+    label = unique("lbl")
+    name = register_sim_provider(admin_api, sim, "p7", label)["name"]
+    request = user_api.post("/requests", json={"label": label, "count": 2}).json()
+    wait_for(lambda: request_state(user_api, request["id"])["state"] == "ready", what="ready")
+
+    def in_use():
+        return provider_state(admin_api, name)["capacity"]["in_use"]
+
+    for wrong in (5, 0):  # a crash between the slot's two writes; a slot given back twice
+        with stack.scheduler.paused():
+            models.Provider(name).update(actions=[models.Provider.in_use.set(wrong)])
+            first = sweeper.sweep()
+            assert in_use() == wrong and first.providers[name].in_use_corrected is None  # seen once
+            second = sweeper.sweep()
+        assert second.providers[name].in_use_corrected == 2
+        assert in_use() == 2
+    user_api.delete(f"/requests/{request['id']}")
+    wait_for(lambda: request_state(user_api, request["id"])["state"] == "deleted", what="deleted")
+    assert in_use() == 0
+
+
+def test_a_failed_delete_is_retried_until_the_server_is_gone(admin_api, user_api, sim):
+    label = unique("lbl")
+    register_sim_provider(admin_api, sim, "p1", label)
+    request = user_api.post("/requests", json={"label": label, "count": 1}).json()
+    instance = wait_for(
+        lambda: (r := request_state(user_api, request["id"]))["state"] == "ready" and r["instances"][0], what="ACTIVE"
+    )
+    sim.control("p1", mode="maintenance")
+    user_api.delete(f"/requests/{request['id']}")
+
+    def failures():
+        return models.Instance.get(instance["id"], consistent_read=True).delete_failures or 0
+
+    wait_for(lambda: failures() >= 1, what="a failed delete")
+    assert user_api.get(f"/instances/{instance['id']}").json()["state"] == "DELETING"
+    assert sim.state("p1")["servers_live"] == 1
+    sim.control("p1", mode="normal")
+    wait_for(lambda: request_state(user_api, request["id"])["state"] == "deleted", what="deleted")
+    assert sim.state("p1")["servers_live"] == 0
+
+
+def test_leaked_servers_are_deleted_after_two_sweeps_and_others_never(stack, admin_api, sim):
+    label = unique("lbl")
+    register_sim_provider(admin_api, sim, "p5", label)
+    ours = sim.add_servers(
+        "p5", name="leaked", metadata={"oms_deployment": "test", "oms_instance_id": "i-gone"}, count=1
+    )[0]["id"]
+    foreign = sim.add_servers("p5", name="other-deployment", metadata={"oms_deployment": "prod"}, count=1)[0]["id"]
+    untagged = sim.add_servers("p5", name="by-hand", count=1)[0]["id"]
+    runs = stack.scheduler.runs
+    wait_for(lambda: ours not in {s["id"] for s in sim.servers("p5")}, what="leak deleted")
+    # Seen by one pass, deleted by the next: at least one whole pass ended in between.
+    assert stack.scheduler.runs >= runs + 1, "deleted only after being seen in two passes"
+    left = {s["id"] for s in sim.servers("p5")}
+    assert {foreign, untagged} <= left
+
+
+class DynamoOps:
+    """Counts the DynamoDB operations this process sends, by name (botocore's own event hook)."""
+
+    def __init__(self) -> None:
+        self.ops: Counter[str] = Counter()
+        self.clients = [m._get_connection().connection.client for m in (models.Provider, models.Instance)]
+
+    def _count(self, event_name: str, **_) -> None:
+        self.ops[event_name.rsplit(".", 1)[-1]] += 1
+
+    def __enter__(self) -> DynamoOps:
+        for client in self.clients:
+            client.meta.events.register("before-call.dynamodb", self._count, unique_id=f"count-{id(self)}")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for client in self.clients:
+            client.meta.events.unregister("before-call.dynamodb", unique_id=f"count-{id(self)}")
+
+
+def test_a_pass_over_50_providers_and_1000_instances_costs_a_few_calls_per_provider_and_no_scan(
+    stack, admin_api, user_api
+):
+    with start_simulator(providers=50, quota=20, boot_seconds=0.5, seed=50) as sim:
+        label = unique("lbl")
+        names = {f"p{n}": register_sim_provider(admin_api, sim, f"p{n}", label)["name"] for n in range(1, 51)}
+        request = user_api.post("/requests", json={"label": label, "count": 1000}).json()
+        done = wait_for(
+            lambda: (r := request_state(user_api, request["id"]))["state"] == "ready" and r,
+            timeout=900,
+            interval=2,
+            what="1000 ACTIVE",
+        )
+        assert Counter(i["provider"] for i in done["instances"]) == Counter({name: 20 for name in names.values()})
+
+        with stack.scheduler.paused():
+            sweeper.sweep()  # warm: connections and tokens as a deployed sweeper keeps them
+            before = {p: sim.state(p)["calls"] for p in names}
+            with DynamoOps() as dynamo:
+                report = sweeper.sweep()
+            after = {p: sim.state(p)["calls"] for p in names}
+        for sim_name, name in names.items():
+            calls = sum(after[sim_name].values()) - sum(before[sim_name].values())
+            assert calls <= 3, (sim_name, Counter(after[sim_name]) - Counter(before[sim_name]))
+            assert report.providers[name].checked == "healthy" and report.providers[name].listed
+        assert dynamo.ops["Scan"] == 0, dynamo.ops
+        assert dynamo.ops, "the hook saw the pass's DynamoDB calls"
+        assert not report.timed_out and not report.each("vanished") and not report.each("leaks_deleted")
+
+        user_api.delete(f"/requests/{request['id']}")
+        wait_for(
+            lambda: request_state(user_api, request["id"])["state"] == "deleted",
+            timeout=600,
+            interval=2,
+            what="all deleted",
+        )
+        assert all(sim.state(p)["servers_live"] == 0 for p in names)
