@@ -95,11 +95,12 @@ def holding(provider_name: str) -> int:
     )
 
 
-def correct_drift(provider: models.Provider) -> int | None:
+def correct_drift(provider: models.Provider, counted: int | None = None) -> int | None:
     """Bring the provider's `in_use` back to the number of instances that hold its slots once two
     passes in a row have seen the same `in_use`, count and `slot_changes`; returns the new value
-    when corrected. The write is conditional on no slot having changed hands since the read."""
-    counted = holding(provider.name)
+    when corrected. The write is conditional on no slot having changed hands since the read.
+    `counted` is `holding()` when the caller has just read it."""
+    counted = holding(provider.name) if counted is None else counted
     provider.refresh(consistent_read=True)
     in_use, changes = int(provider.in_use), int(provider.slot_changes or 0)
     seen = None if in_use == counted else f"{in_use}:{counted}:{changes}"

@@ -84,52 +84,54 @@ def _circuit_open(provider: models.Provider) -> bool:
 def sweep_provider(provider: models.Provider, part: ProviderPass) -> None:
     """One provider's share of the pass. Disabled providers are checked and reconciled too (their
     instances still end); only launching skips them."""
+    counted = None
     if not _circuit_open(provider):
         part.checked = "checking"
         health.check(provider)
         part.checked = provider.health_state
         if provider.health_state == "healthy":
-            _reconcile(provider, part)
+            counted = _reconcile(provider, part)
     try:
-        part.in_use_corrected = slots.correct_drift(provider)
+        part.in_use_corrected = slots.correct_drift(provider, counted)
     except models.Provider.DoesNotExist:
         return  # deleted meanwhile
     if part.in_use_corrected is not None:
         log.warning("sweep: %s in_use corrected to %d", provider.name, part.in_use_corrected)
 
 
-def _reconcile(provider: models.Provider, part: ProviderPass) -> None:
+def _reconcile(provider: models.Provider, part: ProviderPass) -> int:
     """Settle the provider's instances against one server list, taken *after* they were read, so
-    that every server they name existed when the list was made."""
+    that every server they name existed when the list was made. Returns how many instances held
+    a slot there when read (for the drift check: one query per state serves both)."""
     now = timeutil.now()
     now_iso = timeutil.iso(now)
     stuck_before = timeutil.iso(now - timedelta(seconds=settings.launch_stale_seconds))
-
-    def in_state(state: str) -> list[models.Instance]:
-        return list(models.Instance.by_provider_state.query(provider.name, models.Instance.state == state))
-
-    building = in_state(models.BUILDING)
-    active = in_state(models.ACTIVE)
-    launching = [i for i in in_state(models.LAUNCHING) if worker.stale(i)]
-    deleting = [i for i in in_state(models.DELETING) if worker.delete_due(i, now_iso, stuck_before)]
+    held = {
+        state: list(models.Instance.by_provider_state.query(provider.name, models.Instance.state == state))
+        for state in slots.HOLDING
+    }
+    counted = sum(len(instances) for instances in held.values())
     try:
         servers = {s.id: s for s in cloud.our_servers(provider)}
     except cloud.CloudError as error:
         log.warning("sweep: cannot list servers of %s: %s", provider.name, error.message)
-        return
+        return counted
     part.listed = True
-    part.still_building = watcher.reconcile_building(provider, building, servers)
-    for instance in active:
+    part.still_building = watcher.reconcile_building(provider, held[models.BUILDING], servers)
+    for instance in held[models.ACTIVE]:
         if instance.server_id not in servers and _relaunch_vanished(instance, provider):
             part.vanished.append(instance.id)
-    for instance in launching:
-        if launcher.resume_stale_launch(instance, provider, list(servers.values())):
+    for instance in held[models.LAUNCHING]:
+        if worker.stale(instance) and launcher.resume_stale_launch(instance, provider, list(servers.values())):
             part.adopted.append(instance.id)
             part.still_building += 1
-    _delete_leaks(provider, list(servers.values()), part)
-    for instance in deleting:
-        worker.teardown(instance.id, listed=servers)
-        part.deletes_retried.append(instance.id)
+    owners = {i.id: i for instances in held.values() for i in instances}
+    _delete_leaks(provider, list(servers.values()), owners, part)
+    for instance in held[models.DELETING]:
+        if worker.delete_due(instance, now_iso, stuck_before):
+            worker.teardown(instance.id, listed=servers)
+            part.deletes_retried.append(instance.id)
+    return counted
 
 
 def _relaunch_vanished(instance: models.Instance, provider: models.Provider) -> bool:
@@ -145,23 +147,23 @@ def _relaunch_vanished(instance: models.Instance, provider: models.Provider) -> 
     return True
 
 
-def _leaked(servers: list[cloud.Server]) -> set[str]:
-    """Servers of this deployment that no live instance claims (its own, or being launched)."""
-    ids = list({s.instance_id for s in servers if s.instance_id})
-    owners = {i.id: i for i in models.Instance.batch_get(ids, consistent_read=True)} if ids else {}
+def _leaked(servers: list[cloud.Server], owners: dict[str, models.Instance]) -> set[str]:
+    """Servers of this deployment that no instance holding a slot on the provider claims (as its
+    server, or as the one it is being launched on). `owners` were read before the server list:
+    a server made for a launch claimed after that read is a suspect once, never twice."""
     leaked = set()
     for server in servers:
         owner = owners.get(server.instance_id)
-        live = owner is not None and owner.state in slots.HOLDING
-        if not live or owner.server_id not in (None, server.id):
+        if owner is None or owner.server_id not in (None, server.id):
             leaked.add(server.id)
     return leaked
 
 
-def _delete_leaks(provider: models.Provider, servers: list[cloud.Server], part: ProviderPass) -> None:
-    """Delete leaked servers seen in two consecutive passes (a server between its create and its
-    record is never a suspect twice: its instance is LAUNCHING, which claims it)."""
-    leaked = _leaked(servers)
+def _delete_leaks(
+    provider: models.Provider, servers: list[cloud.Server], owners: dict[str, models.Instance], part: ProviderPass
+) -> None:
+    """Delete leaked servers seen in two consecutive passes."""
+    leaked = _leaked(servers, owners)
     previous = set(provider.leak_suspects or ())
     for server_id in leaked & previous:
         try:
