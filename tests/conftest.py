@@ -89,6 +89,31 @@ def admin_api(stack) -> Api:
     return Api(stack.url, ADMIN_KEY)
 
 
+@pytest.fixture(autouse=True)
+def _forget_providers(request):
+    """Delete the providers a test registered once it ends, so that later passes do not sweep them
+    too. Best effort: one whose instances are still being torn down gets a few seconds; one a
+    test left instances on stays."""
+    if "admin_api" not in request.fixturenames:
+        yield
+        return
+    from chalicelib import models
+
+    if "sim" in request.fixturenames:
+        request.getfixturevalue("sim")  # set up first, so torn down after this: deletes can finish
+
+    def names() -> set[str]:
+        return {p.name for p in models.Provider.by_kind.query("provider")}
+
+    before = names()
+    yield
+    admin_api = request.getfixturevalue("admin_api")
+    for name in names() - before:
+        deadline = time.monotonic() + 3
+        while admin_api.delete(f"/providers/{name}").status_code == 409 and time.monotonic() < deadline:
+            time.sleep(0.5)
+
+
 @pytest.fixture
 def user_api(admin_api) -> Api:
     """A fresh user key, so each test sees only what it made."""

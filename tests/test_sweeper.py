@@ -42,6 +42,7 @@ def test_a_one_minute_request_ends_within_a_pass_of_its_lifetime_and_an_extended
     [server] = sim.servers("p1")  # the two short-lived servers are gone, the extended one stays
     assert server["id"] == alive["instances"][0]["server_id"]
     assert server["metadata"]["oms_expires_at"] == alive["expires_at"]
+    user_api.delete(f"/requests/{kept['id']}")
 
 
 def test_maintenance_takes_a_provider_down_in_one_pass_and_it_comes_back_after_its_cooldown(
@@ -62,7 +63,7 @@ def test_maintenance_takes_a_provider_down_in_one_pass_and_it_comes_back_after_i
     assert request_state(user_api, request["id"])["counts"].get("ACTIVE", 0) == 0
     assert sim.state("p2")["calls"].get("server_create", 0) == 0
 
-    sim.control("p2", mode="normal")
+    sim.control("p2", mode="normal")  # healthy again once its cooldown ends: a check or a trial launch
     wait_for(lambda: provider_state(admin_api, name)["health"]["state"] == "healthy", what="healthy again")
     done = wait_for(lambda: (r := request_state(user_api, request["id"]))["state"] == "ready" and r, what="launched")
     assert {i["provider"] for i in done["instances"]} == {name}
@@ -75,12 +76,12 @@ def test_a_hung_provider_does_not_hold_the_pass_beyond_its_budget(stack, admin_a
     fine = register_sim_provider(admin_api, sim, "p4", unique("lbl"))["name"]
     wait_for(lambda: provider_state(admin_api, hung)["health"]["state"] == "healthy", what="first check")
     sim.control("p3", mode="hang")
-    budget = 1.0
+    budget = 2.0
     with stack.scheduler.paused():
         report = sweeper.sweep(budget=budget)
     # A hung call would hold its job for the OpenStack timeout (5 s here) at least.
     assert settings.openstack_timeout_seconds >= 5
-    assert report.seconds["providers"] < budget + 2.5, report.seconds
+    assert report.seconds["providers"] < budget + 1.5, report.seconds
     assert hung in report.timed_out and fine not in report.timed_out
     assert report.providers[fine].checked == "healthy"
     health = provider_state(admin_api, hung)["health"]
