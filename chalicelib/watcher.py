@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from datetime import timedelta
 
 from pynamodb.exceptions import DoesNotExist, UpdateError
@@ -66,27 +67,41 @@ def _booting_for(instance: models.Instance, now) -> float:
     return (now - timeutil.parse(started)).total_seconds()
 
 
-def _lease(provider_name: str, take: bool) -> bool:
-    now = timeutil.now()
-    until = timeutil.iso(now + timedelta(seconds=settings.watch_poll_seconds * 5 + 30))
-    provider = models.Provider(provider_name)
+def _lease_value() -> str:
+    """Until when the lease holds, made unique to its holder (it still compares as a time)."""
+    until = timeutil.now() + timedelta(seconds=settings.watch_poll_seconds * 5 + 30)
+    return f"{timeutil.iso(until)}|{uuid.uuid4().hex[:12]}"
+
+
+def _lease_write(provider_name: str, action, condition) -> bool:
     try:
-        if take:
-            free = models.Provider.watch_lease_until.does_not_exist() | (
-                models.Provider.watch_lease_until < timeutil.iso(now)
-            )
-            provider.update(
-                actions=[models.Provider.watch_lease_until.set(until)], condition=free & models.Provider.name.exists()
-            )
-        else:
-            provider.update(
-                actions=[models.Provider.watch_lease_until.remove()], condition=models.Provider.name.exists()
-            )
+        models.Provider(provider_name).update(actions=[action], condition=condition & models.Provider.name.exists())
     except UpdateError as error:
         if models.is_conditional_failure(error):
             return False
         raise
     return True
+
+
+def _lease_take(provider_name: str) -> str | None:
+    """Take the provider's watcher lease if it is free or has run out; returns the value held."""
+    lease = models.Provider.watch_lease_until
+    value = _lease_value()
+    free = lease.does_not_exist() | (lease < timeutil.now_iso())
+    return value if _lease_write(provider_name, lease.set(value), free) else None
+
+
+def _lease_renew(provider_name: str, held: str) -> str | None:
+    """Extend the lease we hold; None when it is no longer ours (it ran out and another took it)."""
+    lease = models.Provider.watch_lease_until
+    value = _lease_value()
+    return value if _lease_write(provider_name, lease.set(value), lease == held) else None
+
+
+def _lease_release(provider_name: str, held: str) -> None:
+    """Give the lease back, only if it is still ours."""
+    lease = models.Provider.watch_lease_until
+    _lease_write(provider_name, lease.remove(), lease == held)
 
 
 def building_exists(provider_name: str) -> bool:
@@ -97,9 +112,9 @@ def building_exists(provider_name: str) -> bool:
 def watch(provider_name: str) -> None:
     """Poll one provider until its BUILDING instances are settled or the budget is spent."""
     deadline = time.monotonic() + settings.watch_budget_seconds
-    while _lease(provider_name, take=True):
+    while held := _lease_take(provider_name):
         try:
-            while time.monotonic() < deadline:
+            while held and time.monotonic() < deadline:
                 provider = models.Provider.get(provider_name)
                 instances = building(provider_name)
                 if not instances:
@@ -112,18 +127,14 @@ def watch(provider_name: str) -> None:
                 if servers is not None and reconcile_building(provider, instances, servers) == 0:
                     break
                 time.sleep(settings.watch_poll_seconds)
-                _lease_renew(provider_name)  # every round, failed lists included
+                held = _lease_renew(provider_name, held)  # every round, failed lists included
         except DoesNotExist:
             return
         finally:
-            _lease(provider_name, take=False)
+            if held:
+                _lease_release(provider_name, held)
+        if not held:
+            return  # another watcher has taken over
         # A launch may have added a BUILDING instance while we were leaving: look once more.
         if time.monotonic() >= deadline or not building_exists(provider_name):
             return
-
-
-def _lease_renew(provider_name: str) -> None:
-    until = timeutil.iso(timeutil.now() + timedelta(seconds=settings.watch_poll_seconds * 5 + 30))
-    models.Provider(provider_name).update(
-        actions=[models.Provider.watch_lease_until.set(until)], condition=models.Provider.name.exists()
-    )
