@@ -107,13 +107,19 @@ def test_a_real_quota_drop_from_20_to_5_caps_the_provider_after_one_pass(stack, 
     user_api.delete(f"/requests/{request['id']}")
 
 
-def test_an_active_instance_whose_server_vanished_is_relaunched(admin_api, user_api, sim):
+def one_active_instance(admin_api, user_api, sim, sim_name: str) -> tuple[dict, dict]:
+    """A request for one instance on a provider of its own, once ACTIVE: (request, instance)."""
     label = unique("lbl")
-    register_sim_provider(admin_api, sim, "p6", label)
+    register_sim_provider(admin_api, sim, sim_name, label)
     request = user_api.post("/requests", json={"label": label, "count": 1}).json()
-    first = wait_for(
+    instance = wait_for(
         lambda: (r := request_state(user_api, request["id"]))["state"] == "ready" and r["instances"][0], what="ACTIVE"
     )
+    return request, instance
+
+
+def test_an_active_instance_whose_server_vanished_is_relaunched(admin_api, user_api, sim):
+    request, first = one_active_instance(admin_api, user_api, sim, "p6")
     sim.request("DELETE", "providers/p6/servers")  # behind our back
 
     def relaunched():
@@ -178,12 +184,7 @@ def test_in_use_drift_is_corrected_from_the_instances_table(stack, admin_api, us
 
 
 def test_a_failed_delete_is_retried_until_the_server_is_gone(admin_api, user_api, sim):
-    label = unique("lbl")
-    register_sim_provider(admin_api, sim, "p1", label)
-    request = user_api.post("/requests", json={"label": label, "count": 1}).json()
-    instance = wait_for(
-        lambda: (r := request_state(user_api, request["id"]))["state"] == "ready" and r["instances"][0], what="ACTIVE"
-    )
+    request, instance = one_active_instance(admin_api, user_api, sim, "p1")
     sim.control("p1", mode="maintenance")
     user_api.delete(f"/requests/{request['id']}")
 
