@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any
 
 import boto3
 from botocore.config import Config
 
 from chalicelib.settings import settings
+
+# botocore logs whole request and response bodies at DEBUG, Secrets Manager values included:
+# however verbose the rest of the logging is set, its loggers never go below INFO.
+for _name in ("botocore", "boto3"):
+    _logger = logging.getLogger(_name)
+    _logger.setLevel(max(_logger.getEffectiveLevel(), logging.INFO))
 
 # Many threads share a client (parallel launches, health checks): give them connections.
 _CONFIG = Config(

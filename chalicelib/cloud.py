@@ -75,7 +75,8 @@ def _auth_args(provider: models.Provider, secret: dict[str, str]) -> tuple[str, 
 @functools.lru_cache(maxsize=256)
 def _connection(name: str, secret_version: str, settings_key: tuple) -> openstack.connection.Connection:
     provider = models.Provider.get(name)
-    secret = credentials.load(provider.name, provider.secret_version)
+    # The version this connection is cached under, not whatever the item says by now.
+    secret = credentials.load(name, secret_version)
     auth_type, auth = _auth_args(provider, secret)
     return openstack.connect(
         load_yaml_config=False,

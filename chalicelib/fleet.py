@@ -123,8 +123,16 @@ def get_request(caller: Caller, request_id: str) -> tuple[models.Request, list[m
     return request, _instances_of(request.id)
 
 
+def _filters(params: Mapping[str, str], names: tuple[str, ...]) -> dict[str, str]:
+    """The filters given; an empty one is a mistake worth naming, not a silent "everything"."""
+    for name in names:
+        if params.get(name) == "":
+            raise invalid(f"{name} must not be empty: leave it out to list everything", name)
+    return {name: params[name] for name in names if name in params}
+
+
 def list_requests(caller: Caller, params: Mapping[str, str]) -> tuple[list[tuple], str | None]:
-    owner = params.get("owner")
+    owner = _filters(params, ("owner",)).get("owner")
     if not caller.is_admin:
         if owner is not None and owner != caller.owner:
             raise ApiError("forbidden", "owner filters need an admin key")
@@ -197,7 +205,7 @@ _INSTANCE_FILTERS = ("state", "provider", "request_id", "label")
 
 def list_instances(caller: Caller, params: Mapping[str, str]) -> tuple[list[models.Instance], str | None]:
     """One page of instances, through the most selective index the filters allow."""
-    filters = {k: params[k] for k in _INSTANCE_FILTERS if params.get(k)}
+    filters = _filters(params, _INSTANCE_FILTERS)
     if "state" in filters and filters["state"] not in models.STATES:
         raise invalid(f"state must be one of {', '.join(models.STATES)}", "state")
     condition = None

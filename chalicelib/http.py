@@ -28,12 +28,18 @@ def json_body(request: Any) -> dict:
     if not raw.strip():
         raise invalid("request body must be a JSON object")
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_float=_number)
     except (ValueError, UnicodeDecodeError) as exc:
         raise invalid(f"request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise invalid("request body must be a JSON object")
     return body
+
+
+def _number(text: str) -> float | int:
+    """JSON Schema's reading of numbers: 5.0 is the integer 5 (every number field is an integer)."""
+    value = float(text)
+    return int(value) if value.is_integer() and abs(value) <= 2**53 else value
 
 
 def respond(body: Any, status: int = 200) -> Response:

@@ -112,6 +112,22 @@ class Provider(Model):
     updated_at = UnicodeAttribute()
     by_kind = ProvidersByKind()
 
+    def update(self, actions, condition=None, **kwargs):
+        """Update this provider only if it still exists: a write racing its deletion (a sweep, a
+        launch outcome) must not leave a stub item behind that blocks the name and breaks reads.
+        A conditional failure is raised when the caller had a condition of its own (a deleted
+        provider then simply fails it); without one, a provider that is gone has nothing to record.
+        """
+        exists = Provider.name.exists()
+        try:
+            return super().update(
+                actions=actions, condition=exists if condition is None else condition & exists, **kwargs
+            )
+        except UpdateError as error:
+            if condition is None and is_conditional_failure(error):
+                return None
+            raise
+
     @property
     def cap(self) -> int:
         """The most instances we may hold here: our own limit, lowered by the real quota."""

@@ -168,15 +168,21 @@ COMPONENTS: dict[str, Any] = {
 
 _LIST_PARAMS = [
     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}},
-    {"name": "next", "in": "query", "schema": {"type": "string"}, "description": "cursor from the previous page"},
+    {
+        "name": "next",
+        "in": "query",
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"},
+        "description": "the opaque cursor `next` of the previous page (any other value is a 400)",
+    },
 ]
+_filter = {"type": "string", "minLength": 1}
 _INSTANCE_FILTERS = [
     {"name": "state", "in": "query", "schema": {"type": "string", "enum": list(models.STATES)}},
-    {"name": "provider", "in": "query", "schema": {"type": "string"}},
-    {"name": "request_id", "in": "query", "schema": {"type": "string"}},
-    {"name": "label", "in": "query", "schema": {"type": "string"}},
+    {"name": "provider", "in": "query", "schema": _filter},
+    {"name": "request_id", "in": "query", "schema": _filter},
+    {"name": "label", "in": "query", "schema": _filter},
 ]
-_OWNER_FILTER = [{"name": "owner", "in": "query", "schema": {"type": "string"}, "description": "admin only"}]
+_OWNER_FILTER = [{"name": "owner", "in": "query", "schema": _filter, "description": "admin only"}]
 
 # (method, path): (summary, role or None for public, request body schema, success status, response schema,
 #                  extra query parameters)
@@ -211,6 +217,16 @@ ROUTES: dict[tuple[str, str], tuple] = {
 }
 
 _ERRORS_BY_ROLE = {None: [], "user": [400, 401, 404], "admin": [400, 401, 403, 404]}
+# What one route may answer besides its role's errors (the fuzz test finds any left out).
+_MORE_ERRORS = {
+    ("POST", "/providers"): {409},
+    ("DELETE", "/providers/{name}"): {409},
+    ("POST", "/requests"): {409, 422},
+    ("GET", "/requests"): {403},
+    ("DELETE", "/requests/{request_id}"): {409},
+    ("POST", "/requests/{request_id}/extend"): {409},
+    ("DELETE", "/instances/{instance_id}"): {409},
+}
 
 
 def _operation(method: str, path: str) -> dict:
@@ -223,13 +239,9 @@ def _operation(method: str, path: str) -> dict:
         success["content"] = content
     responses: dict[str, Any] = {str(status): success}
     error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
-    codes = set(_ERRORS_BY_ROLE[role])
+    codes = set(_ERRORS_BY_ROLE[role]) | _MORE_ERRORS.get((method, path), set())
     if body:
         codes |= {400, 413}
-    if path in ("/requests",) and method == "POST":
-        codes |= {409, 422}
-    if method == "DELETE" and path == "/providers/{name}":
-        codes |= {409}
     for code in sorted(codes):
         responses[str(code)] = {"description": "error", "content": error}
     operation: dict[str, Any] = {"summary": summary, "responses": responses}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from pynamodb.exceptions import DoesNotExist, PutError
+from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
 from chalicelib import credentials, models, pages, schemas, timeutil
 from chalicelib.errors import ApiError, invalid, not_found
@@ -86,9 +86,9 @@ def create(body: dict) -> models.Provider:
 
 def update(name: str, patch: dict) -> models.Provider:
     """Apply a partial change. A null resets a field to its default (or clears it)."""
+    if isinstance(patch, dict) and "name" in patch:
+        raise invalid("name cannot be changed: it is the provider's key", "name")
     schemas.validate(patch, schemas.PROVIDER_PATCH)
-    if "name" in patch and patch["name"] != name:
-        raise invalid("name cannot be changed", "name")
     provider = get(name)
     current = {k: getattr(provider, k) for k in _PLAIN_FIELDS}
     current["labels"] = provider.labels.as_dict()
@@ -111,7 +111,13 @@ def update(name: str, patch: dict) -> models.Provider:
     if rotating:
         arn, version = credentials.store(name, _secret(merged))
         actions += [models.Provider.secret_arn.set(arn), models.Provider.secret_version.set(version)]
-    provider.update(actions=actions, condition=models.Provider.name.exists())
+    try:
+        # A condition of our own: a provider deleted meanwhile raises, and PATCH answers 404.
+        provider.update(actions=actions, condition=models.Provider.name.exists())
+    except UpdateError as error:
+        if models.is_conditional_failure(error):
+            raise not_found(f"provider {name}") from None  # deleted while we changed it
+        raise
     return provider
 
 

@@ -1,8 +1,11 @@
 """The one place that knows the API's JSON: body schemas, their validation, response shapes.
 
 Body schemas are plain JSON Schema; `validate` enforces exactly what `/openapi.json` shows, so
-the contract a client reads is the one the server applies. Rules JSON Schema cannot say (one
-auth method, a parseable SSH key, a URL without credentials) are checked after, in this module.
+the contract a client reads is the one the server applies. The rules that need more than types,
+ranges and patterns are checked after, in this module, with messages naming the field: the
+choice of one credential (documented as the schema's `oneOf`, which `validate` leaves to
+`check_provider`), a parseable SSH key (documented as format `openssh-public-key`), and a URL
+that is http(s) without credentials (format `uri` plus a pattern).
 """
 
 from __future__ import annotations
@@ -19,6 +22,14 @@ from chalicelib.errors import invalid
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+# http(s), a host name or address, an optional port, printable URI characters after; no
+# user:password@ (credentials go in their own fields) and nothing a URI may not hold.
+_PORT = r"(:([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?"
+HTTP_URL_PATTERN = (
+    r"^https?://([A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.?|\[[0-9A-Fa-f:.]+\])"
+    + _PORT
+    + r"([/?#]([A-Za-z0-9._~!$&'()*+,;=:@/?-]|%[0-9A-Fa-f]{2})*)?$"
+)
 USER_DATA_MAX_BYTES = 16 * 1024
 MAX_BODY_BYTES = 64 * 1024
 
@@ -38,7 +49,7 @@ LABEL_MAPPING = {
 
 PROVIDER_FIELDS: dict[str, Any] = {
     "name": {"type": "string", "pattern": NAME_PATTERN},
-    "auth_url": {"type": "string", "format": "uri", "minLength": 1, "maxLength": 2048},
+    "auth_url": {"type": "string", "format": "uri", "pattern": HTTP_URL_PATTERN, "minLength": 1, "maxLength": 2048},
     "region": _text,
     "project_name": _text,
     "project_id": _text,
@@ -79,49 +90,81 @@ PASSWORD_FIELDS = ("username", "password")
 APP_CREDENTIAL_FIELDS = ("application_credential_id", "application_credential_secret")
 SECRET_FIELDS = ("password", "application_credential_secret")
 
-PROVIDER_CREATE = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["name", "auth_url"],
-    "properties": PROVIDER_FIELDS,
-}
-PROVIDER_PATCH = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": PROVIDER_FIELDS,
-}
 
-REQUEST_CREATE = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["label", "count"],
-    "properties": {
+def nullable(schema: dict) -> dict:
+    """`schema`, or null: an optional field's null means "not given" (in PATCH, "back to the default")."""
+    out = {**schema, "type": [schema["type"], "null"]}
+    if "enum" in out:
+        out["enum"] = [*out["enum"], None]
+    return out
+
+
+def body_schema(properties: dict, *, required: tuple[str, ...], **extra: Any) -> dict:
+    """A request body: an object of exactly these fields, the optional ones nullable."""
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": list(required),
+        "properties": {k: v if k in required else nullable(v) for k, v in properties.items()},
+        **extra,
+    }
+
+
+def _given(*fields: str) -> dict:
+    return {"required": list(fields), "properties": {f: {"type": "string"} for f in fields}}
+
+
+def _not_given(*fields: str) -> dict:
+    return {"properties": {f: {"type": "null"} for f in fields}}  # absent, or null
+
+
+def _all_of(*parts: dict) -> dict:
+    return {"allOf": list(parts)}
+
+
+PROVIDER_CREATE = body_schema(
+    PROVIDER_FIELDS,
+    required=("name", "auth_url"),
+    # Exactly one kind of credential (enforced by check_provider, which names the field).
+    oneOf=[
+        _all_of(
+            _given(*PASSWORD_FIELDS),
+            _not_given(*APP_CREDENTIAL_FIELDS),
+            {"anyOf": [_given("project_name"), _given("project_id")]},
+        ),
+        _all_of(_given(*APP_CREDENTIAL_FIELDS), _not_given(*PASSWORD_FIELDS)),
+    ],
+)
+# The name is the provider's key: it is in the path, and cannot be changed.
+PROVIDER_PATCH = body_schema({k: v for k, v in PROVIDER_FIELDS.items() if k != "name"}, required=())
+
+REQUEST_CREATE = body_schema(
+    {
         "label": {"type": "string", "pattern": LABEL_PATTERN},
         "count": {"type": "integer", "minimum": 1, "maximum": 1000},
         "lifetime_minutes": {"type": "integer", "minimum": 1, "maximum": 1440},
         "name_prefix": {"type": "string", "pattern": r"^[a-z0-9-]{1,32}$"},
-        "ssh_public_key": {"type": "string", "minLength": 1, "maxLength": 16384},
-        "user_data": {"type": "string", "maxLength": USER_DATA_MAX_BYTES},
+        "ssh_public_key": {"type": "string", "format": "openssh-public-key", "minLength": 1, "maxLength": 16384},
+        "user_data": {
+            "type": "string",
+            "maxLength": USER_DATA_MAX_BYTES,
+            "description": "cloud-init user data, at most 16 KiB once UTF-8 encoded",
+        },
         "client_token": {"type": "string", "pattern": r"^[\x20-\x7e]{1,64}$"},
     },
-}
-EXTEND = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["minutes"],
-    "properties": {"minutes": {"type": "integer", "minimum": 1, "maximum": 1440}},
-}
-KEY_CREATE = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["name", "role"],
-    "properties": {
+    required=("label", "count"),
+)
+EXTEND = body_schema({"minutes": {"type": "integer", "minimum": 1, "maximum": 1440}}, required=("minutes",))
+KEY_CREATE = body_schema(
+    {
         "name": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": r"^[^\x00-\x1f]+$"},
         "role": {"type": "string", "enum": ["user", "admin"]},
     },
-}
+    required=("name", "role"),
+)
 
 _TYPE_NAMES = {
+    "null": "null",
     "object": "an object",
     "array": "a list",
     "string": "a string",
@@ -141,15 +184,21 @@ def _is_type(value: Any, kind: str) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     if kind == "boolean":
         return isinstance(value, bool)
+    if kind == "null":
+        return value is None
     raise ValueError(f"schema type {kind} is not supported")
 
 
 def validate(value: Any, schema: dict, field: str = "") -> None:
     """Raise a 400 naming the first field that breaks `schema` (the subset of JSON Schema we use)."""
     name = field or "body"
-    kind = schema.get("type")
-    if kind and not _is_type(value, kind):
-        raise invalid(f"{name} must be {_TYPE_NAMES[kind]}", field or None)
+    kinds = schema.get("type", [])
+    kinds = [kinds] if isinstance(kinds, str) else kinds
+    if value is None and "null" in kinds:
+        return
+    if kinds and not any(_is_type(value, k) for k in kinds):
+        raise invalid(f"{name} must be {_TYPE_NAMES[kinds[0]]}", field or None)
+    kind = next((k for k in kinds if _is_type(value, k)), None)
     if "enum" in schema and value not in schema["enum"]:
         allowed = ", ".join(repr(v) for v in schema["enum"])
         raise invalid(f"{name} must be one of {allowed}", field or None)
@@ -173,10 +222,13 @@ def _validate_string(value: str, schema: dict, name: str, field: str) -> None:
         raise invalid(f"{name} must not be empty", field or None)
     if "maxLength" in schema and len(value) > schema["maxLength"]:
         raise invalid(f"{name} must be at most {schema['maxLength']} characters", field or None)
-    if "pattern" in schema and not re.search(schema["pattern"], value):
-        raise invalid(f"{name} must match {schema['pattern']}", field or None)
+    # The format first: its checks say what is wrong in words; the pattern is the documented form.
     if schema.get("format") == "uri":
         _validate_http_url(value, field)
+    if schema.get("format") == "openssh-public-key":
+        check_ssh_public_key(value, field)
+    if "pattern" in schema and not re.search(schema["pattern"], value):
+        raise invalid(f"{name} must match {schema['pattern']}", field or None)
 
 
 def _validate_object(value: dict, schema: dict, field: str) -> None:
@@ -190,8 +242,6 @@ def _validate_object(value: dict, schema: dict, field: str) -> None:
             raise invalid(f"{prefix}{key} is required", f"{prefix}{key}")
     for key, item in value.items():
         if key in properties:
-            if item is None and key not in schema.get("required", []):
-                continue  # null means "not given" (and, in PATCH, "reset to the default")
             validate(item, properties[key], f"{prefix}{key}")
         elif extra is False:
             raise invalid(f"unknown field {prefix}{key}", f"{prefix}{key}")
@@ -251,27 +301,24 @@ _SSH_KEY_TYPES = (
 )
 
 
-def check_ssh_public_key(text: str) -> None:
+def check_ssh_public_key(text: str, field: str = "ssh_public_key") -> None:
     """One OpenSSH public key line: `type base64 [comment]`, the blob naming the same type."""
-    field = "ssh_public_key"
     if "\n" in text.strip() or "\r" in text.strip():
-        raise invalid("ssh_public_key must be a single line", field)
+        raise invalid(f"{field} must be a single line", field)
     parts = text.strip().split(None, 2)
     if len(parts) < 2 or parts[0] not in _SSH_KEY_TYPES:
-        raise invalid("ssh_public_key must be an OpenSSH public key line such as 'ssh-ed25519 AAAA... me@host'", field)
+        raise invalid(f"{field} must be an OpenSSH public key line such as 'ssh-ed25519 AAAA... me@host'", field)
     try:
         blob = base64.b64decode(parts[1], validate=True)
         (length,) = struct.unpack(">I", blob[:4])
         embedded = blob[4 : 4 + length].decode("ascii")
     except (binascii.Error, struct.error, UnicodeDecodeError, ValueError) as exc:
-        raise invalid("ssh_public_key has a key body that is not valid base64 key data", field) from exc
+        raise invalid(f"{field} has a key body that is not valid base64 key data", field) from exc
     if embedded != parts[0] or len(blob) <= 4 + length:
-        raise invalid("ssh_public_key's key data does not match its type", field)
+        raise invalid(f"{field}'s key data does not match its type", field)
 
 
 def check_request(body: dict) -> None:
-    if body.get("ssh_public_key") is not None:
-        check_ssh_public_key(body["ssh_public_key"])
     if body.get("user_data") is not None and len(body["user_data"].encode()) > USER_DATA_MAX_BYTES:
         raise invalid("user_data must be at most 16 KiB", "user_data")
 

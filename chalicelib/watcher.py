@@ -75,7 +75,7 @@ def _lease_value() -> str:
 
 def _lease_write(provider_name: str, action, condition) -> bool:
     try:
-        models.Provider(provider_name).update(actions=[action], condition=condition & models.Provider.name.exists())
+        models.Provider(provider_name).update(actions=[action], condition=condition)
     except UpdateError as error:
         if models.is_conditional_failure(error):
             return False

@@ -9,17 +9,7 @@ import pytest
 
 from chalicelib import credentials, models
 from chalicelib.settings import settings
-from tests.conftest import provider_body, unique
-
-
-def _dump_tables() -> str:
-    """Every item of every table, as text: where a secret must never be found."""
-    client = boto3.client("dynamodb", endpoint_url=settings.aws_endpoint, region_name=settings.region)
-    items = []
-    for table in (settings.providers_table, settings.requests_table, settings.instances_table, settings.keys_table):
-        for page in client.get_paginator("scan").paginate(TableName=table):
-            items.extend(page["Items"])
-    return json.dumps(items)
+from tests.conftest import dump_tables, provider_body, unique
 
 
 def test_register_with_password_keeps_the_secret_out_of_answers_and_tables(admin_api, user_api):
@@ -40,7 +30,7 @@ def test_register_with_password_keeps_the_secret_out_of_answers_and_tables(admin
         assert response.status_code in (200, 201)
         assert body["password"] not in response.text
         assert "password" not in json.dumps(response.json()).replace('"auth_type": "password"', "")
-    assert body["password"] not in _dump_tables()
+    assert body["password"] not in dump_tables()
     item = models.Provider.get(body["name"])
     assert credentials.load(item.name, item.secret_version) == {"password": body["password"]}
 
@@ -61,7 +51,7 @@ def test_register_with_application_credential(admin_api):
     assert view["auth_type"] == "application_credential"
     assert view["application_credential_id"] == "ac-1"
     assert "username" not in view
-    assert body["application_credential_secret"] not in _dump_tables()
+    assert body["application_credential_secret"] not in dump_tables()
 
 
 def test_duplicate_name_is_409(admin_api, provider):
@@ -183,3 +173,17 @@ def test_provider_list_pages(admin_api):
             break
     assert set(names) <= set(seen)
     assert len(seen) == len(set(seen))
+
+
+def test_a_write_racing_a_delete_does_not_bring_the_provider_back(admin_api, provider):
+    from chalicelib import health
+
+    stale = models.Provider.get(provider["name"])
+    assert admin_api.delete(f"/providers/{provider['name']}").status_code == 204
+    # What a sweep or a launch outcome does with the item it read before the delete.
+    health.record_launch_ok(stale)
+    models.Provider(provider["name"]).update(actions=[models.Provider.checked_at.set("2026-01-01T00:00:00Z")])
+    assert models.Provider.count(provider["name"]) == 0
+    assert admin_api.get(f"/providers/{provider['name']}").status_code == 404
+    assert admin_api.patch(f"/providers/{provider['name']}", json={"priority": 1}).status_code == 404
+    assert admin_api.post("/providers", json=provider_body(name=provider["name"])).status_code == 201

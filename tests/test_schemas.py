@@ -73,6 +73,35 @@ def test_malformed_keys_fail(key):
     assert caught.value.field == "ssh_public_key"
 
 
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("file:///etc/passwd", "must be an http(s) URL"),
+        ("ftp://host/v3", "must be an http(s) URL"),
+        ("http://user:secret@host/v3", "must not carry credentials"),
+        ("http://host:99999/v3", "is not a valid URL"),
+        ("http://h\x08st/v3", "must match"),
+        ("https://h\u0105st/v3", "must match"),
+        ("http://host/v3 with space", "must match"),
+    ],
+)
+def test_auth_urls_that_are_not_plain_http_fail_naming_why(url, message):
+    error = error_of({"name": "p", "auth_url": url}, schemas.PROVIDER_CREATE)
+    assert error.field == "auth_url" and message in error.message, error.message
+
+
+def test_null_is_not_given_at_the_top_and_wrong_inside():
+    schemas.validate({"label": "x", "count": 1, "ssh_public_key": None}, schemas.REQUEST_CREATE)
+    assert error_of({"label": None, "count": 1}, schemas.REQUEST_CREATE).message == "label is required"
+    nested = {"name": "p", "auth_url": "http://h/v3", "labels": {"l": {"image": "i", "flavor": None}}}
+    assert error_of(nested, schemas.PROVIDER_CREATE).field == "labels.l.flavor"
+
+
+def test_the_documented_ssh_key_format_is_enforced_by_the_validator():
+    body = {"label": "x", "count": 1, "ssh_public_key": "ssh-ed25519 AAAAB3NzaC1yc2EAAAADAQABAAABAQ=="}
+    assert error_of(body, schemas.REQUEST_CREATE).field == "ssh_public_key"
+
+
 def counts(**by_state):
     return {state: by_state.get(state, 0) for state in models.STATES}
 

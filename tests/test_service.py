@@ -36,7 +36,13 @@ def test_landing_page_is_html_with_a_strict_policy(admin_api):
     response = admin_api.get("/", key=None)
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/html")
-    assert "default-src 'self'" in response.headers["Content-Security-Policy"]
+    policy = dict(part.strip().split(" ", 1) for part in response.headers["Content-Security-Policy"].split(";"))
+    assert policy["default-src"] == "'none'" and policy["script-src"] == "'self'"
+    assert policy["frame-ancestors"] == "'none'" and policy["base-uri"] == "'none'"
+    assert "unsafe" not in response.headers["Content-Security-Policy"]
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert response.headers["X-Frame-Options"] == "DENY"
     assert "OpenMultiStack" in response.text
 
 
@@ -65,3 +71,18 @@ def test_form_content_type_is_still_read_as_json(admin_api, provider):
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
     assert response.status_code == 202, response.text
+
+
+def test_numbers_are_read_as_json_schema_reads_them(admin_api, provider):
+    # 2.0 is the integer 2 (as in JSON Schema); 2.5 is not an integer.
+    accepted = admin_api.post("/requests", json={"label": "ubuntu-small", "count": 2.0})
+    assert accepted.status_code == 202 and accepted.json()["count"] == 2
+    refused = admin_api.post("/requests", json={"label": "ubuntu-small", "count": 2.5})
+    assert refused.status_code == 400 and refused.json()["error"]["field"] == "count"
+    admin_api.delete(f"/requests/{accepted.json()['id']}")
+
+
+def test_empty_filters_are_refused_naming_the_filter(admin_api):
+    for path, name in (("/requests", "owner"), ("/instances", "provider"), ("/instances", "state")):
+        response = admin_api.get(path, params={name: ""})
+        assert response.status_code == 400 and response.json()["error"]["field"] == name, response.text

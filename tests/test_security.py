@@ -1,0 +1,315 @@
+"""Security: every route refuses who it must, nothing leaks, and local state stays private.
+
+The route tests walk the app's own route table, so a route added later is covered without
+touching this file; a route that is public must be named here on purpose.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import socket
+import stat
+import uuid
+from pathlib import Path
+
+import pytest
+
+import app as app_module
+from chalicelib import openapi
+from chalicelib.settings import settings
+from tests.conftest import dump_tables, register_sim_provider, request_state, unique, wait_for
+
+# The only routes anyone may call without a key. Adding one is a decision: add it here.
+PUBLIC = {("GET", "/health"), ("GET", "/openapi.json"), ("GET", "/")}
+
+
+def app_routes() -> list[tuple[str, str]]:
+    return sorted((method, path) for path, entry in app_module.app.routes.items() for method in entry)
+
+
+def role_of(method: str, path: str) -> str | None:
+    return openapi.ROUTES[(method, path)][1]
+
+
+def fill(path: str, values: dict[str, str]) -> str:
+    return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
+
+
+@pytest.fixture
+def others(admin_api, user_api, provider) -> dict[str, str]:
+    """Real path values: a provider, and a request, an instance and a key that belong to user_api."""
+    request = user_api.post("/requests", json={"label": "ubuntu-small", "count": 1})
+    assert request.status_code == 202, request.text
+    body = request.json()
+    return {
+        "name": provider["name"],
+        "request_id": body["id"],
+        "instance_id": body["instances"][0]["id"],
+        "key_id": user_api.key.split("_")[1],
+    }
+
+
+def test_every_route_has_a_declared_role_and_only_the_public_ones_have_none():
+    routes = app_routes()
+    assert len(routes) >= 20
+    for method, path in routes:
+        assert (method, path) in openapi.ROUTES, f"{method} {path} is not documented in openapi.ROUTES"
+        assert (role_of(method, path) is None) == ((method, path) in PUBLIC), f"{method} {path}"
+
+
+@pytest.mark.parametrize(("method", "path"), sorted(PUBLIC))
+def test_public_routes_answer_without_a_key(admin_api, method, path):
+    assert admin_api.call(method, path, key=None).status_code == 200
+
+
+@pytest.mark.parametrize(("method", "path"), [r for r in app_routes() if r not in PUBLIC])
+def test_no_key_or_a_bad_key_is_401_on_every_route(admin_api, others, method, path):
+    url = fill(path, others)
+    bad_headers = [
+        {},
+        {"Authorization": "Bearer oms_0000000000000000_" + "A" * 43},
+        {"Authorization": "Basic " + admin_api.key},
+        {"Authorization": admin_api.key},
+    ]
+    for headers in bad_headers:
+        response = admin_api.call(method, url, key=None, headers=headers, json={})
+        assert response.status_code == 401, (method, url, headers, response.text)
+        assert response.json()["error"]["code"] == "unauthorized"
+
+
+@pytest.mark.parametrize(("method", "path"), [r for r in app_routes() if r not in PUBLIC])
+def test_a_user_key_gets_403_on_admin_routes_and_never_on_user_routes(admin_api, others, method, path):
+    stranger = admin_api.as_key(admin_api.post("/keys", json={"name": "stranger", "role": "user"}).json()["key"])
+    response = stranger.call(method, fill(path, others), json={})
+    if role_of(method, path) == "admin":
+        assert response.status_code == 403, response.text
+        assert response.json()["error"]["code"] == "forbidden"
+    else:
+        assert response.status_code != 403, response.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [r for r in app_routes() if role_of(*r) == "user" and re.search(r"\{(request_id|instance_id)\}", r[1])],
+)
+def test_a_user_key_gets_404_on_another_owners_request_or_instance(admin_api, user_api, others, method, path):
+    stranger = admin_api.as_key(admin_api.post("/keys", json={"name": "stranger", "role": "user"}).json()["key"])
+    before = user_api.get(f"/requests/{others['request_id']}").json()
+    response = stranger.call(method, fill(path, others), json={"minutes": 5})
+    assert response.status_code == 404, response.text
+    assert response.json()["error"]["code"] == "not_found"
+    # And nothing happened to it: the owner still sees the request as it was.
+    after = user_api.get(f"/requests/{others['request_id']}").json()
+    assert (after["counts"], after["expires_at"]) == (before["counts"], before["expires_at"])
+
+
+def test_a_deleted_key_is_refused_on_every_route_at_once(admin_api, others):
+    created = admin_api.post("/keys", json={"name": "short-lived", "role": "admin"}).json()
+    doomed = admin_api.as_key(created["key"])
+    assert doomed.get("/keys", params={"limit": 1}).status_code == 200
+    assert admin_api.delete(f"/keys/{created['id']}").status_code == 204
+    for method, path in app_routes():
+        if (method, path) in PUBLIC:
+            continue
+        response = doomed.call(method, fill(path, others), json={})
+        assert response.status_code == 401, (method, path, response.text)
+
+
+def test_keys_are_high_entropy_and_distinct(admin_api):
+    keys = [admin_api.post("/keys", json={"name": "entropy", "role": "user"}).json() for _ in range(5)]
+    secrets = [k["key"].split("_", 2)[2] for k in keys]
+    assert len(set(secrets)) == 5
+    assert all(len(s) >= 43 for s in secrets)  # 256 bits, URL-safe base64
+    listed = {k["id"] for k in admin_api.get("/keys", params={"limit": 500}).json()["items"]}
+    assert {k["id"] for k in keys} <= listed
+    for key in keys:
+        assert admin_api.delete(f"/keys/{key['id']}").status_code == 204
+
+
+# --- the local stack --------------------------------------------------------------------
+
+
+def _listening_sockets() -> dict[int, str]:
+    """Listening TCP sockets of this machine: port -> local address (from /proc/net/tcp{,6})."""
+    found: dict[int, str] = {}
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            fields = line.split()
+            address, port = fields[1].split(":")
+            if fields[3] != "0A":  # LISTEN
+                continue
+            if width == 8:
+                ip = socket.inet_ntop(socket.AF_INET, bytes.fromhex(address)[::-1])
+            else:
+                raw = bytes.fromhex(address)
+                ip = socket.inet_ntop(socket.AF_INET6, b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4)))
+            found[int(port, 16)] = ip
+    return found
+
+
+def test_every_local_service_listens_on_loopback_only(stack, sim):
+    listening = _listening_sockets()
+    sim_port = int(sim.base_url.rstrip("/").rsplit(":", 1)[1])
+    ports = {"api": settings.port, "moto": settings.moto_port, "simulator": sim_port}
+    for what, port in ports.items():
+        assert port in listening, f"{what} is not listening on {port}"
+        assert listening[port] in ("127.0.0.1", "::1"), f"{what} listens on {listening[port]}"
+
+
+def test_state_files_are_private(stack):
+    folder = Path(settings.state_dir)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    files = [p for p in folder.iterdir() if p.is_file()]
+    assert files, "the stack wrote no state files"
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
+
+
+# --- secrets ----------------------------------------------------------------------------
+
+
+def _stream_records() -> str:
+    """Every record still in the instances table's stream, from its start."""
+    from chalicelib import aws
+
+    arn = aws.client("dynamodb").describe_table(TableName=settings.instances_table)["Table"]["LatestStreamArn"]
+    streams = aws.client("dynamodbstreams")
+    records = []
+    for shard in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
+        iterator = streams.get_shard_iterator(
+            StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        while iterator:
+            page = streams.get_records(ShardIterator=iterator, Limit=1000)
+            records.extend(page["Records"])
+            if not page["Records"]:
+                break
+            iterator = page.get("NextShardIterator")
+    assert records, "the stream had no records: the search would prove nothing"
+    return json.dumps(records, default=str)
+
+
+def test_rotated_credentials_are_used_from_the_next_call_and_the_old_ones_never_again(admin_api, sim):
+    label = unique("lbl")
+    provider = register_sim_provider(admin_api, sim, "p1", label)
+    name = provider["name"]
+    good = sim.state("p1")["credentials"]["password"]
+    assert admin_api.post(f"/providers/{name}/check").json()["health"]["state"] == "healthy"
+
+    # A wrong password, then the right one again: each check uses exactly the version just set.
+    assert admin_api.patch(f"/providers/{name}", json={"password": "not-" + good}).status_code == 200
+    checked = admin_api.post(f"/providers/{name}/check").json()["health"]
+    assert checked["state"] == "down" and "auth" in checked["last_error"].lower(), checked
+    assert admin_api.patch(f"/providers/{name}", json={"password": good}).status_code == 200
+    assert admin_api.post(f"/providers/{name}/check").json()["health"]["state"] == "healthy"
+
+
+def test_canary_credentials_appear_nowhere_but_in_secrets_manager(admin_api, user_api, caplog):
+    """Unique canary secrets go through registration, checks, launches with failures, a rotation
+    and a teardown; then every place the service writes to is searched for them."""
+    from chalicelib import aws, credentials
+    from sim.testing import start_simulator
+
+    canaries = {what: f"canary-{what}-{uuid.uuid4().hex}" for what in ("password", "app-secret", "rotated")}
+    config = {
+        "providers": [
+            {"name": "cpw", "password": canaries["password"], "quota": 20, "boot_seconds": 0.3, "error_rate": 0.4},
+            {
+                "name": "cac",
+                "application_credential": {"id": "ac-" + uuid.uuid4().hex[:8], "secret": canaries["app-secret"]},
+                "quota": 20,
+                "boot_seconds": 0.3,
+            },
+        ]
+    }
+    seen: list[str] = []
+    recorder = admin_api.as_key(admin_api.key)
+    recorder.session.hooks["response"].append(lambda r, *a, **kw: seen.append(f"{r.headers}\n{r.text}"))
+    user = admin_api.as_key(user_api.key)
+    user.session.hooks["response"] = recorder.session.hooks["response"]
+    caplog.set_level(logging.DEBUG)
+
+    with start_simulator(config=config, seed=11) as canary_sim:
+        label = unique("lbl")
+        mapping = {label: {"image": "ubuntu-22.04", "flavor": "m1.small", "network": "public"}}
+        pw_name, ac_name = unique("cpw"), unique("cac")
+        cpw, cac = (canary_sim.state(n)["credentials"] for n in ("cpw", "cac"))
+        assert (
+            recorder.post(
+                "/providers",
+                json={
+                    "name": pw_name,
+                    "auth_url": canary_sim.auth_url("cpw"),
+                    "username": cpw["username"],
+                    "password": canaries["password"],
+                    "project_name": cpw["project_name"],
+                    "labels": mapping,
+                },
+            ).status_code
+            == 201
+        )
+        assert (
+            recorder.post(
+                "/providers",
+                json={
+                    "name": ac_name,
+                    "auth_url": canary_sim.auth_url("cac"),
+                    "application_credential_id": cac["application_credential_id"],
+                    "application_credential_secret": canaries["app-secret"],
+                    "labels": mapping,
+                    "priority": 200,
+                },
+            ).status_code
+            == 201
+        )
+        for name in (pw_name, ac_name):
+            assert recorder.post(f"/providers/{name}/check").json()["health"]["state"] == "healthy"
+
+        # Launches with failures on the password provider (40 % of creates fail), failing over.
+        request = user.post("/requests", json={"label": label, "count": 8}).json()
+        wait_for(lambda: request_state(user, request["id"])["counts"]["ACTIVE"] == 8, timeout=120, what="8 ACTIVE")
+        # A rotation to a wrong password (auth failures), and back.
+        recorder.patch(f"/providers/{pw_name}", json={"password": canaries["rotated"]})
+        assert recorder.post(f"/providers/{pw_name}/check").json()["health"]["state"] == "down"
+        recorder.patch(f"/providers/{pw_name}", json={"password": canaries["password"]})
+        assert recorder.post(f"/providers/{pw_name}/check").json()["health"]["state"] == "healthy"
+        # The teardown.
+        assert user.delete(f"/requests/{request['id']}").status_code == 202
+        wait_for(lambda: request_state(user, request["id"])["state"] == "deleted", timeout=120, what="DELETED")
+        for path in ("/", "/openapi.json", "/providers?limit=500", f"/providers/{pw_name}", "/instances?limit=500"):
+            recorder.get(path)
+        user.get("/providers?limit=500")
+        servers = json.dumps([canary_sim.servers(n) for n in ("cpw", "cac")])
+        for name in (pw_name, ac_name):
+            assert recorder.delete(f"/providers/{name}").status_code == 204
+
+    logged = "\n".join(f"{r.name} {r.getMessage()} {r.exc_text or ''} {r.args!r}" for r in caplog.records) + caplog.text
+    places = {
+        "API responses": "\n".join(seen),
+        "log records": logged,
+        "DynamoDB tables": dump_tables(),
+        "the instances stream": _stream_records(),
+        "servers and their metadata at the provider": servers,
+    }
+    assert len(seen) > 20 and caplog.records, "nothing was recorded: the search would prove nothing"
+    assert any(r.name.startswith(("keystoneauth", "openstack")) for r in caplog.records), "no OpenStack logs seen"
+    leaky = sorted(
+        {r.name for r in caplog.records if any(c in f"{r.getMessage()} {r.exc_text}" for c in canaries.values())}
+    )
+    assert not leaky, f"canaries in the logs of {leaky}"
+    for where, text in places.items():
+        for what, canary in canaries.items():
+            assert canary not in text, f"the {what} canary leaked into {where}"
+    # Where they are: Secrets Manager (the secret is deleted with its provider, so look at a fresh one).
+    arn, version = credentials.store("canary-probe", {"password": canaries["password"]})
+    try:
+        assert canaries["password"] in aws.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
+        assert credentials.load("canary-probe", version) == {"password": canaries["password"]}
+    finally:
+        credentials.delete("canary-probe")
