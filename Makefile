@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The dashboard's browser tests drive Debian's Chromium (Playwright's own download is not used).
+CHROMIUM ?= /usr/bin/chromium
 
 .PHONY: run demo test lint format clean
 
@@ -13,14 +15,22 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else \
+		echo "The dashboard tests need Chromium at $(CHROMIUM): install Debian's 'chromium' package" \
+			"(sudo apt-get install chromium), or set CHROMIUM=/path/to/chromium." >&2; exit 1; \
+	fi
+
 run: $(STAMP)  ## the local stack: moto, API, stream pump, scheduler on 127.0.0.1
 	$(PY) -m local
 
 demo: $(STAMP)  ## the local stack plus simulated OpenStack providers, ready to take requests
 	$(PY) -m local --demo
 
-test: $(STAMP)  ## the whole test suite
-	$(PY) -m pytest
+test: $(STAMP) $(CHROMIUM)  ## the whole test suite
+	OMS_CHROMIUM=$(CHROMIUM) $(PY) -m pytest
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -52,6 +52,11 @@ def dashboard() -> Response:
     return web.page()
 
 
+@app.route("/static/{name}", methods=["GET"])
+def dashboard_asset(name: str) -> Response:
+    return web.asset(name)
+
+
 # --- providers -----------------------------------------------------------------------------
 
 
@@ -159,6 +164,12 @@ def list_keys() -> Response:
     admin()
     items, cursor = auth.list_page(params())
     return listing([schemas.key_view(k) for k in items], cursor)
+
+
+@app.route("/me", methods=["GET"])
+def whoami() -> Response:
+    who = caller()
+    return respond({"id": who.key_id, "name": who.name, "role": who.role})
 
 
 @app.route("/keys/{key_id}", methods=["DELETE"])

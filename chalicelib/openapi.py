@@ -190,6 +190,7 @@ ROUTES: dict[tuple[str, str], tuple] = {
     ("GET", "/health"): ("Liveness", None, None, 200, "Health", []),
     ("GET", "/openapi.json"): ("This document", None, None, 200, None, []),
     ("GET", "/"): ("The web dashboard (HTML)", None, None, 200, None, []),
+    ("GET", "/static/{name}"): ("The dashboard's script and style sheet", None, None, 200, None, []),
     ("POST", "/providers"): ("Register a provider account", "admin", "ProviderCreate", 201, "Provider", []),
     ("GET", "/providers"): ("List providers", "user", None, 200, "ProviderList", _LIST_PARAMS),
     ("GET", "/providers/{name}"): ("Get a provider", "user", None, 200, "Provider", []),
@@ -214,11 +215,13 @@ ROUTES: dict[tuple[str, str], tuple] = {
     ("POST", "/keys"): ("Create an API key (shown once)", "admin", "KeyCreate", 201, "Key", []),
     ("GET", "/keys"): ("List API keys (without the keys)", "admin", None, 200, "KeyList", _LIST_PARAMS),
     ("DELETE", "/keys/{key_id}"): ("Revoke an API key", "admin", None, 204, None, []),
+    ("GET", "/me"): ("The key making the call: its id, name and role", "user", None, 200, "Key", []),
 }
 
 _ERRORS_BY_ROLE = {None: [], "user": [400, 401, 404], "admin": [400, 401, 403, 404]}
 # What one route may answer besides its role's errors (the fuzz test finds any left out).
 _MORE_ERRORS = {
+    ("GET", "/static/{name}"): {404},
     ("POST", "/providers"): {409},
     ("DELETE", "/providers/{name}"): {409},
     ("POST", "/requests"): {409, 422},
@@ -234,6 +237,8 @@ def _operation(method: str, path: str) -> dict:
     content = {"application/json": {"schema": {"$ref": f"#/components/schemas/{result}"}}} if result else None
     if path == "/":
         content = {"text/html": {"schema": {"type": "string"}}}
+    if path == "/static/{name}":
+        content = {t: {"schema": {"type": "string"}} for t in ("text/javascript", "text/css")}
     success: dict[str, Any] = {"description": summary}
     if content and status != 204:
         success["content"] = content

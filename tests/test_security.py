@@ -22,7 +22,7 @@ from chalicelib.settings import settings
 from tests.conftest import dump_tables, register_sim_provider, request_state, unique, wait_for
 
 # The only routes anyone may call without a key. Adding one is a decision: add it here.
-PUBLIC = {("GET", "/health"), ("GET", "/openapi.json"), ("GET", "/")}
+PUBLIC = {("GET", "/health"), ("GET", "/openapi.json"), ("GET", "/"), ("GET", "/static/{name}")}
 
 
 def app_routes() -> list[tuple[str, str]]:
@@ -61,7 +61,16 @@ def test_every_route_has_a_declared_role_and_only_the_public_ones_have_none():
 
 @pytest.mark.parametrize(("method", "path"), sorted(PUBLIC))
 def test_public_routes_answer_without_a_key(admin_api, method, path):
-    assert admin_api.call(method, path, key=None).status_code == 200
+    assert admin_api.call(method, fill(path, {"name": "app.js"}), key=None).status_code == 200
+
+
+def test_only_the_dashboards_own_files_are_served(admin_api):
+    for name in ("app.js", "app.css"):
+        assert admin_api.get(f"/static/{name}", key=None).status_code == 200
+    for name in ("index.html", "__init__.py", "..%2F..%2Fapp.py", "%2Fetc%2Fpasswd", "app.js.bak"):
+        response = admin_api.get(f"/static/{name}", key=None)
+        assert response.status_code in (403, 404), (name, response.status_code)
+        assert "import" not in response.text and "root:" not in response.text
 
 
 @pytest.mark.parametrize(("method", "path"), [r for r in app_routes() if r not in PUBLIC])

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from chalice import Response
 
+from chalicelib.errors import not_found
+
 _HERE = Path(__file__).parent
 # Only our own files run and load; no inline script or style, no plugins, no framing, no <base>.
 CSP = (
@@ -20,4 +22,18 @@ def page() -> Response:
         status_code=200,
         # nosniff, Referrer-Policy and Cache-Control are added to every answer by the middleware.
         headers={"Content-Type": "text/html; charset=utf-8", "Content-Security-Policy": CSP, "X-Frame-Options": "DENY"},
+    )
+
+
+# The only files served besides the page: a fixed list, so no path ever reaches the file system.
+ASSETS = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
+
+
+def asset(name: str) -> Response:
+    if name not in ASSETS:
+        raise not_found(f"file {name}")
+    return Response(
+        body=(_HERE / name).read_text(),
+        status_code=200,
+        headers={"Content-Type": ASSETS[name], "Cache-Control": "no-cache"},
     )

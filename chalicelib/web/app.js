@@ -1,0 +1,545 @@
+// OpenMultiStack dashboard: plain JavaScript against the REST API, no build step.
+// Every value from the API reaches the page as text (textContent / text nodes), never as HTML.
+"use strict";
+
+const KEY = "oms.apiKey";
+const VIEWS = ["overview", "providers", "requests", "instances"];
+const STATES = ["PENDING", "LAUNCHING", "BUILDING", "ACTIVE", "DELETING", "DELETED", "FAILED"];
+const LIVE = ["PENDING", "LAUNCHING", "BUILDING", "ACTIVE", "DELETING"];
+const POLL_MS = 2000;
+
+const state = { me: null, providers: [], requests: [], instances: [], live: [], timer: null, busy: false, rendered: {} };
+const $ = (selector, root = document) => root.querySelector(selector);
+const $$ = (selector, root = document) => Array.from(root.querySelectorAll(selector));
+
+// --- small helpers --------------------------------------------------------------------
+
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (name === "class") el.className = value;
+    else if (name === "style") Object.assign(el.style, value); // through CSSOM: the CSP forbids style="..."
+    else if (name.startsWith("on")) el.addEventListener(name.slice(2), value);
+    else el.setAttribute(name, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child !== null && child !== undefined && child !== false) el.append(child);
+  }
+  return el;
+}
+
+function say(message, isError = false) {
+  const status = $("#status");
+  status.textContent = message;
+  status.classList.toggle("error", isError);
+}
+
+function ago(ts) {
+  if (!ts) return "never";
+  const seconds = Math.max(0, Math.round((Date.now() - Date.parse(ts)) / 1000));
+  if (seconds < 60) return `${seconds} s ago`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)} min ago`;
+  return `${Math.floor(seconds / 3600)} h ${Math.floor((seconds % 3600) / 60)} min ago`;
+}
+
+function countdown(ts) {
+  if (!ts) return "";
+  const seconds = Math.round((Date.parse(ts) - Date.now()) / 1000);
+  if (seconds <= 0) return "expired";
+  const m = Math.floor(seconds / 60), s = String(seconds % 60).padStart(2, "0");
+  return m >= 60 ? `in ${Math.floor(m / 60)} h ${m % 60} min` : `in ${m}:${s}`;
+}
+
+function timer(ts) {
+  return h("span", { "data-expires": ts, title: ts || "" }, countdown(ts));
+}
+
+function tickCountdowns() {
+  for (const el of $$("[data-expires]")) el.textContent = countdown(el.dataset.expires);
+}
+
+function bar(value, max, label) {
+  const share = max > 0 ? Math.min(100, (100 * value) / max) : 0;
+  return h("div", { class: "bar", role: "meter", "aria-valuemin": 0, "aria-valuemax": max, "aria-valuenow": value, "aria-label": label },
+    h("span", { class: value > max ? "over" : "", style: { width: `${share}%` } }));
+}
+
+function badge(text) {
+  return h("span", { class: `badge ${text}` }, text);
+}
+
+const isAdmin = () => state.me && state.me.role === "admin";
+
+// --- the API ----------------------------------------------------------------------------
+
+async function api(method, path, body) {
+  const headers = { Authorization: `Bearer ${sessionStorage.getItem(KEY) || ""}` };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  let data = null;
+  if (response.status !== 204) {
+    try { data = await response.json(); } catch { data = null; }
+  }
+  if (response.status === 401 && state.me) signOut("The API no longer accepts this key: sign in again.");
+  return { ok: response.ok, status: response.status, data };
+}
+
+async function all(path, pages = 10) {
+  // Every item of a list, following `next` (at most `pages` pages of 500).
+  const items = [];
+  let cursor = null;
+  for (let page = 0; page < pages; page++) {
+    const joiner = path.includes("?") ? "&" : "?";
+    const url = `${path}${joiner}limit=500${cursor ? `&next=${encodeURIComponent(cursor)}` : ""}`;
+    const answer = await api("GET", url);
+    if (!answer.ok) throw new Error(errorText(answer));
+    items.push(...answer.data.items);
+    cursor = answer.data.next;
+    if (!cursor) break;
+  }
+  return items;
+}
+
+function errorText(answer) {
+  const error = answer.data && answer.data.error;
+  return error ? error.message : `the API answered ${answer.status}`;
+}
+
+function showErrors(form, answer) {
+  clearErrors(form);
+  const error = (answer.data && answer.data.error) || { message: `the API answered ${answer.status}` };
+  const field = (error.field || "").split(/[.[]/)[0];
+  const slot = $(`[data-error-for="${field}"]`, form) || $('[data-error-for="_form"]', form);
+  slot.textContent = error.message;
+  const input = field && form.elements[field];
+  if (input && input.focus) {
+    input.setAttribute("aria-invalid", "true");
+    input.focus();
+  }
+}
+
+function clearErrors(form) {
+  for (const slot of $$("[data-error-for]", form)) slot.textContent = "";
+  for (const input of $$("[aria-invalid]", form)) input.removeAttribute("aria-invalid");
+}
+
+// --- signing in and out -------------------------------------------------------------------
+
+async function signIn(event) {
+  event.preventDefault();
+  const form = event.target;
+  clearErrors(form);
+  sessionStorage.setItem(KEY, form.elements.key.value.trim());
+  const answer = await api("GET", "me");
+  if (!answer.ok) {
+    sessionStorage.removeItem(KEY);
+    showErrors(form, answer.status === 401 ? { data: { error: { message: "This key is not accepted.", field: "key" } } } : answer);
+    return;
+  }
+  form.reset();
+  start(answer.data);
+}
+
+function start(me) {
+  state.me = me;
+  document.body.classList.toggle("admin", me.role === "admin");
+  $("#who-name").textContent = `${me.name} (${me.role})`;
+  $("#sign-in").hidden = true;
+  $("#nav").hidden = $("#who").hidden = false;
+  for (const el of $$(".admin-only")) el.hidden = me.role !== "admin";
+  say("");
+  route();
+  clearInterval(state.timer);
+  state.timer = setInterval(() => { refresh(); }, POLL_MS);
+}
+
+function signOut(message = "Signed out.") {
+  sessionStorage.removeItem(KEY);
+  clearInterval(state.timer);
+  Object.assign(state, { me: null, providers: [], requests: [], instances: [], live: [], rendered: {} });
+  for (const view of VIEWS) $(`#${view}`).hidden = true;
+  $("#nav").hidden = $("#who").hidden = true;
+  $("#sign-in").hidden = false;
+  say(message);
+}
+
+// --- routing and polling ---------------------------------------------------------------------
+
+function currentView() {
+  const name = location.hash.slice(1);
+  return VIEWS.includes(name) ? name : "overview";
+}
+
+function route() {
+  if (!state.me) return;
+  const view = currentView();
+  for (const name of VIEWS) $(`#${name}`).hidden = name !== view;
+  for (const link of $$("#nav a")) {
+    if (link.getAttribute("href") === `#${view}`) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  refresh();
+}
+
+async function refresh() {
+  if (!state.me || state.busy) return;
+  state.busy = true;
+  try {
+    const view = currentView();
+    state.providers = await all("providers");
+    if (view === "overview") {
+      state.live = (await Promise.all(LIVE.concat("FAILED").map((s) => all(`instances?state=${s}`)))).flat();
+      renderOverview();
+    } else if (view === "providers") {
+      renderProviders();
+    } else if (view === "requests") {
+      state.requests = await all("requests", 1);
+      renderLabelChoices();
+      renderRequests();
+    } else {
+      state.requests = await all("requests", 1);
+      renderFilterChoices();
+      state.instances = await all(`instances${filterQuery()}`, 2);
+      renderInstances();
+    }
+  } catch (error) {
+    if (state.me) say(`Could not refresh: ${error.message}`, true);
+  } finally {
+    state.busy = false;
+  }
+}
+
+function changed(name, data) {
+  // Re-render a part only when its data changed, so focus and open rows survive a poll.
+  const text = JSON.stringify(data);
+  if (state.rendered[name] === text) return false;
+  state.rendered[name] = text;
+  return true;
+}
+
+// --- overview ---------------------------------------------------------------------------
+
+function renderOverview() {
+  const counts = Object.fromEntries(LIVE.concat("FAILED").map((s) => [s, 0]));
+  for (const instance of state.live) counts[instance.state] += 1;
+  const byProvider = new Map(state.providers.map((p) => [p.name, Object.fromEntries(LIVE.map((s) => [s, 0]))]));
+  for (const instance of state.live) {
+    if (!LIVE.includes(instance.state)) continue;
+    const name = instance.provider || "(not placed yet)";
+    if (!byProvider.has(name)) byProvider.set(name, Object.fromEntries(LIVE.map((s) => [s, 0])));
+    byProvider.get(name)[instance.state] += 1;
+  }
+  if (!changed("overview", [counts, [...byProvider], state.providers.map((p) => p.capacity)])) return;
+  const live = LIVE.reduce((sum, s) => sum + counts[s], 0);
+  $("#state-totals").replaceChildren(
+    h("div", { class: "total" }, h("strong", {}, String(live)), "live"),
+    ...LIVE.concat("FAILED").map((s) => h("div", { class: "total", "data-state": s }, h("strong", {}, String(counts[s])), badge(s))),
+  );
+  const caps = new Map(state.providers.map((p) => [p.name, p.capacity.max_instances]));
+  const widest = Math.max(1, ...[...byProvider].map(([name, c]) => Math.max(caps.get(name) || 0, LIVE.reduce((n, s) => n + c[s], 0))));
+  const rows = [...byProvider].map(([name, c]) => {
+    const total = LIVE.reduce((n, s) => n + c[s], 0);
+    const cap = caps.get(name);
+    const segments = LIVE.filter((s) => c[s]).map((s) => h("span", { class: `seg-${s}`, style: { width: `${(100 * c[s]) / widest}%` }, title: `${c[s]} ${s}` }));
+    const summary = LIVE.filter((s) => c[s]).map((s) => `${c[s]} ${s}`).join(", ") || "none";
+    return h("div", { class: "spread-row", "data-provider": name },
+      h("span", {}, name),
+      h("div", { class: "stack", role: "img", "aria-label": `${name}: ${summary}` }, segments),
+      h("span", { class: "small" }, cap ? `${total} / ${cap}` : String(total)));
+  });
+  const legend = h("div", { class: "legend" }, LIVE.map((s) => h("span", {}, h("i", { class: `seg-${s}` }), s)));
+  $("#spread").replaceChildren(...(rows.length ? rows : [h("p", {}, "No providers yet.")]), legend);
+}
+
+// --- providers ---------------------------------------------------------------------------
+
+function renderProviders() {
+  if (!changed("providers", [state.providers, state.me.role])) return;
+  const admin = isAdmin();
+  $("#provider-table thead th:last-child").hidden = !admin;
+  const rows = state.providers.map((p) => {
+    const cap = p.capacity.quota_instances === null ? p.capacity.max_instances : Math.min(p.capacity.max_instances, p.capacity.quota_instances);
+    const quota = p.capacity.quota_instances === null ? "quota unknown" : `real quota ${p.capacity.quota_instances}`;
+    const toggle = h("input", { type: "checkbox", "aria-label": `${p.name} enabled`, disabled: !admin, onchange: (e) => setEnabled(p.name, e.target.checked) });
+    toggle.checked = p.enabled;
+    return h("tr", { "data-provider": p.name },
+      h("td", {}, h("strong", {}, p.name), admin ? h("div", { class: "small" }, p.auth_url) : null),
+      h("td", {}, p.region || "—"),
+      h("td", {}, badge(p.health.state),
+        p.health.last_error ? h("div", { class: "small" }, p.health.last_error) : null,
+        h("div", { class: "small" }, `checked ${ago(p.health.checked_at)}`)),
+      h("td", {}, bar(p.capacity.in_use, cap, `${p.name}: ${p.capacity.in_use} of ${cap} in use`),
+        h("div", { class: "small" }, `${p.capacity.in_use} / ${cap} in use · max ${p.capacity.max_instances} · ${quota}`)),
+      h("td", {}, p.priority === undefined ? "—" : String(p.priority)),
+      h("td", {}, toggle),
+      admin ? h("td", { class: "actions" },
+        h("button", { type: "button", class: "secondary", onclick: () => checkProvider(p.name) }, "Check now"),
+        h("button", { type: "button", class: "secondary", onclick: () => editProvider(p.name) }, "Edit"),
+        h("button", { type: "button", class: "danger", onclick: () => deleteProvider(p.name) }, "Delete")) : null);
+  });
+  $("#provider-table tbody").replaceChildren(...(rows.length ? rows : [h("tr", {}, h("td", { colspan: 7 }, "No providers yet."))]));
+}
+
+async function setEnabled(name, enabled) {
+  const answer = await api("PATCH", `providers/${encodeURIComponent(name)}`, { enabled });
+  say(answer.ok ? `${name} ${enabled ? "enabled" : "disabled"}.` : `Could not change ${name}: ${errorText(answer)}`, !answer.ok);
+  state.rendered.providers = null;
+  refresh();
+}
+
+async function checkProvider(name) {
+  say(`Checking ${name}…`);
+  const answer = await api("POST", `providers/${encodeURIComponent(name)}/check`, {});
+  say(answer.ok ? `${name} is ${answer.data.health.state}.` : `Could not check ${name}: ${errorText(answer)}`, !answer.ok);
+  refresh();
+}
+
+async function deleteProvider(name) {
+  if (!window.confirm(`Delete provider ${name}? Its credentials are deleted too.`)) return;
+  const answer = await api("DELETE", `providers/${encodeURIComponent(name)}`);
+  say(answer.ok ? `Provider ${name} deleted.` : `Could not delete ${name}: ${errorText(answer)}`, !answer.ok);
+  refresh();
+}
+
+function labelRow(label = "", mapping = {}) {
+  const field = (name, text, value) => h("div", {}, h("label", {}, text, h("input", { name: `l-${name}`, value: value || "" })));
+  return h("div", { class: "label-row" },
+    field("label", "Label", label), field("image", "Image", mapping.image), field("flavor", "Flavor", mapping.flavor),
+    field("network", "Network (optional)", mapping.network),
+    h("button", { type: "button", class: "danger", onclick: (e) => e.target.closest(".label-row").remove() }, "Remove"));
+}
+
+function setAuthType(form, kind) {
+  for (const radio of $$('input[name="auth_type"]', form)) radio.checked = radio.value === kind;
+  for (const group of $$("[data-auth]", form)) group.hidden = group.dataset.auth !== kind;
+}
+
+function resetProviderForm() {
+  const form = $("#provider-form");
+  form.reset();
+  clearErrors(form);
+  form.elements.mode.value = "add";
+  form.elements.name.readOnly = false;
+  $("#provider-form-title").textContent = "Add a provider";
+  $("#provider-submit").textContent = "Add provider";
+  $("#provider-cancel").hidden = $("#secret-hint").hidden = true;
+  setAuthType(form, "password");
+  $("#label-rows").replaceChildren(labelRow());
+}
+
+function editProvider(name) {
+  const p = state.providers.find((x) => x.name === name);
+  if (!p) return;
+  resetProviderForm();
+  const form = $("#provider-form");
+  form.elements.mode.value = "edit";
+  for (const key of ["name", "auth_url", "region", "username", "project_name", "project_id", "user_domain_name",
+    "project_domain_name", "application_credential_id", "max_instances", "priority"]) {
+    if (form.elements[key]) form.elements[key].value = p[key] === null || p[key] === undefined ? "" : p[key];
+  }
+  form.elements.enabled.checked = p.enabled;
+  form.elements.name.readOnly = true;
+  setAuthType(form, p.auth_type);
+  $("#label-rows").replaceChildren(...Object.entries(p.labels).map(([l, m]) => labelRow(l, m)), ...(Object.keys(p.labels).length ? [] : [labelRow()]));
+  $("#provider-form-title").textContent = `Edit provider ${name}`;
+  $("#provider-submit").textContent = "Save changes";
+  $("#provider-cancel").hidden = $("#secret-hint").hidden = false;
+  form.scrollIntoView({ behavior: "smooth" });
+  form.elements.auth_url.focus();
+}
+
+function providerBody(form) {
+  const editing = form.elements.mode.value === "edit";
+  const value = (name) => form.elements[name].value.trim();
+  const kind = $('input[name="auth_type"]:checked', form).value;
+  const body = { name: value("name"), auth_url: value("auth_url"), max_instances: Number(value("max_instances")),
+    priority: Number(value("priority")), enabled: form.elements.enabled.checked };
+  const optional = ["region", "user_domain_name", "project_domain_name"];
+  optional.push(...(kind === "password" ? ["username", "project_name", "project_id"] : ["application_credential_id"]));
+  for (const name of optional) {
+    if (value(name)) body[name] = value(name);
+    else if (editing) body[name] = null;
+  }
+  const secret = kind === "password" ? "password" : "application_credential_secret";
+  if (form.elements[secret].value) body[secret] = form.elements[secret].value;
+  const labels = {};
+  for (const row of $$(".label-row", form)) {
+    const get = (n) => $(`[name="l-${n}"]`, row).value.trim();
+    if (!get("label")) continue;
+    labels[get("label")] = { image: get("image"), flavor: get("flavor"), ...(get("network") ? { network: get("network") } : {}) };
+  }
+  body.labels = labels;
+  if (editing) delete body.name;
+  return body;
+}
+
+async function saveProvider(event) {
+  event.preventDefault();
+  const form = event.target;
+  const editing = form.elements.mode.value === "edit";
+  const name = form.elements.name.value.trim();
+  const answer = editing
+    ? await api("PATCH", `providers/${encodeURIComponent(name)}`, providerBody(form))
+    : await api("POST", "providers", providerBody(form));
+  if (!answer.ok) {
+    showErrors(form, answer);
+    return;
+  }
+  say(editing ? `Provider ${name} saved.` : `Provider ${name} added.`);
+  resetProviderForm();
+  state.rendered.providers = null;
+  refresh();
+}
+
+// --- requests ----------------------------------------------------------------------------
+
+function offeredLabels() {
+  return [...new Set(state.providers.filter((p) => p.enabled).flatMap((p) => Object.keys(p.labels)))].sort();
+}
+
+function fillSelect(select, options, allText) {
+  const before = select.value;
+  const items = (allText ? [["", allText]] : []).concat(options.map((o) => (Array.isArray(o) ? o : [o, o])));
+  if (changed(`select-${select.id}`, items)) {
+    select.replaceChildren(...items.map(([value, text]) => h("option", { value }, text)));
+  }
+  if (items.some(([value]) => value === before)) select.value = before;
+}
+
+function renderLabelChoices() {
+  const labels = offeredLabels();
+  const select = $("#rf-label");
+  fillSelect(select, labels.length ? labels : [["", "no provider offers a label yet"]]);
+}
+
+function renderRequests() {
+  if (!changed("requests", state.requests)) return;
+  const items = state.requests.map((r) => {
+    const active = r.counts.ACTIVE;
+    const others = STATES.filter((s) => s !== "ACTIVE" && r.counts[s]).map((s) => `${r.counts[s]} ${s}`).join(", ");
+    const over = ["deleting", "deleted"].includes(r.state);
+    return h("li", { class: "card", "data-request": r.id },
+      h("div", {}, h("strong", {}, `${r.label} × ${r.count}`), " ", badge(r.state),
+        h("div", { class: "meta" }, r.id, r.expires_at && !over ? [" · expires ", timer(r.expires_at)] : null)),
+      h("div", { class: "buttons" }, over ? null : [
+        h("button", { type: "button", class: "secondary", onclick: () => extendRequest(r.id) }, "Extend 30 min"),
+        h("button", { type: "button", class: "danger", onclick: () => deleteRequest(r.id) }, "Delete")]),
+      bar(active, r.count, `${r.id}: ${active} of ${r.count} ACTIVE`),
+      h("div", { class: "meta progress" }, `${active}/${r.count} ACTIVE`, others ? ` · ${others}` : ""));
+  });
+  $("#request-list").replaceChildren(...(items.length ? items : [h("li", {}, "No requests yet.")]));
+}
+
+async function submitRequest(event) {
+  event.preventDefault();
+  const form = event.target;
+  clearErrors(form);
+  const body = { label: form.elements.label.value, count: Number(form.elements.count.value),
+    lifetime_minutes: Number(form.elements.lifetime_minutes.value), client_token: crypto.randomUUID() };
+  const key = form.elements.ssh_public_key.value.trim();
+  if (key) body.ssh_public_key = key;
+  const answer = await api("POST", "requests", body);
+  if (!answer.ok) {
+    showErrors(form, answer);
+    return;
+  }
+  say(`Requested ${answer.data.count} × ${answer.data.label} (${answer.data.id}).`);
+  form.elements.ssh_public_key.value = "";
+  state.rendered.requests = null;
+  refresh();
+}
+
+async function extendRequest(id) {
+  const answer = await api("POST", `requests/${encodeURIComponent(id)}/extend`, { minutes: 30 });
+  say(answer.ok ? `${id} now expires ${countdown(answer.data.expires_at)}.` : `Could not extend ${id}: ${errorText(answer)}`, !answer.ok);
+  refresh();
+}
+
+async function deleteRequest(id) {
+  if (!window.confirm(`Delete request ${id} and all its instances?`)) return;
+  const answer = await api("DELETE", `requests/${encodeURIComponent(id)}`);
+  say(answer.ok ? `Deleting ${id}.` : `Could not delete ${id}: ${errorText(answer)}`, !answer.ok);
+  refresh();
+}
+
+// --- instances ---------------------------------------------------------------------------
+
+function renderFilterChoices() {
+  fillSelect($("#if-state"), STATES, "All states");
+  fillSelect($("#if-provider"), state.providers.map((p) => p.name), "All providers");
+  fillSelect($("#if-request"), state.requests.map((r) => [r.id, `${r.id} (${r.label} × ${r.count})`]), "All requests");
+  fillSelect($("#if-label"), [...new Set(state.providers.flatMap((p) => Object.keys(p.labels)))].sort(), "All labels");
+}
+
+function filterQuery() {
+  const form = $("#instance-filters");
+  const params = new URLSearchParams();
+  for (const name of ["state", "provider", "request_id", "label"]) {
+    if (form.elements[name].value) params.set(name, form.elements[name].value);
+  }
+  const text = params.toString();
+  return text ? `?${text}` : "";
+}
+
+function address(ip) {
+  return h("span", { class: "addr" }, ip,
+    h("button", { type: "button", class: "secondary", "aria-label": `Copy ${ip}`, onclick: () => copy(ip) }, "Copy"));
+}
+
+async function copy(text) {
+  try {
+    await navigator.clipboard.writeText(text);
+    say(`Copied ${text}.`);
+  } catch {
+    say(`Copy ${text} by hand: the browser did not allow it.`, true);
+  }
+}
+
+function renderInstances() {
+  if (!changed("instances", state.instances)) return;
+  const open = new Set($$("#instance-table details[open]").map((d) => d.dataset.instance));
+  const rows = state.instances.map((i) => {
+    const ips = i.addresses.ipv4.concat(i.addresses.ipv6);
+    const attempts = i.attempts.length
+      ? h("details", { "data-instance": i.id, open: open.has(i.id) },
+        h("summary", {}, `${i.attempts.length} attempt${i.attempts.length > 1 ? "s" : ""}`),
+        h("ol", { class: "attempts" }, i.attempts.map((a) => h("li", {}, `${a.provider}: ${a.error} — ${a.message} (${ago(a.at)})`))))
+      : "—";
+    return h("tr", { "data-instance": i.id, "data-state": i.state },
+      h("td", {}, i.name, h("div", { class: "small" }, i.id)),
+      h("td", {}, badge(i.state), i.failure_reason ? h("div", { class: "small" }, i.failure_reason) : null),
+      h("td", {}, i.provider || "—"),
+      h("td", {}, ips.length ? ips.map(address) : "—"),
+      h("td", {}, ago(i.created_at).replace(" ago", "")),
+      h("td", {}, ["DELETED", "FAILED"].includes(i.state) ? "—" : timer(i.expires_at)),
+      h("td", {}, attempts));
+  });
+  $("#instance-table tbody").replaceChildren(...(rows.length ? rows : [h("tr", {}, h("td", { colspan: 7 }, "No instances match."))]));
+}
+
+// --- wiring ------------------------------------------------------------------------------
+
+function wire() {
+  $("#sign-in-form").addEventListener("submit", signIn);
+  $("#sign-out").addEventListener("click", () => signOut());
+  $("#provider-form").addEventListener("submit", saveProvider);
+  $("#provider-cancel").addEventListener("click", resetProviderForm);
+  $("#add-label-row").addEventListener("click", () => $("#label-rows").append(labelRow()));
+  for (const radio of $$('input[name="auth_type"]')) radio.addEventListener("change", (e) => setAuthType($("#provider-form"), e.target.value));
+  $("#request-form").addEventListener("submit", submitRequest);
+  $("#instance-filters").addEventListener("change", () => { state.rendered.instances = null; refresh(); });
+  window.addEventListener("hashchange", route);
+  setInterval(tickCountdowns, 1000);
+  resetProviderForm();
+}
+
+async function resume() {
+  wire();
+  if (!sessionStorage.getItem(KEY)) return;
+  const answer = await api("GET", "me");
+  if (answer.ok) start(answer.data);
+  else signOut("Sign in again.");
+}
+
+resume();

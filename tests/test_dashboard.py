@@ -1,0 +1,203 @@
+"""The web dashboard in a real Chromium (Debian's, driven by Playwright) against the local stack.
+
+Screenshots of every page at 1280 and 390 px are written to test-artifacts/dashboard/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from chalicelib import models
+from tests.conftest import ADMIN_KEY, provider_body, register_sim_provider, unique
+
+CHROMIUM = os.environ.get("OMS_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "dashboard"
+PAGES = ("overview", "providers", "requests", "instances")
+WIDTHS = (1280, 390)
+SLOW = 120_000  # ms: launches on the simulator, on a busy 2-core machine
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install chromium (make test does), or set OMS_CHROMIUM")
+    with sync_playwright() as playwright:
+        # Chromium's sandbox needs a user namespace, which root in a container does not get.
+        args = ["--no-sandbox"] if os.geteuid() == 0 else []
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=args)
+        yield browser
+        browser.close()
+
+
+class Console:
+    def __init__(self, page) -> None:
+        self.errors: list[str] = []
+        page.on("console", lambda message: message.type == "error" and self.errors.append(message.text))
+        page.on("pageerror", lambda error: self.errors.append(f"uncaught: {error}"))
+
+    def unexpected(self, allowed: str | None = None) -> list[str]:
+        return [e for e in self.errors if not (allowed and re.search(allowed, e))]
+
+
+@pytest.fixture
+def page(browser, stack):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    page.console = Console(page)
+    page.goto(stack.url)
+    yield page
+    context.close()
+
+
+def sign_in(page, key: str) -> None:
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Sign in").click()
+    page.locator("#nav").wait_for(state="visible")
+
+
+def show(page, view: str) -> None:
+    page.get_by_role("link", name=view.capitalize()).click()
+    page.locator(f"#{view}").wait_for(state="visible")
+
+
+def screenshots(page, tag: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for view in PAGES:
+        show(page, view)
+        for width in WIDTHS:
+            page.set_viewport_size({"width": width, "height": 900})
+            page.wait_for_timeout(300)
+            # Nothing is wider than the screen: wide tables scroll inside their own box.
+            assert page.evaluate("document.documentElement.scrollWidth") <= width, (view, width)
+            page.screenshot(path=str(ARTIFACTS / f"{tag}-{view}-{width}.png"), full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+
+def test_add_a_provider_request_five_watch_them_come_up_and_delete_them(page, sim, admin_api):
+    sign_in(page, ADMIN_KEY)
+    credentials = sim.state("p1")["credentials"]
+    name, label = unique("web"), unique("lbl")
+
+    show(page, "providers")
+    form = page.locator("#provider-form")
+    form.get_by_label("Name", exact=True).fill(name)
+    form.get_by_label("Keystone URL").fill(sim.auth_url("p1"))
+    form.get_by_label("Region").fill("RegionOne")
+    form.get_by_label("Username", exact=True).fill(credentials["username"])
+    form.get_by_label("Password", exact=True).fill(credentials["password"])
+    form.get_by_label("Project name").fill(credentials["project_name"])
+    row = form.locator(".label-row").first
+    row.get_by_label("Label", exact=True).fill(label)
+    row.get_by_label("Image").fill("ubuntu-22.04")
+    row.get_by_label("Flavor").fill("m1.small")
+    row.get_by_label("Network (optional)").fill("public")
+    form.get_by_role("button", name="Add provider").click()
+    provider_row = page.locator(f'tr[data-provider="{name}"]')
+    provider_row.wait_for()
+    assert form.get_by_label("Password", exact=True).input_value() == ""  # the form forgets it once sent
+    provider_row.get_by_role("button", name="Check now").click()
+    provider_row.locator(".badge.healthy").wait_for()
+
+    # A preferred provider whose every server ends in ERROR: instances fail over, and say why.
+    sim.control("p2", error_rate=1.0)
+    register_sim_provider(admin_api, sim, "p2", label, priority=10)
+
+    show(page, "requests")
+    form = page.locator("#request-form")
+    form.get_by_label("Label").select_option(label)
+    form.get_by_label("How many").fill("5")
+    form.get_by_label("Lifetime (minutes)").fill("30")
+    form.get_by_role("button", name="Request", exact=True).click()
+    card = page.locator("li.card").filter(has_text=f"{label} × 5")
+    card.locator(".progress", has_text="5/5 ACTIVE").wait_for(timeout=SLOW)
+    request_id = card.get_attribute("data-request")
+
+    show(page, "instances")
+    page.locator("#instance-filters").get_by_label("Request").select_option(request_id)
+    rows = page.locator("#instance-table tbody tr[data-state=ACTIVE]")
+    rows.nth(4).wait_for()
+    assert rows.count() == 5
+    for index in range(5):
+        assert re.search(r"\d+\.\d+\.\d+\.\d+", rows.nth(index).locator(".addr").first.inner_text())
+    assert page.locator(f'#instance-table tr[data-instance] td:nth-child(3):has-text("{name}")').count() == 5
+    attempts = rows.first.locator("details")
+    attempts.locator("summary").click()
+    assert "build_failed" in attempts.locator("ol").inner_text()
+
+    show(page, "overview")
+    page.locator(f'.spread-row[data-provider="{name}"]', has_text="5 / 20").wait_for()
+    screenshots(page, "admin")
+
+    show(page, "requests")
+    page.once("dialog", lambda dialog: dialog.accept())
+    card.get_by_role("button", name="Delete").click()
+    card.locator(".badge.deleted").wait_for(timeout=SLOW)
+    show(page, "instances")
+    page.locator("#instance-table tbody tr[data-state=DELETED]").nth(4).wait_for()
+    assert page.locator("#instance-table tbody tr[data-state=ACTIVE]").count() == 0
+    assert page.console.unexpected() == []
+
+
+def test_form_errors_from_the_api_are_shown_next_to_their_field(page, admin_api):
+    sign_in(page, ADMIN_KEY)
+    show(page, "providers")
+    form = page.locator("#provider-form")
+    form.get_by_label("Name", exact=True).fill(unique("bad"))
+    form.get_by_label("Keystone URL").fill("file:///etc/passwd")
+    form.get_by_label("Username", exact=True).fill("u")
+    form.get_by_label("Password", exact=True).fill("p")
+    form.get_by_label("Project name").fill("x")
+    form.get_by_role("button", name="Add provider").click()
+    error = form.locator('[data-error-for="auth_url"]')
+    error.wait_for()
+    assert "http(s)" in error.inner_text()
+    assert form.get_by_label("Keystone URL").get_attribute("aria-invalid") == "true"
+    # The 400 itself is the only console error (Chromium logs every failed fetch).
+    assert page.console.unexpected(allowed="status of 400") == []
+
+
+def test_values_from_the_api_are_shown_as_text_never_run(page, admin_api):
+    html = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
+    body = provider_body(region=html)
+    assert admin_api.post("/providers", json=body).status_code == 201
+    models.Provider(body["name"]).update(actions=[models.Provider.last_error.set(f"{html} from the provider")])
+    sign_in(page, ADMIN_KEY)
+    show(page, "providers")
+    row = page.locator(f'tr[data-provider="{body["name"]}"]')
+    row.wait_for()
+    assert html in row.inner_text()
+    assert row.locator("img, script").count() == 0
+    assert page.evaluate("window.__xss") is None
+    assert page.console.unexpected() == []
+
+
+def test_users_see_no_admin_actions_and_sign_out_forgets_the_key(page, user_api, provider):
+    sign_in(page, user_api.key)
+    show(page, "providers")
+    row = page.locator(f'tr[data-provider="{provider["name"]}"]')
+    row.wait_for()
+    assert page.locator("#provider-form").is_hidden()
+    assert row.get_by_role("button").count() == 0
+    assert row.get_by_role("checkbox").is_disabled()
+    assert "user" in page.locator("#who-name").inner_text()
+    # Every control has a label a screen reader can read.
+    unlabelled = page.evaluate(
+        """Array.from(document.querySelectorAll('input:not([type=hidden]), select, textarea, button'))
+            .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label') && !el.textContent.trim())
+            .map(el => el.outerHTML)"""
+    )
+    assert unlabelled == []
+    page.get_by_role("button", name="Sign out").click()
+    assert page.evaluate("sessionStorage.getItem('oms.apiKey')") is None
+    page.reload()
+    page.get_by_label("API key").wait_for()
+    assert page.locator("#nav").is_hidden()
+    assert page.console.unexpected() == []
