@@ -175,6 +175,7 @@ function route() {
   if (!state.me) return;
   const view = currentView();
   for (const name of VIEWS) $(`#${name}`).hidden = name !== view;
+  window.scrollTo(0, 0); // a hash names a section: the browser would scroll the header away
   for (const link of $$("#nav a")) {
     if (link.getAttribute("href") === `#${view}`) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
