@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib import models
+from chalicelib import models, timeutil
 from tests.conftest import ADMIN_KEY, provider_body, register_sim_provider, unique
 
 CHROMIUM = os.environ.get("OMS_CHROMIUM", "/usr/bin/chromium")
@@ -128,6 +128,9 @@ def test_add_a_provider_request_five_watch_them_come_up_and_delete_them(page, si
     for index in range(5):
         assert re.search(r"\d+\.\d+\.\d+\.\d+", rows.nth(index).locator(".addr").first.inner_text())
     assert page.locator(f'#instance-table tr[data-instance] td:nth-child(3):has-text("{name}")').count() == 5
+    first_ip = rows.first.locator(".addr").first
+    first_ip.get_by_role("button", name=re.compile("^Copy")).click()
+    assert page.evaluate("navigator.clipboard.readText()") == first_ip.inner_text().removesuffix("Copy").strip()
     attempts = rows.first.locator("details")
     attempts.locator("summary").click()
     assert "build_failed" in attempts.locator("ol").inner_text()
@@ -200,4 +203,47 @@ def test_users_see_no_admin_actions_and_sign_out_forgets_the_key(page, user_api,
     page.reload()
     page.get_by_label("API key").wait_for()
     assert page.locator("#nav").is_hidden()
+    assert page.console.unexpected() == []
+
+
+def test_edit_switch_off_and_delete_a_provider_and_extend_a_request(page, admin_api, provider):
+    name = provider["name"]
+    sign_in(page, ADMIN_KEY)
+    show(page, "providers")
+    row = page.locator(f'tr[data-provider="{name}"]')
+    row.get_by_role("button", name="Edit").click()
+    form = page.locator("#provider-form")
+    assert form.get_by_label("Name", exact=True).input_value() == name
+    form.get_by_label("Priority (lower is used first)").fill("7")
+    form.get_by_role("button", name="Save changes").click()
+    row.locator("td:nth-child(5)", has_text="7").wait_for()
+    assert admin_api.get(f"/providers/{name}").json()["priority"] == 7
+    assert admin_api.get(f"/providers/{name}").json()["auth_type"] == "password"  # the secret was kept
+
+    row.get_by_role("checkbox").uncheck()
+    page.locator("#status", has_text=f"{name} disabled").wait_for()
+    assert admin_api.get(f"/providers/{name}").json()["enabled"] is False
+    row.get_by_role("checkbox").check()
+    page.locator("#status", has_text=f"{name} enabled").wait_for()
+
+    request = admin_api.post("/requests", json={"label": "ubuntu-small", "count": 2, "lifetime_minutes": 10}).json()
+    show(page, "requests")
+    card = page.locator(f'li.card[data-request="{request["id"]}"]')
+    card.get_by_role("button", name="Extend 30 min").click()
+    page.locator("#status", has_text=f"{request['id']} now expires").wait_for()
+    after = admin_api.get(f"/requests/{request['id']}").json()
+    moved = timeutil.parse(after["expires_at"]) - timeutil.parse(request["expires_at"])
+    assert 29 * 60 <= moved.total_seconds() <= 31 * 60, moved
+    page.once("dialog", lambda dialog: dialog.accept())
+    card.get_by_role("button", name="Delete").click()
+    card.locator(".badge.deleted").wait_for(timeout=SLOW)
+
+    show(page, "providers")
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    row.get_by_role("button", name="Delete").click()
+    assert admin_api.get(f"/providers/{name}").status_code == 200  # dismissed: nothing happens
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_role("button", name="Delete").click()
+    row.wait_for(state="detached")
+    assert admin_api.get(f"/providers/{name}").status_code == 404
     assert page.console.unexpected() == []
