@@ -249,34 +249,27 @@ def test_canary_credentials_appear_nowhere_but_in_secrets_manager(admin_api, use
         mapping = {label: {"image": "ubuntu-22.04", "flavor": "m1.small", "network": "public"}}
         pw_name, ac_name = unique("cpw"), unique("cac")
         cpw, cac = (canary_sim.state(n)["credentials"] for n in ("cpw", "cac"))
-        assert (
-            recorder.post(
-                "/providers",
-                json={
-                    "name": pw_name,
-                    "auth_url": canary_sim.auth_url("cpw"),
-                    "username": cpw["username"],
-                    "password": canaries["password"],
-                    "project_name": cpw["project_name"],
-                    "labels": mapping,
-                },
-            ).status_code
-            == 201
-        )
-        assert (
-            recorder.post(
-                "/providers",
-                json={
-                    "name": ac_name,
-                    "auth_url": canary_sim.auth_url("cac"),
-                    "application_credential_id": cac["application_credential_id"],
-                    "application_credential_secret": canaries["app-secret"],
-                    "labels": mapping,
-                    "priority": 200,
-                },
-            ).status_code
-            == 201
-        )
+        common = {"labels": mapping}
+        bodies = [
+            {
+                **common,
+                "name": pw_name,
+                "auth_url": canary_sim.auth_url("cpw"),
+                "username": cpw["username"],
+                "password": canaries["password"],
+                "project_name": cpw["project_name"],
+            },
+            {
+                **common,
+                "name": ac_name,
+                "auth_url": canary_sim.auth_url("cac"),
+                "application_credential_id": cac["application_credential_id"],
+                "application_credential_secret": canaries["app-secret"],
+                "priority": 200,
+            },
+        ]
+        for body in bodies:
+            assert recorder.post("/providers", json=body).status_code == 201
         for name in (pw_name, ac_name):
             assert recorder.post(f"/providers/{name}/check").json()["health"]["state"] == "healthy"
 
