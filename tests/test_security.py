@@ -276,6 +276,8 @@ def test_canary_credentials_appear_nowhere_but_in_secrets_manager(admin_api, use
         # Launches with failures on the password provider (40 % of creates fail), failing over.
         request = user.post("/requests", json={"label": label, "count": 8}).json()
         wait_for(lambda: request_state(user, request["id"])["counts"]["ACTIVE"] == 8, timeout=120, what="8 ACTIVE")
+        servers = json.dumps([canary_sim.servers(n) for n in ("cpw", "cac")])  # with what we sent them
+        assert servers.count('"metadata"') >= 8
         # A rotation to a wrong password (auth failures), and back.
         recorder.patch(f"/providers/{pw_name}", json={"password": canaries["rotated"]})
         assert recorder.post(f"/providers/{pw_name}/check").json()["health"]["state"] == "down"
@@ -287,7 +289,6 @@ def test_canary_credentials_appear_nowhere_but_in_secrets_manager(admin_api, use
         for path in ("/", "/openapi.json", "/providers?limit=500", f"/providers/{pw_name}", "/instances?limit=500"):
             recorder.get(path)
         user.get("/providers?limit=500")
-        servers = json.dumps([canary_sim.servers(n) for n in ("cpw", "cac")])
         for name in (pw_name, ac_name):
             assert recorder.delete(f"/providers/{name}").status_code == 204
 
