@@ -8,6 +8,8 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from pynamodb.exceptions import QueryError
+
 from chalicelib.errors import invalid
 
 DEFAULT_LIMIT, MAX_LIMIT = 100, 500
@@ -51,5 +53,11 @@ def page(query: Callable[..., Any], params: Mapping[str, str]) -> tuple[list, st
     limit = parse_limit(params)
     start = decode_cursor(params.get("next"))
     results = query(limit=limit, last_evaluated_key=start)
-    items = list(results)
+    try:
+        items = list(results)
+    except QueryError as error:
+        # A well-formed key that is not one of this list's (DynamoDB refuses it as a start key).
+        if start is not None and error.cause_response_code == "ValidationException":
+            raise invalid("next is not a cursor this API returned", "next") from None
+        raise
     return items, encode_cursor(results.last_evaluated_key) if len(items) >= limit else None

@@ -115,9 +115,12 @@ def update(name: str, patch: dict) -> models.Provider:
         # A condition of our own: a provider deleted meanwhile raises, and PATCH answers 404.
         provider.update(actions=actions, condition=models.Provider.name.exists())
     except UpdateError as error:
-        if models.is_conditional_failure(error):
-            raise not_found(f"provider {name}") from None  # deleted while we changed it
-        raise
+        if not models.is_conditional_failure(error):
+            raise
+        # Deleted while we changed it: the secret we just stored would outlive it.
+        if rotating and models.Provider.count(name) == 0:
+            credentials.delete(name)
+        raise not_found(f"provider {name}") from None
     return provider
 
 

@@ -99,13 +99,15 @@ def nullable(schema: dict) -> dict:
     return out
 
 
-def body_schema(properties: dict, *, required: tuple[str, ...], **extra: Any) -> dict:
-    """A request body: an object of exactly these fields, the optional ones nullable."""
+def body_schema(properties: dict, *, required: tuple[str, ...], never_null: tuple[str, ...] = (), **extra: Any) -> dict:
+    """A request body: an object of exactly these fields, the optional ones nullable unless a null
+    would leave nothing in their place (`never_null`)."""
+    keep = set(required) | set(never_null)
     return {
         "type": "object",
         "additionalProperties": False,
         "required": list(required),
-        "properties": {k: v if k in required else nullable(v) for k, v in properties.items()},
+        "properties": {k: v if k in keep else nullable(v) for k, v in properties.items()},
         **extra,
     }
 
@@ -136,7 +138,10 @@ PROVIDER_CREATE = body_schema(
     ],
 )
 # The name is the provider's key: it is in the path, and cannot be changed.
-PROVIDER_PATCH = body_schema({k: v for k, v in PROVIDER_FIELDS.items() if k != "name"}, required=())
+# The URL has no default to go back to, so a PATCH cannot null it.
+PROVIDER_PATCH = body_schema(
+    {k: v for k, v in PROVIDER_FIELDS.items() if k != "name"}, required=(), never_null=("auth_url",)
+)
 
 REQUEST_CREATE = body_schema(
     {
@@ -227,8 +232,14 @@ def _validate_string(value: str, schema: dict, name: str, field: str) -> None:
         _validate_http_url(value, field)
     if schema.get("format") == "openssh-public-key":
         check_ssh_public_key(value, field)
-    if "pattern" in schema and not re.search(schema["pattern"], value):
+    if "pattern" in schema and not re.search(_ecma(schema["pattern"]), value):
         raise invalid(f"{name} must match {schema['pattern']}", field or None)
+
+
+def _ecma(pattern: str) -> str:
+    """JSON Schema patterns are ECMA-262: a final `$` is the very end, where Python's `$` would
+    also match before a final newline ("name\\n" must not pass `^[a-z]+$`)."""
+    return pattern[:-1] + r"\Z" if pattern.endswith("$") and not pattern.endswith(r"\$") else pattern
 
 
 def _validate_object(value: dict, schema: dict, field: str) -> None:

@@ -93,8 +93,15 @@ def test_auth_urls_that_are_not_plain_http_fail_naming_why(url, message):
 def test_null_is_not_given_at_the_top_and_wrong_inside():
     schemas.validate({"label": "x", "count": 1, "ssh_public_key": None}, schemas.REQUEST_CREATE)
     assert error_of({"label": None, "count": 1}, schemas.REQUEST_CREATE).message == "label is required"
-    nested = {"name": "p", "auth_url": "http://h/v3", "labels": {"l": {"image": "i", "flavor": None}}}
-    assert error_of(nested, schemas.PROVIDER_CREATE).field == "labels.l.flavor"
+    nested = {"name": "p", "auth_url": "http://h/v3", "labels": {"l": {"image": "i", "flavor": "f", "network": None}}}
+    assert error_of(nested, schemas.PROVIDER_CREATE).field == "labels.l.network"
+    assert error_of({"auth_url": None}, schemas.PROVIDER_PATCH).field == "auth_url"
+
+
+@pytest.mark.parametrize(("field", "value"), [("name", "p\n"), ("auth_url", "http://h/v3\n")])
+def test_a_trailing_newline_does_not_slip_past_a_pattern(field, value):
+    body = {"name": "p", "auth_url": "http://h/v3", field: value}
+    assert error_of(body, schemas.PROVIDER_CREATE).field == field
 
 
 def test_the_documented_ssh_key_format_is_enforced_by_the_validator():

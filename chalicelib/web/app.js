@@ -7,6 +7,7 @@ const VIEWS = ["overview", "providers", "requests", "instances"];
 const STATES = ["PENDING", "LAUNCHING", "BUILDING", "ACTIVE", "DELETING", "DELETED", "FAILED"];
 const LIVE = ["PENDING", "LAUNCHING", "BUILDING", "ACTIVE", "DELETING"];
 const POLL_MS = 2000;
+const REQUESTS_SHOWN = 50; // the newest requests, in the requests view and the instance filter
 
 const state = { me: null, providers: [], requests: [], instances: [], live: [], timer: null, busy: false, rendered: {} };
 const $ = (selector, root = document) => root.querySelector(selector);
@@ -35,12 +36,12 @@ function say(message, isError = false) {
   status.classList.toggle("error", isError);
 }
 
-function ago(ts) {
+function ago(ts, suffix = " ago") {
   if (!ts) return "never";
   const seconds = Math.max(0, Math.round((Date.now() - Date.parse(ts)) / 1000));
-  if (seconds < 60) return `${seconds} s ago`;
-  if (seconds < 3600) return `${Math.floor(seconds / 60)} min ago`;
-  return `${Math.floor(seconds / 3600)} h ${Math.floor((seconds % 3600) / 60)} min ago`;
+  if (seconds < 60) return `${seconds} s${suffix}`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)} min${suffix}`;
+  return `${Math.floor(seconds / 3600)} h ${Math.floor((seconds % 3600) / 60)} min${suffix}`;
 }
 
 function countdown(ts) {
@@ -55,8 +56,14 @@ function timer(ts) {
   return h("span", { "data-expires": ts, title: ts || "" }, countdown(ts));
 }
 
-function tickCountdowns() {
+function since(ts, suffix = " ago") {
+  return h("span", { "data-since": ts || "", "data-suffix": suffix, title: ts || "" }, ago(ts, suffix));
+}
+
+function tick() {
+  // Times move on between polls even when the data does not: these are redrawn every second.
   for (const el of $$("[data-expires]")) el.textContent = countdown(el.dataset.expires);
+  for (const el of $$("[data-since]")) el.textContent = ago(el.dataset.since || null, el.dataset.suffix);
 }
 
 function bar(value, max, label) {
@@ -76,13 +83,25 @@ const isAdmin = () => state.me && state.me.role === "admin";
 async function api(method, path, body) {
   const headers = { Authorization: `Bearer ${sessionStorage.getItem(KEY) || ""}` };
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  let response;
+  try {
+    response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch (error) {
+    return { ok: false, status: 0, data: { error: { message: `the API did not answer (${error.message})` } } };
+  }
   let data = null;
   if (response.status !== 204) {
     try { data = await response.json(); } catch { data = null; }
   }
   if (response.status === 401 && state.me) signOut("The API no longer accepts this key: sign in again.");
   return { ok: response.ok, status: response.status, data };
+}
+
+async function latest(path, limit) {
+  // The first page only (each request in it costs the API a query for its instances).
+  const answer = await api("GET", `${path}?limit=${limit}`);
+  if (!answer.ok) throw new Error(errorText(answer));
+  return answer.data.items;
 }
 
 async function all(path, pages = 10) {
@@ -106,12 +125,18 @@ function errorText(answer) {
   return error ? error.message : `the API answered ${answer.status}`;
 }
 
+function token() {
+  // A client token for a retry-safe POST (crypto.randomUUID exists on secure origins only).
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 function showErrors(form, answer) {
   clearErrors(form);
   const error = (answer.data && answer.data.error) || { message: `the API answered ${answer.status}` };
   const field = (error.field || "").split(/[.[]/)[0];
   const slot = $(`[data-error-for="${field}"]`, form) || $('[data-error-for="_form"]', form);
-  slot.textContent = error.message;
+  if (slot) slot.textContent = error.message;
+  else say(error.message, true);
   const input = field && form.elements[field];
   if (input && input.focus) {
     input.setAttribute("aria-invalid", "true");
@@ -159,6 +184,13 @@ function signOut(message = "Signed out.") {
   clearInterval(state.timer);
   Object.assign(state, { me: null, providers: [], requests: [], instances: [], live: [], rendered: {} });
   for (const view of VIEWS) $(`#${view}`).hidden = true;
+  // Nothing of this key's may show to the next one, not even for a moment.
+  for (const part of ["#state-totals", "#spread", "#provider-table tbody", "#request-list", "#instance-table tbody"]) {
+    $(part).replaceChildren();
+  }
+  for (const select of $$("select")) select.replaceChildren();
+  resetProviderForm();
+  $("#request-form").reset();
   $("#nav").hidden = $("#who").hidden = true;
   $("#sign-in").hidden = false;
   say(message);
@@ -184,7 +216,7 @@ function route() {
 }
 
 async function refresh() {
-  if (!state.me || state.busy) return;
+  if (!state.me || state.busy || document.hidden) return;
   state.busy = true;
   try {
     const view = currentView();
@@ -195,11 +227,11 @@ async function refresh() {
     } else if (view === "providers") {
       renderProviders();
     } else if (view === "requests") {
-      state.requests = await all("requests", 1);
+      state.requests = await latest("requests", REQUESTS_SHOWN);
       renderLabelChoices();
       renderRequests();
     } else {
-      state.requests = await all("requests", 1);
+      state.requests = await latest("requests", REQUESTS_SHOWN);
       renderFilterChoices();
       state.instances = await all(`instances${filterQuery()}`, 2);
       renderInstances();
@@ -269,7 +301,7 @@ function renderProviders() {
       h("td", {}, p.region || "—"),
       h("td", {}, badge(p.health.state),
         p.health.last_error ? h("div", { class: "small" }, p.health.last_error) : null,
-        h("div", { class: "small" }, `checked ${ago(p.health.checked_at)}`)),
+        h("div", { class: "small" }, "checked ", since(p.health.checked_at))),
       h("td", {}, bar(p.capacity.in_use, cap, `${p.name}: ${p.capacity.in_use} of ${cap} in use`),
         h("div", { class: "small" }, `${p.capacity.in_use} / ${cap} in use · max ${p.capacity.max_instances} · ${quota}`)),
       h("td", {}, p.priority === undefined ? "—" : String(p.priority)),
@@ -354,8 +386,12 @@ function providerBody(form) {
   const editing = form.elements.mode.value === "edit";
   const value = (name) => form.elements[name].value.trim();
   const kind = $('input[name="auth_type"]:checked', form).value;
-  const body = { name: value("name"), auth_url: value("auth_url"), max_instances: Number(value("max_instances")),
-    priority: Number(value("priority")), enabled: form.elements.enabled.checked };
+  const body = { name: value("name"), auth_url: value("auth_url"), enabled: form.elements.enabled.checked };
+  for (const name of ["max_instances", "priority"]) {
+    // An empty number is the default (null in an edit), never Number("") = 0.
+    if (value(name)) body[name] = Number(value(name));
+    else if (editing) body[name] = null;
+  }
   const optional = ["region", "user_domain_name", "project_domain_name"];
   optional.push(...(kind === "password" ? ["username", "project_name", "project_id"] : ["application_credential_id"]));
   for (const name of optional) {
@@ -437,7 +473,7 @@ async function submitRequest(event) {
   const form = event.target;
   clearErrors(form);
   const body = { label: form.elements.label.value, count: Number(form.elements.count.value),
-    lifetime_minutes: Number(form.elements.lifetime_minutes.value), client_token: crypto.randomUUID() };
+    lifetime_minutes: Number(form.elements.lifetime_minutes.value), client_token: token() };
   const key = form.elements.ssh_public_key.value.trim();
   if (key) body.ssh_public_key = key;
   const answer = await api("POST", "requests", body);
@@ -512,7 +548,7 @@ function renderInstances() {
       h("td", {}, badge(i.state), i.failure_reason ? h("div", { class: "small" }, i.failure_reason) : null),
       h("td", {}, i.provider || "—"),
       h("td", {}, ips.length ? ips.map(address) : "—"),
-      h("td", {}, ago(i.created_at).replace(" ago", "")),
+      h("td", {}, since(i.created_at, "")),
       h("td", {}, ["DELETED", "FAILED"].includes(i.state) ? "—" : timer(i.expires_at)),
       h("td", {}, attempts));
   });
@@ -531,7 +567,8 @@ function wire() {
   $("#request-form").addEventListener("submit", submitRequest);
   $("#instance-filters").addEventListener("change", () => { state.rendered.instances = null; refresh(); });
   window.addEventListener("hashchange", route);
-  setInterval(tickCountdowns, 1000);
+  setInterval(tick, 1000);
+  document.addEventListener("visibilitychange", () => { if (!document.hidden) refresh(); });
   resetProviderForm();
 }
 
