@@ -9,10 +9,11 @@ CHROMIUM ?= /usr/bin/chromium
 
 .PHONY: run demo test lint format clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -e .  # the `oms` command line, as .venv/bin/oms
 	touch $(STAMP)
 
 $(CHROMIUM):

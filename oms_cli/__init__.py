@@ -1,0 +1,1 @@
+"""The `oms` command line: a client of the REST API, installed with the dev set-up, never deployed."""

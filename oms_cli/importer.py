@@ -1,0 +1,126 @@
+"""Provider bodies from the files OpenStack users already have: clouds.yaml and OS_* env files.
+
+Both are read by openstacksdk's own config loader, so what `openstack --os-cloud X` would use is
+what we register: secure.yaml beside clouds.yaml supplies secrets, `profile:` pulls in a vendor
+profile (openstacksdk's own, or one in clouds-public.yaml beside clouds.yaml), and an env file is
+sourced by a shell, as a user would, and read as OS_* variables.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import warnings
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+from oms_cli.client import CliError
+
+_NAME = re.compile(r"[^a-z0-9-]+")
+_APP_CREDENTIAL = "v3applicationcredential"
+
+
+def provider_name(text: str) -> str:
+    """`text` made into a provider name ([a-z0-9][a-z0-9-]{0,62})."""
+    name = _NAME.sub("-", text.lower()).strip("-")[:63]
+    if not name:
+        raise CliError(f"cannot make a provider name from {text!r}: give --name")
+    return name
+
+
+def _loader(**kwargs: Any):
+    # Imported here: openstacksdk is heavy, and only `import` needs it.
+    from openstack.config.loader import OpenStackConfig
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # openstacksdk's deprecation notes about its own internals
+        return OpenStackConfig(**kwargs)
+
+
+def _regions(config, cloud: str | None) -> list:
+    from openstack import exceptions
+
+    try:
+        if cloud:
+            return [config.get_one(cloud=cloud)]
+        return list(config.get_all_clouds())
+    except (exceptions.ConfigException, KeyError) as exc:
+        raise CliError(f"cannot read that cloud: {exc}") from None
+
+
+def from_clouds_yaml(path: str, cloud: str | None = None) -> list[tuple[str, dict]]:
+    """(cloud name, provider body) for each cloud (and region) in `path`, or only `cloud`."""
+    file = Path(path)
+    if not file.is_file():
+        raise CliError(f"no such file: {path}")
+    beside = file.parent
+    config = _loader(
+        config_files=[str(file)],
+        secure_files=[str(p) for p in (beside / "secure.yaml", beside / "secure.yml") if p.is_file()],
+        vendor_files=[str(p) for p in (beside / "clouds-public.yaml", beside / "clouds-public.yml") if p.is_file()],
+        load_envvars=False,
+    )
+    regions = _regions(config, cloud)
+    if not regions:
+        raise CliError(f"{path} defines no clouds")
+    per_cloud: dict[str, int] = {}
+    for region in regions:
+        per_cloud[region.name] = per_cloud.get(region.name, 0) + 1
+    found = []
+    for region in regions:
+        name = region.name if per_cloud[region.name] == 1 else f"{region.name}-{region.region_name}"
+        found.append((name, _body(region)))
+    return found
+
+
+def from_env_file(path: str) -> dict:
+    """The provider body an `openrc`/`envrc` file describes (its OS_* variables, once sourced)."""
+    if not Path(path).is_file():
+        raise CliError(f"no such file: {path}")
+    try:
+        sourced = subprocess.run(
+            ["bash", "-c", 'set -a; . "$1" >/dev/null; env -0', "oms-import", path],
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/")},
+            capture_output=True,
+            timeout=30,
+            check=True,
+        ).stdout
+    except subprocess.CalledProcessError as exc:
+        raise CliError(f"sourcing {path} failed: {exc.stderr.decode(errors='replace').strip()}") from None
+    variables = dict(line.split("=", 1) for line in sourced.decode().split("\0") if line.startswith("OS_"))
+    if "OS_AUTH_URL" not in variables:
+        raise CliError(f"{path} sets no OS_AUTH_URL: is it an OpenStack RC file?")
+    with mock.patch.dict(os.environ, variables, clear=True):
+        config = _loader(load_yaml_config=False, load_envvars=True)
+        [region] = _regions(config, "envvars")
+    return _body(region)
+
+
+def _body(region) -> dict:
+    """Our provider fields from one of openstacksdk's CloudRegion configs."""
+    conf = region.config
+    auth = dict(conf.get("auth") or {})
+    body: dict[str, Any] = {
+        "auth_url": auth.get("auth_url"),
+        "region": region.region_name or None,
+        "interface": conf.get("interface") or "public",
+        "verify_tls": bool(conf.get("verify", True)),
+    }
+    if conf.get("auth_type") == _APP_CREDENTIAL or "application_credential_id" in auth:
+        body["application_credential_id"] = auth.get("application_credential_id")
+        body["application_credential_secret"] = auth.get("application_credential_secret")
+    else:
+        body.update(
+            username=auth.get("username"),
+            password=auth.get("password"),
+            project_name=auth.get("project_name") or auth.get("tenant_name"),
+            project_id=auth.get("project_id") or auth.get("tenant_id"),
+            user_domain_name=auth.get("user_domain_name") or auth.get("domain_name"),
+            project_domain_name=auth.get("project_domain_name") or auth.get("domain_name"),
+        )
+    missing = [k for k in ("auth_url", "password", "application_credential_secret") if k in body and not body[k]]
+    if missing:
+        raise CliError(f"cloud {region.name}: no {', '.join(missing)} (is it in secure.yaml beside clouds.yaml?)")
+    return {k: v for k, v in body.items() if v is not None}

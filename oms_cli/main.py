@@ -1,0 +1,399 @@
+"""`oms`: OpenMultiStack from the terminal. Every command speaks the REST API (docs/API.md)."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from oms_cli import importer, output
+from oms_cli.client import Client, CliError, save_config
+
+STATES = ("PENDING", "LAUNCHING", "BUILDING", "ACTIVE", "DELETING", "DELETED", "FAILED")
+
+
+def out(text: str) -> None:
+    print(text, flush=True)
+
+
+def show(args: argparse.Namespace, data: Any, text: str) -> None:
+    out(output.dump(data) if args.json else text)
+
+
+# --- login -------------------------------------------------------------------------------
+
+
+def cmd_login(args: argparse.Namespace) -> int:
+    client = Client(args.url, args.key)
+    me = client.get("/me")
+    path = save_config(client.url, client.key)
+    out(f"logged in to {client.url} as {me['name']} ({me['role']}); saved in {path}")
+    return 0
+
+
+# --- providers ---------------------------------------------------------------------------
+
+
+def _label(text: str) -> tuple[str, dict]:
+    name, _, rest = text.partition("=")
+    parts = rest.split(",")
+    if not name or len(parts) not in (2, 3) or not all(parts):
+        raise CliError(f"--label {text!r}: use NAME=IMAGE,FLAVOR or NAME=IMAGE,FLAVOR,NETWORK", 2)
+    return name, dict(zip(("image", "flavor", "network"), parts, strict=False))
+
+
+def _shared_fields(args: argparse.Namespace) -> dict:
+    fields: dict[str, Any] = {}
+    if args.max_instances is not None:
+        fields["max_instances"] = args.max_instances
+    if args.priority is not None:
+        fields["priority"] = args.priority
+    if args.label:
+        fields["labels"] = dict(_label(text) for text in args.label)
+    return fields
+
+
+_FLAG_FIELDS = (
+    "auth_url",
+    "region",
+    "username",
+    "password",
+    "project_name",
+    "project_id",
+    "user_domain_name",
+    "project_domain_name",
+    "application_credential_id",
+    "application_credential_secret",
+    "interface",
+)
+
+
+def _flag_fields(args: argparse.Namespace) -> dict:
+    fields = {k: getattr(args, k) for k in _FLAG_FIELDS if getattr(args, k, None) is not None}
+    if getattr(args, "insecure", False):
+        fields["verify_tls"] = False
+    return {**fields, **_shared_fields(args)}
+
+
+def cmd_providers_list(args: argparse.Namespace, client: Client) -> int:
+    items = client.all("/providers")
+    columns = ["name", "region", "health", "in_use", "priority", "enabled", "labels", "last_error"]
+    show(args, items, output.table([output.provider_row(p) for p in items], columns))
+    return 0
+
+
+def cmd_providers_show(args: argparse.Namespace, client: Client) -> int:
+    provider = client.get(f"/providers/{args.name}")
+    show(args, provider, output.dump(provider))
+    return 0
+
+
+def cmd_providers_add(args: argparse.Namespace, client: Client) -> int:
+    body = {"name": args.name, **_flag_fields(args)}
+    if args.username and "password" not in body:
+        body["password"] = getpass.getpass(f"password for {args.username} at {args.name}: ")
+    provider = client.call("POST", "/providers", body)
+    show(args, provider, f"added provider {provider['name']} ({provider['auth_type']})")
+    return 0
+
+
+def cmd_providers_edit(args: argparse.Namespace, client: Client) -> int:
+    body = _flag_fields(args)
+    if not body:
+        raise CliError("nothing to change: give at least one option (see oms providers edit --help)", 2)
+    provider = client.call("PATCH", f"/providers/{args.name}", body)
+    show(args, provider, f"changed provider {provider['name']}")
+    return 0
+
+
+def cmd_providers_rm(args: argparse.Namespace, client: Client) -> int:
+    for name in args.names:
+        client.call("DELETE", f"/providers/{name}")
+        out(f"removed provider {name}")
+    return 0
+
+
+def cmd_providers_check(args: argparse.Namespace, client: Client) -> int:
+    provider = client.call("POST", f"/providers/{args.name}/check", {})
+    health = provider["health"]
+    text = f"{provider['name']}: {health['state']}" + (f" ({health['last_error']})" if health["last_error"] else "")
+    show(args, provider, text)
+    return 0 if health["state"] == "healthy" else 1
+
+
+def _set_enabled(enabled: bool):
+    def run(args: argparse.Namespace, client: Client) -> int:
+        for name in args.names:
+            client.call("PATCH", f"/providers/{name}", {"enabled": enabled})
+            out(f"{'enabled' if enabled else 'disabled'} provider {name}")
+        return 0
+
+    return run
+
+
+def cmd_providers_import(args: argparse.Namespace, client: Client) -> int:
+    if bool(args.clouds_yaml) == bool(args.env_file):
+        raise CliError("give one of --clouds-yaml FILE or --env-file FILE", 2)
+    if args.env_file:
+        if not args.name:
+            raise CliError("--env-file needs --name: an env file does not name its cloud", 2)
+        found = [(args.name, importer.from_env_file(args.env_file))]
+    else:
+        found = importer.from_clouds_yaml(args.clouds_yaml, args.cloud)
+        if args.name:
+            if len(found) != 1:
+                raise CliError("--name needs exactly one cloud: add --cloud NAME", 2)
+            found = [(args.name, found[0][1])]
+    shared = _shared_fields(args)
+    created = []
+    for cloud, body in found:
+        name = importer.provider_name(args.prefix + cloud)
+        provider = client.call("POST", "/providers", {**body, **shared, "name": name})
+        created.append(provider)
+        if not args.json:
+            out(f"imported {cloud} as provider {name} ({provider['auth_type']}, region {provider['region'] or '-'})")
+    if args.json:
+        out(output.dump(created))
+    return 0
+
+
+# --- requests and instances ----------------------------------------------------------------
+
+
+def _read(path: str, what: str) -> str:
+    try:
+        return Path(path).expanduser().read_text()
+    except OSError as exc:
+        raise CliError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+def cmd_request(args: argparse.Namespace, client: Client) -> int:
+    body: dict[str, Any] = {"label": args.label, "count": args.count, "lifetime_minutes": output.minutes(args.lifetime)}
+    if args.ssh_key:
+        body["ssh_public_key"] = _read(args.ssh_key, "SSH key").strip()
+    if args.user_data:
+        body["user_data"] = _read(args.user_data, "user data")
+    if args.name_prefix:
+        body["name_prefix"] = args.name_prefix
+    request = client.call("POST", "/requests", body)
+    if not args.wait:
+        show(args, request, f"requested {request['count']} x {request['label']}: {request['id']} ({request['state']})")
+        return 0
+    request = wait(client, request, output.minutes(args.timeout) * 60)
+    instances = sorted(request["instances"], key=lambda i: i["name"])
+    text = output.table([output.instance_row(i) for i in instances], ["name", "state", "provider", "ipv4", "id"])
+    show(args, request, f"{request['id']}: {request['counts']['ACTIVE']}/{request['count']} ACTIVE\n{text}")
+    return 0 if request["counts"]["ACTIVE"] == request["count"] else 1
+
+
+def wait(client: Client, request: dict, timeout: float) -> dict:
+    """Poll until every instance is ACTIVE, the request can get no further, or `timeout` s pass.
+    Progress goes to stderr (stdout stays for the result): on a terminal one line redrawn in
+    place, elsewhere a line whenever it changes, and a line for each failover as it happens.
+    """
+    tty = sys.stderr.isatty()
+    deadline = time.monotonic() + timeout
+    seen: set[tuple] = set()
+    last = None
+    while True:
+        request = client.get(f"/requests/{request['id']}")
+        for line in output.failover_lines(request, seen):
+            sys.stderr.write(("\r\033[K" if tty else "") + line + "\n")
+        line = output.progress_line(request)
+        if tty:
+            sys.stderr.write("\r\033[K" + line)
+        elif line != last:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+        last = line
+        counts = request["counts"]
+        on_the_way = counts["PENDING"] + counts["LAUNCHING"] + counts["BUILDING"]
+        if counts["ACTIVE"] == request["count"] or not on_the_way or time.monotonic() > deadline:
+            if tty:
+                sys.stderr.write("\n")
+            if counts["ACTIVE"] < request["count"]:
+                why = "timed out" if on_the_way else "gave up"
+                sys.stderr.write(f"{why}: {counts['ACTIVE']} of {request['count']} ACTIVE\n")
+            return request
+        time.sleep(1.0)
+
+
+def cmd_ls(args: argparse.Namespace, client: Client) -> int:
+    items = client.all(
+        "/instances", state=args.state, provider=args.provider, request_id=args.request, label=args.label
+    )
+    columns = ["id", "name", "state", "provider", "ipv4", "expires"]
+    show(args, items, output.table([output.instance_row(i) for i in items], columns))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace, client: Client) -> int:
+    kind = "requests" if args.id.startswith("r-") else "instances"
+    item = client.get(f"/{kind}/{args.id}")
+    show(args, item, output.dump(item))
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace, client: Client) -> int:
+    for instance_id in args.ids:
+        instance = client.call("DELETE", f"/instances/{instance_id}")
+        out(f"{instance_id}: {instance['state']}")
+    return 0
+
+
+def cmd_extend(args: argparse.Namespace, client: Client) -> int:
+    if not args.id.startswith("r-"):
+        raise CliError("extend works on a request (r-...): its instances all move together", 2)
+    request = client.call("POST", f"/requests/{args.id}/extend", {"minutes": output.minutes(args.duration)})
+    show(args, request, f"{request['id']} now expires at {request['expires_at']}")
+    return 0
+
+
+def cmd_delete_request(args: argparse.Namespace, client: Client) -> int:
+    request = client.call("DELETE", f"/requests/{args.id}")
+    show(args, request, f"{request['id']}: {request['state']} ({request['count']} instances)")
+    return 0
+
+
+def cmd_inventory(args: argparse.Namespace, client: Client) -> int:
+    request = client.get(f"/requests/{args.id}")
+    out(output.inventory(request["instances"], args.format, args.user))
+    return 0
+
+
+# --- the parser ------------------------------------------------------------------------------
+
+
+def _provider_options(parser: argparse.ArgumentParser, *, shared_only: bool = False) -> None:
+    parser.add_argument("--max-instances", type=int, help="the most instances kept there at once (default 20)")
+    parser.add_argument("--priority", type=int, help="0..1000, lower is used first (default 100)")
+    parser.add_argument(
+        "--label",
+        action="append",
+        metavar="NAME=IMAGE,FLAVOR[,NETWORK]",
+        help="a label users can request and what it means there (repeat for more; replaces the labels)",
+    )
+    if shared_only:
+        return
+    parser.add_argument("--auth-url", dest="auth_url", help="Keystone URL, e.g. https://identity.example.com/v3")
+    parser.add_argument("--region")
+    parser.add_argument("--username")
+    parser.add_argument("--password", help="prompted for when --username is given without it")
+    parser.add_argument("--project-name", dest="project_name")
+    parser.add_argument("--project-id", dest="project_id")
+    parser.add_argument("--user-domain-name", dest="user_domain_name")
+    parser.add_argument("--project-domain-name", dest="project_domain_name")
+    parser.add_argument("--app-cred-id", dest="application_credential_id", help="application credential id")
+    parser.add_argument("--app-cred-secret", dest="application_credential_secret", help="application credential secret")
+    parser.add_argument("--interface", choices=["public", "internal", "admin"])
+    parser.add_argument("--insecure", action="store_true", help="do not verify the provider's TLS certificate")
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="oms",
+        description="OpenMultiStack from the terminal: provider accounts, requests, instances, inventories.",
+        epilog="Connection: --url/--key, else OMS_URL/OMS_API_KEY, else what `oms login` saved.",
+    )
+    root.add_argument("--url", help="the API's address (default: OMS_URL or the saved login)")
+    root.add_argument("--key", help="an API key (default: OMS_API_KEY or the saved login)")
+    root.add_argument("--json", action="store_true", help="print the API's JSON instead of tables")
+    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler, help: str, parent=commands) -> argparse.ArgumentParser:
+        sub = parent.add_parser(name, help=help, description=help)
+        sub.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+        sub.set_defaults(handler=handler)
+        return sub
+
+    login = command("login", None, "check a URL and key and save them for the next commands (mode 0600)")
+    login.add_argument("--url", default=argparse.SUPPRESS, help="the API's address, e.g. http://127.0.0.1:8000")
+    login.add_argument("--key", default=argparse.SUPPRESS, help="your API key")
+    login.set_defaults(login=True)
+
+    providers = commands.add_parser("providers", help="provider accounts (admin key for changes)")
+    verbs = providers.add_subparsers(dest="verb", required=True, metavar="VERB")
+    command("list", cmd_providers_list, "list providers with health and capacity", verbs)
+    command("show", cmd_providers_show, "one provider in full", verbs).add_argument("name")
+    add = command("add", cmd_providers_add, "register a provider account", verbs)
+    add.add_argument("name")
+    _provider_options(add)
+    edit = command("edit", cmd_providers_edit, "change a provider (a new password rotates it)", verbs)
+    edit.add_argument("name")
+    _provider_options(edit)
+    command("rm", cmd_providers_rm, "remove providers (they must have no live instances)", verbs).add_argument(
+        "names", nargs="+", metavar="NAME"
+    )
+    command("check", cmd_providers_check, "check a provider's health and quota now", verbs).add_argument("name")
+    command("enable", _set_enabled(True), "let providers take new launches", verbs).add_argument(
+        "names", nargs="+", metavar="NAME"
+    )
+    command("disable", _set_enabled(False), "stop new launches on providers", verbs).add_argument(
+        "names", nargs="+", metavar="NAME"
+    )
+    imp = command(
+        "import",
+        cmd_providers_import,
+        "register providers from clouds.yaml (secure.yaml and vendor profiles honoured) or an OS_* env file",
+        verbs,
+    )
+    imp.add_argument(
+        "--clouds-yaml", metavar="FILE", help="a clouds.yaml (secure.yaml and clouds-public.yaml beside it)"
+    )
+    imp.add_argument("--cloud", metavar="NAME", help="only this cloud of the clouds.yaml")
+    imp.add_argument("--env-file", metavar="FILE", help="an OpenStack RC file (export OS_AUTH_URL=... lines)")
+    imp.add_argument("--name", help="the provider's name (needed with --env-file; default: the cloud's name)")
+    imp.add_argument("--prefix", default="", help="put this before every imported provider's name")
+    _provider_options(imp, shared_only=True)
+
+    request = command("request", cmd_request, "request instances of a label", commands)
+    request.add_argument("--label", required=True)
+    request.add_argument("--count", type=int, required=True)
+    request.add_argument("--lifetime", default="60m", help="how long they live: 45m, 1h, 1h30m (default 60m)")
+    request.add_argument("--ssh-key", metavar="FILE", help="a public key file, e.g. ~/.ssh/id_ed25519.pub")
+    request.add_argument("--user-data", metavar="FILE", help="cloud-init user data (at most 16 KiB)")
+    request.add_argument("--name-prefix", help="instance names start with this ([a-z0-9-], at most 32)")
+    request.add_argument(
+        "--wait", action="store_true", help="show progress until all are ACTIVE; exit 1 if not all came up"
+    )
+    request.add_argument("--timeout", default="15m", help="how long --wait waits (default 15m)")
+
+    ls = command("ls", cmd_ls, "list instances", commands)
+    ls.add_argument("--state", choices=STATES)
+    ls.add_argument("--provider")
+    ls.add_argument("--request", metavar="REQUEST_ID")
+    ls.add_argument("--label")
+    command("show", cmd_show, "one instance (i-...) or request (r-...) in full", commands).add_argument("id")
+    command("rm", cmd_rm, "delete instances", commands).add_argument("ids", nargs="+", metavar="INSTANCE_ID")
+    extend = command("extend", cmd_extend, "give a request's instances more time", commands)
+    extend.add_argument("id", metavar="REQUEST_ID")
+    extend.add_argument("duration", help="how much longer: 30m, 1h, ...")
+    command("delete-request", cmd_delete_request, "delete every instance of a request", commands).add_argument(
+        "id", metavar="REQUEST_ID"
+    )
+    inv = command("inventory", cmd_inventory, "a request's ACTIVE instances for ansible, ssh, scripts", commands)
+    inv.add_argument("id", metavar="REQUEST_ID")
+    inv.add_argument("--format", choices=output.FORMATS, default="ansible")
+    inv.add_argument("--user", help="the login user to put in the inventory (ansible_user, ssh User)")
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        if getattr(args, "login", False):
+            return cmd_login(args)
+        return args.handler(args, Client(args.url, args.key))
+    except CliError as error:
+        print(f"oms: {error.message}", file=sys.stderr)
+        return error.status
+    except KeyboardInterrupt:
+        print("oms: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

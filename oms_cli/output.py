@@ -1,0 +1,158 @@
+"""What the CLI prints: tables for people, JSON for scripts, inventories for the next tool."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections import Counter
+from typing import Any
+
+from oms_cli.client import CliError
+
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?$")
+
+
+def minutes(text: str) -> int:
+    """'45m', '1h', '1h30m' or a bare number of minutes, as minutes."""
+    text = text.strip().lower()
+    if text.isdigit():
+        return int(text)
+    match = _DURATION.match(text)
+    if not text or not match:
+        raise CliError(f"{text!r} is not a duration: use minutes such as 45m, 90, 1h or 1h30m", 2)
+    return int(match.group(1) or 0) * 60 + int(match.group(2) or 0)
+
+
+def dump(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=True)
+
+
+def table(rows: list[dict], columns: list[str]) -> str:
+    """A plain text table; missing or empty values show as '-'."""
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None or value == "" or value == []:
+        return "-"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def instance_row(instance: dict) -> dict:
+    return {
+        "id": instance["id"],
+        "name": instance["name"],
+        "state": instance["state"],
+        "provider": instance["provider"],
+        "ipv4": instance["addresses"]["ipv4"],
+        "expires": instance.get("expires_at"),
+    }
+
+
+def provider_row(provider: dict) -> dict:
+    capacity = provider["capacity"]
+    cap = capacity["max_instances"]
+    if capacity["quota_instances"] is not None:
+        cap = min(cap, capacity["quota_instances"])
+    return {
+        "name": provider["name"],
+        "region": provider.get("region"),
+        "health": provider["health"]["state"],
+        "in_use": f"{capacity['in_use']}/{cap}",
+        "priority": provider.get("priority"),
+        "enabled": "yes" if provider["enabled"] else "no",
+        "labels": sorted(provider["labels"]),
+        "last_error": provider["health"]["last_error"],
+    }
+
+
+# --- --wait ------------------------------------------------------------------------------
+
+
+def progress_line(request: dict, width: int = 30) -> str:
+    """`[#####.....] 12/30 ACTIVE  p1:5 p2:7  failovers 3` for one request."""
+    count = request["count"]
+    active = request["counts"]["ACTIVE"]
+    filled = round(width * active / count) if count else width
+    spread = Counter(i["provider"] for i in request["instances"] if i["state"] == "ACTIVE")
+    failovers = sum(len(i["attempts"]) for i in request["instances"])
+    failed = request["counts"]["FAILED"]
+    parts = [f"[{'#' * filled}{'.' * (width - filled)}] {active}/{count} ACTIVE"]
+    if spread:
+        parts.append(" ".join(f"{p}:{n}" for p, n in sorted(spread.items())))
+    parts.append(f"failovers {failovers}")
+    if failed:
+        parts.append(f"FAILED {failed}")
+    return "  ".join(parts)
+
+
+def failover_lines(request: dict, seen: set[tuple]) -> list[str]:
+    """Attempts not reported yet, one line each (they are how failovers show as they happen)."""
+    lines = []
+    for instance in request["instances"]:
+        for attempt in instance["attempts"]:
+            key = (instance["id"], attempt["provider"], attempt["at"])
+            if key not in seen:
+                seen.add(key)
+                lines.append(
+                    f"{instance['name']}: {attempt['provider']} failed ({attempt['error']}: {attempt['message']})"
+                )
+    return lines
+
+
+# --- inventory ---------------------------------------------------------------------------
+
+FORMATS = ("ansible", "ssh-config", "json", "csv")
+
+
+def _address(instance: dict) -> str | None:
+    addresses = instance["addresses"]
+    return (addresses["ipv4"] or addresses["ipv6"] or [None])[0]
+
+
+def inventory(instances: list[dict], fmt: str, user: str | None = None) -> str:
+    """ACTIVE instances with an address, as the next tool takes them."""
+    running = [i for i in instances if i["state"] == "ACTIVE" and _address(i)]
+    if fmt == "ansible":
+        hostvars = {}
+        for i in running:
+            hostvars[i["name"]] = {"ansible_host": _address(i), "oms_id": i["id"], "oms_provider": i["provider"]}
+            if user:
+                hostvars[i["name"]]["ansible_user"] = user
+        return dump({"all": {"hosts": [i["name"] for i in running]}, "_meta": {"hostvars": hostvars}})
+    if fmt == "ssh-config":
+        blocks = []
+        for i in running:
+            lines = [f"Host {i['name']}", f"    HostName {_address(i)}"]
+            if user:
+                lines.append(f"    User {user}")
+            blocks.append("\n".join(lines))
+        return "\n\n".join(blocks)
+    if fmt == "json":
+        return dump([{**instance_row(i), "ipv6": i["addresses"]["ipv6"], "address": _address(i)} for i in running])
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["name", "id", "provider", "address", "ipv4", "ipv6"])
+        for i in running:
+            addresses = i["addresses"]
+            writer.writerow(
+                [
+                    i["name"],
+                    i["id"],
+                    i["provider"],
+                    _address(i),
+                    " ".join(addresses["ipv4"]),
+                    " ".join(addresses["ipv6"]),
+                ]
+            )
+        return out.getvalue().rstrip("\n")
+    raise CliError(f"unknown format {fmt}: use one of {', '.join(FORMATS)}", 2)

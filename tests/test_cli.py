@@ -1,0 +1,202 @@
+"""The `oms` command line: the installed entry point, run as a user runs it, against the local stack."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ADMIN_KEY, unique, wait_for
+
+OMS = shutil.which("oms", path=str(Path(sys.executable).parent))
+
+
+@pytest.fixture(scope="module")
+def cli_sim():
+    """Three accounts: two with passwords, one with an application credential."""
+    from sim.testing import start_simulator
+
+    config = {
+        "defaults": {"quota": 20, "boot_seconds": 0.3},
+        "providers": [
+            {"name": "alpha", "username": "ua", "password": "pa-" + uuid.uuid4().hex, "project": "pa"},
+            {
+                "name": "beta",
+                "username": "ub",
+                "password": "pb-" + uuid.uuid4().hex,
+                "project": "pb",
+                "region": "RegionTwo",
+            },
+            {"name": "gamma", "application_credential": {"id": "ac-gamma", "secret": "sg-" + uuid.uuid4().hex}},
+        ],
+    }
+    with start_simulator(config=config, seed=3) as sim:
+        yield sim
+
+
+@pytest.fixture
+def oms(tmp_path, stack):
+    """Run the real `oms` with its own config folder; returns the finished process."""
+    assert OMS, "no `oms` entry point in the virtual environment: run `make test` (it installs it)"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMS_URL", "OMS_API_KEY"))}
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "config")
+
+    def run(*args: str, check: int | None = 0, timeout: float = 300) -> subprocess.CompletedProcess:
+        done = subprocess.run([OMS, *args], env=env, capture_output=True, text=True, timeout=timeout)
+        assert "Traceback" not in done.stderr, done.stderr
+        if check is not None:
+            assert done.returncode == check, (args, done.returncode, done.stdout, done.stderr)
+        return done
+
+    run.env = env
+    return run
+
+
+def clouds_files(folder: Path, sim) -> Path:
+    """clouds.yaml naming three clouds: alpha's password in secure.yaml, beta through a vendor
+    profile in clouds-public.yaml, gamma with an application credential."""
+    alpha, beta, gamma = (sim.state(n)["credentials"] for n in ("alpha", "beta", "gamma"))
+    clouds = {
+        "clouds": {
+            "alpha": {
+                "auth": {
+                    "auth_url": sim.auth_url("alpha"),
+                    "username": alpha["username"],
+                    "project_name": alpha["project_name"],
+                    "user_domain_name": "Default",
+                    "project_domain_name": "Default",
+                },
+                "region_name": "RegionOne",
+            },
+            "beta": {
+                "profile": "simcloud",
+                "auth": {
+                    "username": beta["username"],
+                    "password": beta["password"],
+                    "project_name": beta["project_name"],
+                },
+            },
+            "gamma": {
+                "auth_type": "v3applicationcredential",
+                "auth": {
+                    "auth_url": sim.auth_url("gamma"),
+                    "application_credential_id": gamma["application_credential_id"],
+                    "application_credential_secret": gamma["application_credential_secret"],
+                },
+                "region_name": "RegionOne",
+            },
+        }
+    }
+    secure = {"clouds": {"alpha": {"auth": {"password": alpha["password"]}}}}
+    public = {"public-clouds": {"simcloud": {"auth": {"auth_url": sim.auth_url("beta")}, "region_name": "RegionTwo"}}}
+    for name, data in (("clouds.yaml", clouds), ("secure.yaml", secure), ("clouds-public.yaml", public)):
+        (folder / name).write_text(yaml.safe_dump(data))
+    return folder / "clouds.yaml"
+
+
+def test_import_three_clouds_request_30_and_wait_inventory_in_every_format_then_delete(oms, cli_sim, tmp_path, stack):
+    login = oms("login", "--url", stack.url, "--key", ADMIN_KEY)
+    assert "logged in" in login.stdout and "bootstrap-admin (admin)" in login.stdout
+    saved = Path(oms.env["XDG_CONFIG_HOME"]) / "oms" / "config.json"
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+    assert stat.S_IMODE(saved.parent.stat().st_mode) == 0o700
+
+    prefix, label = unique("cli") + "-", unique("lbl")
+    clouds = clouds_files(tmp_path, cli_sim)
+    imported = oms(
+        "providers", "import", "--clouds-yaml", str(clouds), "--prefix", prefix,
+        "--label", f"{label}=ubuntu-22.04,m1.small,public", "--max-instances", "20",
+    )  # fmt: skip
+    assert imported.stdout.count("imported ") == 3, imported.stdout
+    listed = json.loads(oms("providers", "list", "--json").stdout)
+    ours = {p["name"]: p for p in listed if p["name"].startswith(prefix)}
+    assert set(ours) == {prefix + "alpha", prefix + "beta", prefix + "gamma"}
+    assert ours[prefix + "gamma"]["auth_type"] == "application_credential"
+    assert ours[prefix + "beta"]["region"] == "RegionTwo"  # from the vendor profile
+    assert ours[prefix + "beta"]["auth_url"] == cli_sim.auth_url("beta")
+    for name in ours:
+        assert "healthy" in oms("providers", "check", name).stdout
+    assert prefix + "alpha" in oms("providers", "list").stdout
+
+    waited = oms("request", "--label", label, "--count", "30", "--lifetime", "30m", "--wait", "--json", timeout=600)
+    request = json.loads(waited.stdout)
+    assert request["counts"]["ACTIVE"] == 30
+    assert "30/30 ACTIVE" in waited.stderr  # the progress, on stderr
+    spread = {i["provider"] for i in request["instances"]}
+    assert spread <= set(ours) and len(spread) >= 2, spread
+
+    ansible = json.loads(oms("inventory", request["id"], "--format", "ansible", "--user", "ubuntu").stdout)
+    assert len(ansible["all"]["hosts"]) == 30
+    assert all(v["ansible_host"] and v["ansible_user"] == "ubuntu" for v in ansible["_meta"]["hostvars"].values())
+    ssh = oms("inventory", request["id"], "--format", "ssh-config").stdout
+    assert ssh.count("Host ") == 30 and ssh.count("    HostName ") == 30
+    as_json = json.loads(oms("inventory", request["id"], "--format", "json").stdout)
+    assert len(as_json) == 30 and all(i["address"] for i in as_json)
+    rows = list(csv.DictReader(io.StringIO(oms("inventory", request["id"], "--format", "csv").stdout)))
+    assert len(rows) == 30 and all(r["address"] and r["provider"] in ours for r in rows)
+
+    table = oms("ls", "--request", request["id"], "--state", "ACTIVE").stdout.splitlines()
+    assert table[0].split()[:3] == ["ID", "NAME", "STATE"] and len(table) == 31
+    assert "now expires at" in oms("extend", request["id"], "30m").stdout
+    assert json.loads(oms("show", request["id"], "--json").stdout)["id"] == request["id"]
+
+    assert "deleting" in oms("delete-request", request["id"]).stdout
+    wait_for(
+        lambda: json.loads(oms("show", request["id"], "--json").stdout)["state"] == "deleted",
+        timeout=120,
+        what="all DELETED",
+    )
+    assert "removed provider" in oms("providers", "rm", *ours).stdout
+
+
+def test_an_env_file_is_imported_through_openstacksdk(oms, cli_sim, tmp_path, stack):
+    alpha = cli_sim.state("alpha")["credentials"]
+    env_file = tmp_path / "openrc"
+    env_file.write_text(
+        f"export OS_AUTH_URL={cli_sim.auth_url('alpha')}\n"
+        f"export OS_USERNAME={alpha['username']}\n"
+        f'export OS_PASSWORD="{alpha["password"]}"\n'
+        f"export OS_PROJECT_NAME={alpha['project_name']}\n"
+        "export OS_USER_DOMAIN_NAME=Default OS_PROJECT_DOMAIN_NAME=Default\n"
+        "export OS_REGION_NAME=RegionOne\n"
+    )
+    name = unique("envrc")
+    env = {"OMS_URL": stack.url, "OMS_API_KEY": ADMIN_KEY}
+    oms.env.update(env)
+    oms("providers", "import", "--env-file", str(env_file), "--name", name, "--priority", "5")
+    shown = json.loads(oms("providers", "show", name, "--json").stdout)
+    assert (shown["username"], shown["region"], shown["priority"]) == (alpha["username"], "RegionOne", 5)
+    assert "healthy" in oms("providers", "check", name).stdout
+    assert "disabled" in oms("providers", "disable", name).stdout
+    assert json.loads(oms("providers", "show", name, "--json").stdout)["enabled"] is False
+    oms("providers", "rm", name)
+
+
+def test_errors_are_one_line_and_every_command_has_help(oms, stack):
+    not_logged_in = oms("ls", check=1)
+    assert not_logged_in.stderr.startswith("oms: not logged in")
+    oms.env.update(OMS_URL=stack.url, OMS_API_KEY=ADMIN_KEY)
+    missing = oms("show", "r-0000000000000000", check=1)
+    assert missing.stderr.strip() == "oms: request r-0000000000000000 not found"
+    bad = oms("request", "--label", "no-such-label", "--count", "1", check=1)
+    assert bad.stderr.startswith("oms: no enabled provider offers label no-such-label")
+    assert "not a duration" in oms("extend", "r-1", "soon", check=2).stderr
+    assert "oms: cannot reach" in oms("--url", "http://127.0.0.1:9", "ls", check=1).stderr
+    for command in (
+        [], ["login"], ["providers"], ["providers", "list"], ["providers", "show"], ["providers", "add"],
+        ["providers", "edit"], ["providers", "rm"], ["providers", "check"], ["providers", "enable"],
+        ["providers", "disable"], ["providers", "import"], ["request"], ["ls"], ["show"], ["rm"], ["extend"],
+        ["delete-request"], ["inventory"],
+    ):  # fmt: skip
+        helped = oms(*command, "--help")
+        assert helped.stdout.startswith("usage: oms"), command

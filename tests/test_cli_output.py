@@ -1,0 +1,69 @@
+"""Pure logic of the CLI's output: durations, tables, the --wait progress line, inventories."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from oms_cli import output
+from oms_cli.client import CliError
+
+
+@pytest.mark.parametrize(("text", "minutes"), [("45m", 45), ("90", 90), ("1h", 60), ("1h30m", 90), ("2H", 120)])
+def test_durations(text, minutes):
+    assert output.minutes(text) == minutes
+
+
+@pytest.mark.parametrize("text", ["", "soon", "45s", "1d", "m", "-5"])
+def test_bad_durations_name_the_form(text):
+    with pytest.raises(CliError, match="not a duration"):
+        output.minutes(text)
+
+
+def instance(name, state, provider, attempts=(), ipv4=("10.0.0.1",)):
+    return {
+        "id": "i-" + name,
+        "name": name,
+        "state": state,
+        "provider": provider,
+        "addresses": {"ipv4": list(ipv4), "ipv6": []},
+        "attempts": list(attempts),
+        "expires_at": None,
+    }
+
+
+def request(*instances):
+    counts = dict.fromkeys(("PENDING", "LAUNCHING", "BUILDING", "ACTIVE", "DELETING", "DELETED", "FAILED"), 0)
+    for i in instances:
+        counts[i["state"]] += 1
+    return {"count": len(instances), "counts": counts, "instances": list(instances)}
+
+
+def test_progress_shows_active_spread_failovers_and_failures():
+    attempt = {"provider": "p1", "error": "quota", "message": "Quota exceeded", "at": "2026-01-01T00:00:00Z"}
+    r = request(
+        instance("a", "ACTIVE", "p2", [attempt]),
+        instance("b", "ACTIVE", "p3"),
+        instance("c", "BUILDING", "p2"),
+        instance("d", "FAILED", None),
+    )
+    assert output.progress_line(r, width=8) == "[####....] 2/4 ACTIVE  p2:1 p3:1  failovers 1  FAILED 1"
+    seen: set = set()
+    assert output.failover_lines(r, seen) == ["a: p1 failed (quota: Quota exceeded)"]
+    assert output.failover_lines(r, seen) == []  # each failover is told once
+
+
+def test_tables_line_up_and_show_missing_values_as_dashes():
+    text = output.table(
+        [{"name": "a", "ipv4": ["1.2.3.4", "5.6.7.8"]}, {"name": "long-name", "ipv4": []}], ["name", "ipv4"]
+    )
+    assert text.splitlines() == ["NAME       IPV4", "a          1.2.3.4,5.6.7.8", "long-name  -"]
+
+
+def test_inventories_hold_only_active_instances_with_an_address():
+    instances = [instance("a", "ACTIVE", "p1"), instance("b", "BUILDING", "p1"), instance("c", "ACTIVE", "p2", ipv4=())]
+    ansible = json.loads(output.inventory(instances, "ansible"))
+    assert ansible["all"]["hosts"] == ["a"] and ansible["_meta"]["hostvars"]["a"]["ansible_host"] == "10.0.0.1"
+    assert output.inventory(instances, "ssh-config", user="ubuntu") == "Host a\n    HostName 10.0.0.1\n    User ubuntu"
+    assert output.inventory(instances, "csv").splitlines()[1] == "a,i-a,p1,10.0.0.1,10.0.0.1,"
