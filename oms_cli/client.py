@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ def save_config(url: str, key: str) -> Path:
     os.chmod(path.parent, 0o700)
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+    os.fchmod(fd, 0o600)  # also when a leftover file had another mode
     with os.fdopen(fd, "w") as handle:
         json.dump({"url": url, "key": key}, handle)
     os.replace(tmp, path)
@@ -49,13 +51,21 @@ def load_config() -> dict[str, str]:
         raise CliError(f"{config_path()} is not valid JSON ({exc}): run `oms login` again") from None
 
 
+def quote(part: str) -> str:
+    """One path segment, escaped: an id like `../keys` must stay one segment."""
+    return urllib.parse.quote(part, safe="")
+
+
 class Client:
     def __init__(self, url: str | None = None, key: str | None = None, timeout: float = 60.0) -> None:
-        saved = load_config()
-        self.url = (url or os.environ.get("OMS_URL") or saved.get("url") or "").rstrip("/")
-        self.key = key or os.environ.get("OMS_API_KEY") or saved.get("key")
+        url, key = url or os.environ.get("OMS_URL"), key or os.environ.get("OMS_API_KEY")
+        saved = {} if url and key else load_config()  # `oms login --url --key` must work over a bad file
+        self.url = (url or saved.get("url") or "").rstrip("/")
+        self.key = key or saved.get("key")
         if not self.url or not self.key:
             raise CliError("not logged in: run `oms login --url URL --key KEY` (or set OMS_URL and OMS_API_KEY)")
+        if not (self.key.isascii() and self.key.isprintable()):
+            raise CliError("that API key has characters no key has: check what was pasted")
         self.timeout = timeout
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {self.key}"
@@ -74,15 +84,19 @@ class Client:
         except ValueError:
             data = None
         if response.ok:
+            if not isinstance(data, dict):
+                what = f"{self.url} answered {method} {path} without a JSON object"
+                raise CliError(f"{what}: is it OpenMultiStack's API?")
             return data
-        error = (data or {}).get("error") if isinstance(data, dict) else None
-        if not error:
+        error = data.get("error") if isinstance(data, dict) else None
+        if not isinstance(error, dict) or not error.get("message"):
             raise CliError(f"{method} {path}: the API answered {response.status_code} {response.reason}")
         where = f" (field {error['field']})" if error.get("field") else ""
         raise CliError(f"{error['message']}{where}")
 
     def get(self, path: str, **params: Any) -> Any:
-        return self.call("GET", path, params={k: v for k, v in params.items() if v not in (None, "")})
+        # Only options not given are left out: an empty one goes, and the API refuses it by name.
+        return self.call("GET", path, params={k: v for k, v in params.items() if v is not None})
 
     def all(self, path: str, **params: Any) -> list[dict]:
         """Every item of a list, page after page."""

@@ -14,7 +14,6 @@ import subprocess
 import warnings
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 from oms_cli.client import CliError
 
@@ -40,14 +39,18 @@ def _loader(**kwargs: Any):
 
 
 def _regions(config, cloud: str | None) -> list:
+    """Every region of every cloud, or of `cloud` only (a cloud may list several regions)."""
     from openstack import exceptions
 
     try:
-        if cloud:
-            return [config.get_one(cloud=cloud)]
-        return list(config.get_all_clouds())
+        regions = list(config.get_all_clouds())
     except (exceptions.ConfigException, KeyError) as exc:
-        raise CliError(f"cannot read that cloud: {exc}") from None
+        raise CliError(f"cannot read the clouds: {exc}") from None
+    if cloud:
+        regions = [r for r in regions if r.name == cloud]
+        if not regions:
+            raise CliError(f"no cloud named {cloud}")
+    return regions
 
 
 def from_clouds_yaml(path: str, cloud: str | None = None) -> list[tuple[str, dict]]:
@@ -55,6 +58,12 @@ def from_clouds_yaml(path: str, cloud: str | None = None) -> list[tuple[str, dic
     file = Path(path)
     if not file.is_file():
         raise CliError(f"no such file: {path}")
+    import yaml
+
+    try:
+        yaml.safe_load(file.read_text())  # openstacksdk would take a broken file for an empty one
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise CliError(f"{path} is not valid YAML: {exc}") from None
     beside = file.parent
     config = _loader(
         config_files=[str(file)],
@@ -80,16 +89,26 @@ def from_env_file(path: str) -> dict:
     if not Path(path).is_file():
         raise CliError(f"no such file: {path}")
     try:
+        # What it prints (Horizon's RC file asks for the password) goes to the terminal, and what
+        # it reads comes from it; only the environment it leaves comes back to us.
         sourced = subprocess.run(
-            ["bash", "-c", 'set -a; . "$1" >/dev/null; env -0', "oms-import", path],
+            ["bash", "-c", 'set -a; . "$1" 1>&2; env -0', "oms-import", path],
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/")},
-            capture_output=True,
-            timeout=30,
+            stdout=subprocess.PIPE,
+            timeout=600,
             check=True,
         ).stdout
     except subprocess.CalledProcessError as exc:
-        raise CliError(f"sourcing {path} failed: {exc.stderr.decode(errors='replace').strip()}") from None
-    variables = dict(line.split("=", 1) for line in sourced.decode().split("\0") if line.startswith("OS_"))
+        raise CliError(f"sourcing {path} failed (exit status {exc.returncode})") from None
+    except subprocess.TimeoutExpired:
+        raise CliError(f"sourcing {path} did not finish in 10 minutes") from None
+    try:
+        text = sourced.decode()
+    except UnicodeDecodeError:
+        raise CliError(f"{path} sets variables that are not UTF-8 text") from None
+    from unittest import mock  # only here: every other command starts faster without it
+
+    variables = dict(line.split("=", 1) for line in text.split("\0") if line.startswith("OS_"))
     if "OS_AUTH_URL" not in variables:
         raise CliError(f"{path} sets no OS_AUTH_URL: is it an OpenStack RC file?")
     with mock.patch.dict(os.environ, variables, clear=True):

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from oms_cli import importer, output
-from oms_cli.client import Client, CliError, save_config
+from oms_cli.client import Client, CliError, quote, save_config
 
 STATES = ("PENDING", "LAUNCHING", "BUILDING", "ACTIVE", "DELETING", "DELETED", "FAILED")
 
@@ -86,14 +87,16 @@ def cmd_providers_list(args: argparse.Namespace, client: Client) -> int:
 
 
 def cmd_providers_show(args: argparse.Namespace, client: Client) -> int:
-    provider = client.get(f"/providers/{args.name}")
-    show(args, provider, output.dump(provider))
+    provider = client.get(f"/providers/{quote(args.name)}")
+    show(args, provider, output.details(provider))
     return 0
 
 
 def cmd_providers_add(args: argparse.Namespace, client: Client) -> int:
     body = {"name": args.name, **_flag_fields(args)}
     if args.username and "password" not in body:
+        if not sys.stdin.isatty():
+            raise CliError("no --password given and no terminal to ask for it on", 2)
         body["password"] = getpass.getpass(f"password for {args.username} at {args.name}: ")
     provider = client.call("POST", "/providers", body)
     show(args, provider, f"added provider {provider['name']} ({provider['auth_type']})")
@@ -104,20 +107,20 @@ def cmd_providers_edit(args: argparse.Namespace, client: Client) -> int:
     body = _flag_fields(args)
     if not body:
         raise CliError("nothing to change: give at least one option (see oms providers edit --help)", 2)
-    provider = client.call("PATCH", f"/providers/{args.name}", body)
+    provider = client.call("PATCH", f"/providers/{quote(args.name)}", body)
     show(args, provider, f"changed provider {provider['name']}")
     return 0
 
 
 def cmd_providers_rm(args: argparse.Namespace, client: Client) -> int:
     for name in args.names:
-        client.call("DELETE", f"/providers/{name}")
+        client.call("DELETE", f"/providers/{quote(name)}")
         out(f"removed provider {name}")
     return 0
 
 
 def cmd_providers_check(args: argparse.Namespace, client: Client) -> int:
-    provider = client.call("POST", f"/providers/{args.name}/check", {})
+    provider = client.call("POST", f"/providers/{quote(args.name)}/check", {})
     health = provider["health"]
     text = f"{provider['name']}: {health['state']}" + (f" ({health['last_error']})" if health["last_error"] else "")
     show(args, provider, text)
@@ -127,7 +130,7 @@ def cmd_providers_check(args: argparse.Namespace, client: Client) -> int:
 def _set_enabled(enabled: bool):
     def run(args: argparse.Namespace, client: Client) -> int:
         for name in args.names:
-            client.call("PATCH", f"/providers/{name}", {"enabled": enabled})
+            client.call("PATCH", f"/providers/{quote(name)}", {"enabled": enabled})
             out(f"{'enabled' if enabled else 'disabled'} provider {name}")
         return 0
 
@@ -165,15 +168,25 @@ def cmd_providers_import(args: argparse.Namespace, client: Client) -> int:
 
 def _read(path: str, what: str) -> str:
     try:
-        return Path(path).expanduser().read_text()
+        return Path(path).expanduser().read_bytes().decode()
     except OSError as exc:
         raise CliError(f"cannot read {what} {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise CliError(f"{what} {path} is not UTF-8 text") from None
+
+
+def _public_key(path: str) -> str:
+    text = _read(path, "SSH key").strip()
+    if "PRIVATE KEY" in text:
+        raise CliError(f"{path} is a private key: give the public one ({path}.pub), which is all a server needs", 2)
+    return text
 
 
 def cmd_request(args: argparse.Namespace, client: Client) -> int:
+    timeout = output.minutes(args.timeout) * 60  # every argument is checked before anything is created
     body: dict[str, Any] = {"label": args.label, "count": args.count, "lifetime_minutes": output.minutes(args.lifetime)}
     if args.ssh_key:
-        body["ssh_public_key"] = _read(args.ssh_key, "SSH key").strip()
+        body["ssh_public_key"] = _public_key(args.ssh_key)
     if args.user_data:
         body["user_data"] = _read(args.user_data, "user data")
     if args.name_prefix:
@@ -182,9 +195,12 @@ def cmd_request(args: argparse.Namespace, client: Client) -> int:
     if not args.wait:
         show(args, request, f"requested {request['count']} x {request['label']}: {request['id']} ({request['state']})")
         return 0
-    request = wait(client, request, output.minutes(args.timeout) * 60)
+    try:
+        request = wait(client, request, timeout)
+    except KeyboardInterrupt:
+        raise CliError(f"stopped waiting; {request['id']} goes on (oms show {request['id']})", 130) from None
     instances = sorted(request["instances"], key=lambda i: i["name"])
-    text = output.table([output.instance_row(i) for i in instances], ["name", "state", "provider", "ipv4", "id"])
+    text = output.table([output.instance_row(i) for i in instances], ["name", "state", "provider", "address", "id"])
     show(args, request, f"{request['id']}: {request['counts']['ACTIVE']}/{request['count']} ACTIVE\n{text}")
     return 0 if request["counts"]["ACTIVE"] == request["count"] else 1
 
@@ -199,7 +215,7 @@ def wait(client: Client, request: dict, timeout: float) -> dict:
     seen: set[tuple] = set()
     last = None
     while True:
-        request = client.get(f"/requests/{request['id']}")
+        request = client.get(f"/requests/{quote(request['id'])}")
         for line in output.failover_lines(request, seen):
             sys.stderr.write(("\r\033[K" if tty else "") + line + "\n")
         line = output.progress_line(request)
@@ -232,14 +248,14 @@ def cmd_ls(args: argparse.Namespace, client: Client) -> int:
 
 def cmd_show(args: argparse.Namespace, client: Client) -> int:
     kind = "requests" if args.id.startswith("r-") else "instances"
-    item = client.get(f"/{kind}/{args.id}")
-    show(args, item, output.dump(item))
+    item = client.get(f"/{kind}/{quote(args.id)}")
+    show(args, item, output.details(item))
     return 0
 
 
 def cmd_rm(args: argparse.Namespace, client: Client) -> int:
     for instance_id in args.ids:
-        instance = client.call("DELETE", f"/instances/{instance_id}")
+        instance = client.call("DELETE", f"/instances/{quote(instance_id)}")
         out(f"{instance_id}: {instance['state']}")
     return 0
 
@@ -247,19 +263,19 @@ def cmd_rm(args: argparse.Namespace, client: Client) -> int:
 def cmd_extend(args: argparse.Namespace, client: Client) -> int:
     if not args.id.startswith("r-"):
         raise CliError("extend works on a request (r-...): its instances all move together", 2)
-    request = client.call("POST", f"/requests/{args.id}/extend", {"minutes": output.minutes(args.duration)})
+    request = client.call("POST", f"/requests/{quote(args.id)}/extend", {"minutes": output.minutes(args.duration)})
     show(args, request, f"{request['id']} now expires at {request['expires_at']}")
     return 0
 
 
 def cmd_delete_request(args: argparse.Namespace, client: Client) -> int:
-    request = client.call("DELETE", f"/requests/{args.id}")
+    request = client.call("DELETE", f"/requests/{quote(args.id)}")
     show(args, request, f"{request['id']}: {request['state']} ({request['count']} instances)")
     return 0
 
 
 def cmd_inventory(args: argparse.Namespace, client: Client) -> int:
-    request = client.get(f"/requests/{args.id}")
+    request = client.get(f"/requests/{quote(args.id)}")
     out(output.inventory(request["instances"], args.format, args.user))
     return 0
 
@@ -393,6 +409,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("oms: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # a bug of ours: one line, and the traceback only when asked for
+        if os.environ.get("OMS_DEBUG"):
+            raise
+        print(f"oms: unexpected {error.__class__.__name__}: {error} (OMS_DEBUG=1 shows where)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

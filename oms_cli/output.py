@@ -17,7 +17,7 @@ _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?$")
 def minutes(text: str) -> int:
     """'45m', '1h', '1h30m' or a bare number of minutes, as minutes."""
     text = text.strip().lower()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         return int(text)
     match = _DURATION.match(text)
     if not text or not match:
@@ -27,6 +27,16 @@ def minutes(text: str) -> int:
 
 def dump(data: Any) -> str:
     return json.dumps(data, indent=2, sort_keys=True)
+
+
+def details(item: dict) -> str:
+    """One object for people: a `field: value` line each, nested values as compact JSON."""
+    width = max(len(k) for k in item)
+    lines = []
+    for key, value in item.items():
+        text = value if isinstance(value, str) else _cell(value) if value in (None, [], "") else json.dumps(value)
+        lines.append(f"{key.ljust(width)}  {text}")
+    return "\n".join(lines)
 
 
 def table(rows: list[dict], columns: list[str]) -> str:
@@ -53,6 +63,7 @@ def instance_row(instance: dict) -> dict:
         "state": instance["state"],
         "provider": instance["provider"],
         "ipv4": instance["addresses"]["ipv4"],
+        "address": _address(instance),
         "expires": instance.get("expires_at"),
     }
 
@@ -122,12 +133,13 @@ def inventory(instances: list[dict], fmt: str, user: str | None = None) -> str:
     """ACTIVE instances with an address, as the next tool takes them."""
     running = [i for i in instances if i["state"] == "ACTIVE" and _address(i)]
     if fmt == "ansible":
-        hostvars = {}
+        # Ansible's YAML/JSON inventory file (`ansible -i hosts.json`): hosts map to their variables.
+        hosts = {}
         for i in running:
-            hostvars[i["name"]] = {"ansible_host": _address(i), "oms_id": i["id"], "oms_provider": i["provider"]}
+            hosts[i["name"]] = {"ansible_host": _address(i), "oms_id": i["id"], "oms_provider": i["provider"]}
             if user:
-                hostvars[i["name"]]["ansible_user"] = user
-        return dump({"all": {"hosts": [i["name"] for i in running]}, "_meta": {"hostvars": hostvars}})
+                hosts[i["name"]]["ansible_user"] = user
+        return dump({"all": {"hosts": hosts}})
     if fmt == "ssh-config":
         blocks = []
         for i in running:

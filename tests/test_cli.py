@@ -136,8 +136,8 @@ def test_import_three_clouds_request_30_and_wait_inventory_in_every_format_then_
     assert spread <= set(ours) and len(spread) >= 2, spread
 
     ansible = json.loads(oms("inventory", request["id"], "--format", "ansible", "--user", "ubuntu").stdout)
-    assert len(ansible["all"]["hosts"]) == 30
-    assert all(v["ansible_host"] and v["ansible_user"] == "ubuntu" for v in ansible["_meta"]["hostvars"].values())
+    assert len(ansible["all"]["hosts"]) == 30  # Ansible's inventory file form: `ansible -i hosts.json`
+    assert all(v["ansible_host"] and v["ansible_user"] == "ubuntu" for v in ansible["all"]["hosts"].values())
     ssh = oms("inventory", request["id"], "--format", "ssh-config").stdout
     assert ssh.count("Host ") == 30 and ssh.count("    HostName ") == 30
     as_json = json.loads(oms("inventory", request["id"], "--format", "json").stdout)
@@ -182,9 +182,22 @@ def test_an_env_file_is_imported_through_openstacksdk(oms, cli_sim, tmp_path, st
     oms("providers", "rm", name)
 
 
+def test_wait_exits_1_when_not_all_came_up(oms, stack, provider):
+    # The only provider offering the label is down: nothing can come up before the timeout.
+    oms.env.update(OMS_URL=stack.url, OMS_API_KEY=ADMIN_KEY)
+    waited = oms("request", "--label", "ubuntu-small", "--count", "2", "--wait", "--timeout", "0", "--json", check=1)
+    assert "timed out: 0 of 2 ACTIVE" in waited.stderr
+    oms("delete-request", json.loads(waited.stdout)["id"])
+
+
 def test_errors_are_one_line_and_every_command_has_help(oms, stack):
     not_logged_in = oms("ls", check=1)
     assert not_logged_in.stderr.startswith("oms: not logged in")
+    saved = Path(oms.env["XDG_CONFIG_HOME"]) / "oms" / "config.json"
+    saved.parent.mkdir(parents=True)
+    saved.write_text("{not json")
+    assert "is not valid JSON" in oms("ls", check=1).stderr
+    assert "logged in" in oms("login", "--url", stack.url, "--key", ADMIN_KEY).stdout  # the way out works
     oms.env.update(OMS_URL=stack.url, OMS_API_KEY=ADMIN_KEY)
     missing = oms("show", "r-0000000000000000", check=1)
     assert missing.stderr.strip() == "oms: request r-0000000000000000 not found"
@@ -192,6 +205,19 @@ def test_errors_are_one_line_and_every_command_has_help(oms, stack):
     assert bad.stderr.startswith("oms: no enabled provider offers label no-such-label")
     assert "not a duration" in oms("extend", "r-1", "soon", check=2).stderr
     assert "oms: cannot reach" in oms("--url", "http://127.0.0.1:9", "ls", check=1).stderr
+    # Arguments are checked before anything is created.
+    before = len(json.loads(oms("--json", "ls").stdout))
+    late = oms("request", "--label", "x", "--count", "100", "--wait", "--timeout", "soon", check=2)
+    assert "not a duration" in late.stderr and len(json.loads(oms("--json", "ls").stdout)) == before
+    private = Path(oms.env["XDG_CONFIG_HOME"]).parent / "id_ed25519"
+    private.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk=\n-----END OPENSSH PRIVATE KEY-----\n")
+    refused = oms("request", "--label", "x", "--count", "1", "--ssh-key", str(private), check=2)
+    assert "is a private key" in refused.stderr
+    # An empty filter is refused by the API, not dropped (`oms ls --request "$UNSET" | xargs oms rm`).
+    assert "request_id must not be empty" in oms("ls", "--request", "", check=1).stderr
+    # An id stays one path segment.
+    assert "not found" in oms("rm", "../requests/r-0000", check=1).stderr
+    assert "not a duration" in oms("extend", "r-1", "\u00b2", check=2).stderr
     for command in (
         [], ["login"], ["providers"], ["providers", "list"], ["providers", "show"], ["providers", "add"],
         ["providers", "edit"], ["providers", "rm"], ["providers", "check"], ["providers", "enable"],

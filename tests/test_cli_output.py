@@ -15,7 +15,7 @@ def test_durations(text, minutes):
     assert output.minutes(text) == minutes
 
 
-@pytest.mark.parametrize("text", ["", "soon", "45s", "1d", "m", "-5"])
+@pytest.mark.parametrize("text", ["", "soon", "45s", "1d", "m", "-5", "\u00b2"])
 def test_bad_durations_name_the_form(text):
     with pytest.raises(CliError, match="not a duration"):
         output.minutes(text)
@@ -64,6 +64,6 @@ def test_tables_line_up_and_show_missing_values_as_dashes():
 def test_inventories_hold_only_active_instances_with_an_address():
     instances = [instance("a", "ACTIVE", "p1"), instance("b", "BUILDING", "p1"), instance("c", "ACTIVE", "p2", ipv4=())]
     ansible = json.loads(output.inventory(instances, "ansible"))
-    assert ansible["all"]["hosts"] == ["a"] and ansible["_meta"]["hostvars"]["a"]["ansible_host"] == "10.0.0.1"
+    assert list(ansible["all"]["hosts"]) == ["a"] and ansible["all"]["hosts"]["a"]["ansible_host"] == "10.0.0.1"
     assert output.inventory(instances, "ssh-config", user="ubuntu") == "Host a\n    HostName 10.0.0.1\n    User ubuntu"
     assert output.inventory(instances, "csv").splitlines()[1] == "a,i-a,p1,10.0.0.1,10.0.0.1,"
