@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # The dashboard's browser tests drive Debian's Chromium (Playwright's own download is not used).
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run demo test lint format clean
+.PHONY: run demo test lint format package clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ demo: $(STAMP)  ## the local stack plus simulated OpenStack providers, ready to 
 
 test: $(STAMP) $(CHROMIUM)  ## the whole test suite
 	OMS_CHROMIUM=$(CHROMIUM) $(PY) -m pytest
+
+package: $(STAMP)  ## build/prod: deployment.zip and sam.json (CloudFormation, checked by cfn-lint)
+	$(PY) -m infra package build/prod
+	$(VENV)/bin/cfn-lint build/prod/sam.json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

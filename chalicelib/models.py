@@ -7,6 +7,7 @@ cannot both act on it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
 from pynamodb.attributes import (
@@ -247,6 +248,8 @@ class Instance(Model):
     active_at = UnicodeAttribute(null=True)
     expires_at = UnicodeAttribute()
     deleted_at = UnicodeAttribute(null=True)
+    # When DynamoDB's TTL may drop the record of an ended (DELETED/FAILED) instance: epoch seconds.
+    purge_at = NumberAttribute(null=True)
     # A delete that failed (DELETING): how often, and when the sweeper tries again (backoff).
     delete_failures = NumberAttribute(null=True)
     delete_retry_at = UnicodeAttribute(null=True)
@@ -325,6 +328,8 @@ def transition(
         all_actions.append(Instance.active_at.set(now))
     if to_state == DELETED:
         all_actions.append(Instance.deleted_at.set(now))
+    if to_state in TERMINAL_STATES:
+        all_actions.append(Instance.purge_at.set(int(time.time()) + settings.keep_ended_days * 86400))
     try:
         instance.update(actions=all_actions, condition=condition, add_version_condition=False)
     except UpdateError as error:

@@ -68,6 +68,8 @@ class Settings:
     circuit_cooldown_seconds: float
     # A failed delete is retried after this long, doubling with each failure (capped at 10 minutes).
     delete_retry_seconds: float
+    # How long the record of a DELETED or FAILED instance is kept before DynamoDB's TTL drops it.
+    keep_ended_days: int
 
     @property
     def providers_table(self) -> str:
@@ -123,6 +125,7 @@ def load() -> Settings:
         redrive_after_seconds=_float("OMS_REDRIVE_AFTER_SECONDS", 30.0),
         circuit_cooldown_seconds=_float("OMS_CIRCUIT_COOLDOWN_SECONDS", 30.0),
         delete_retry_seconds=_float("OMS_DELETE_RETRY_SECONDS", 15.0),
+        keep_ended_days=_int("OMS_KEEP_ENDED_DAYS", 30),
     )
 
 

@@ -44,6 +44,8 @@ def changes(records: Iterable) -> list[StateChange]:
     instance whose `redrive_at` was touched). Other edits are not events."""
     found = []
     for record in records:
+        if record.new_image is None:
+            continue  # a removal: the TTL dropping a long-ended instance's record
         old_state = _attr(record.old_image, "state")
         new_state = _attr(record.new_image, "state")
         redriven = new_state == models.PENDING and _attr(record.old_image, "redrive_at") != _attr(

@@ -1,0 +1,1 @@
+"""Deployment to AWS: the packaged CloudFormation (`python -m infra package`) and the first admin key."""
