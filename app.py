@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from chalice import Chalice, Rate, Response
 
-from chalicelib import auth, fleet, openapi, providers, schemas, sweeper, watcher, web, worker
+# The API's imports only: the event handlers import the launch path (and openstacksdk) when they
+# run, so that the API handler's cold start never pays for it.
+from chalicelib import auth, fleet, openapi, providers, schemas, telemetry, web
 from chalicelib.http import json_body, respond, shape_errors
 from chalicelib.settings import settings
+
+if telemetry.in_lambda() or settings.log_format == "json":
+    telemetry.configure_logging()
 
 app = Chalice(app_name="openmultistack")
 app.debug = False
@@ -184,15 +189,24 @@ def delete_key(key_id: str) -> Response:
 
 @app.on_dynamodb_record(stream_arn=settings.instances_stream_arn, batch_size=100, starting_position="TRIM_HORIZON")
 def on_instance_change(event) -> dict:
-    failures = worker.handle(event)
+    from chalicelib import worker
+
+    with telemetry.invocation("on_instance_change"):
+        failures = worker.handle(event)
     return {"batchItemFailures": [{"itemIdentifier": seq} for seq in failures]}
 
 
 @app.lambda_function(name="build_watcher")
 def build_watcher(event, context) -> None:
-    watcher.watch(event["provider"])
+    from chalicelib import watcher
+
+    with telemetry.invocation("build_watcher"):
+        watcher.watch(event["provider"])
 
 
 @app.schedule(Rate(1, unit=Rate.MINUTES))
 def sweep(event) -> dict:
-    return sweeper.sweep().as_dict()
+    from chalicelib import sweeper
+
+    with telemetry.invocation("sweep"):
+        return sweeper.sweep().as_dict()

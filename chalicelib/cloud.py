@@ -20,7 +20,7 @@ import openstack
 from keystoneauth1 import exceptions as ks_exc
 from openstack import exceptions as os_exc
 
-from chalicelib import credentials, models
+from chalicelib import credentials, models, telemetry
 from chalicelib.settings import settings
 
 QUOTA, CAPACITY, AUTH, UNAVAILABLE = "quota", "capacity", "auth", "unavailable"
@@ -143,6 +143,21 @@ def classify(error: Exception) -> CloudError:
     return CloudError(UNKNOWN, message, uncertain=True)
 
 
+def _operation(name: str):
+    """Trace the decorated call on its provider (first argument) as `openstack.<name>`."""
+
+    def wrap(function):
+        @functools.wraps(function)
+        def call(provider: models.Provider, *args, **kwargs):
+            with telemetry.provider_call(provider.name, name):
+                return function(provider, *args, **kwargs)
+
+        return call
+
+    return wrap
+
+
+@_operation("limits")
 def limits(provider: models.Provider) -> Limits:
     """Authenticate and read the provider's instance quota (`GET /limits`)."""
     try:
@@ -185,6 +200,7 @@ class Server:
 _resolved: dict[tuple, Resolved] = {}
 
 
+@_operation("resolve")
 def resolve(provider: models.Provider, label: str) -> Resolved:
     """The label's image, flavor and network as ids on this provider (cached per mapping)."""
     mapping = provider.labels.as_dict().get(label)
@@ -234,6 +250,7 @@ def server_metadata(instance_id: str, request_id: str, expires_at: str) -> dict[
     }
 
 
+@_operation("create_server")
 def create_server(
     provider: models.Provider,
     *,
@@ -280,6 +297,7 @@ def _server(raw) -> Server:
     return Server(raw.id, raw.status, dict(raw.metadata or {}), ipv4, ipv6, fault)
 
 
+@_operation("list_servers")
 def our_servers(provider: models.Provider) -> list[Server]:
     """Every server of this deployment on the provider: one (paged) list call."""
     try:
@@ -295,6 +313,7 @@ def find_server(provider: models.Provider, instance_id: str) -> Server | None:
     return next((s for s in our_servers(provider) if s.instance_id == instance_id), None)
 
 
+@_operation("set_expiry")
 def set_expiry(provider: models.Provider, server_id: str, expires_at: str) -> None:
     """Update a server's `oms_expires_at` metadata (no other key is touched)."""
     try:
@@ -303,6 +322,7 @@ def set_expiry(provider: models.Provider, server_id: str, expires_at: str) -> No
         raise classify(error) from error
 
 
+@_operation("delete_server")
 def delete_server(provider: models.Provider, server_id: str) -> None:
     """Delete a server; one that is already gone counts as deleted."""
     try:

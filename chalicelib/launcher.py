@@ -13,7 +13,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-from chalicelib import cloud, health, invoke, models, placement, slots, timeutil
+from chalicelib import cloud, health, invoke, models, placement, slots, telemetry, timeutil
 from chalicelib.settings import settings
 
 log = logging.getLogger("oms.launcher")
@@ -125,6 +125,8 @@ def _reserve_and_create(plan: dict[str, str], by_id, providers, requests) -> lis
                 outcome = _settle_uncertain_create(instance, provider, outcome)
         if outcome is None:
             return provider.name, claim, False, False
+        result = outcome.error_class if isinstance(outcome, cloud.CloudError) else "ok"
+        telemetry.metric("Launches", provider=provider.name, outcome=result)
         if isinstance(outcome, cloud.CloudError):
             fail_over(instance, outcome, provider)
             return provider.name, claim, False, False
@@ -149,7 +151,8 @@ def _reserve_and_create(plan: dict[str, str], by_id, providers, requests) -> lis
             return cloud.classify(error)
 
     with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(plan))) as pool:
-        outcomes = list(pool.map(lambda item: launch_one(by_id[item[0]], providers[item[1]]), plan.items()))
+        one = telemetry.carry(lambda item: launch_one(by_id[item[0]], providers[item[1]]))
+        outcomes = list(pool.map(one, plan.items()))
     no_room = {name for name, claim, _, _ in outcomes if claim == slots.NO_ROOM}
     return [(name, created, recorded) for name, claim, created, recorded in outcomes if claim == slots.OK], no_room
 
@@ -177,9 +180,11 @@ def _settle_uncertain_create(
 def _record_server(instance: models.Instance, server_id: str, provider: models.Provider) -> bool:
     """LAUNCHING -> BUILDING with the server's id. If the instance was deleted meanwhile, the server
     we just made is deleted here (nobody else knows of it) and the teardown is finished."""
+    fields = telemetry.about(instance, provider.name, to=models.BUILDING)
     if models.transition(
         instance, models.BUILDING, expected=[models.LAUNCHING], actions=[models.Instance.server_id.set(server_id)]
     ):
+        log.info("instance %s: server %s created on %s", instance.id, server_id, provider.name, extra=fields)
         return True
     if instance.server_id == server_id:
         return False  # the sweeper's stale-launch recovery adopted this very server: it is recorded
@@ -230,7 +235,17 @@ def fail_over(
 ) -> None:
     """Give the slot back, record why, and send the instance back to PENDING (or FAILED when out
     of attempts) so that the stream offers it to the next provider."""
-    log.info("instance %s: %s on %s (%s); failing over", instance.id, error.error_class, provider.name, error.message)
+    out_of_attempts = len(instance.attempts) + 1 >= settings.max_attempts
+    to_state = models.FAILED if out_of_attempts else models.PENDING
+    log.info(
+        "instance %s: %s on %s (%s); failing over",
+        instance.id,
+        error.error_class,
+        provider.name,
+        error.message,
+        extra={**telemetry.about(instance, provider.name, to=to_state), "error_class": error.error_class},
+    )
+    telemetry.metric("Failovers", provider=provider.name, error_class=error.error_class)
     actions = [
         models.Instance.attempts.set(
             models.Instance.attempts.append([attempt(provider.name, error, excludes=provider_at_fault)])
@@ -242,8 +257,6 @@ def fail_over(
         models.Instance.addresses.remove(),  # an ACTIVE instance whose server vanished had some
         models.Instance.active_at.remove(),
     ]
-    out_of_attempts = len(instance.attempts) + 1 >= settings.max_attempts
-    to_state = models.FAILED if out_of_attempts else models.PENDING
     if out_of_attempts:
         reason = f"no provider could launch it in {settings.max_attempts} attempts; last: {error.message}"
         actions.append(models.Instance.failure_reason.set(reason[:500]))

@@ -70,6 +70,8 @@ class Settings:
     delete_retry_seconds: float
     # How long the record of a DELETED or FAILED instance is kept before DynamoDB's TTL drops it.
     keep_ended_days: int
+    # "json": one JSON object per log line (always so in Lambda); "text" otherwise.
+    log_format: str
 
     @property
     def providers_table(self) -> str:
@@ -126,6 +128,7 @@ def load() -> Settings:
         circuit_cooldown_seconds=_float("OMS_CIRCUIT_COOLDOWN_SECONDS", 30.0),
         delete_retry_seconds=_float("OMS_DELETE_RETRY_SECONDS", 15.0),
         keep_ended_days=_int("OMS_KEEP_ENDED_DAYS", 30),
+        log_format=os.environ.get("OMS_LOG_FORMAT", "text"),
     )
 
 

@@ -17,7 +17,22 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 
-from chalicelib import cloud, fleet, health, invoke, launcher, models, placement, slots, timeutil, watcher, worker
+from pynamodb.exceptions import DoesNotExist
+
+from chalicelib import (
+    cloud,
+    fleet,
+    health,
+    invoke,
+    launcher,
+    models,
+    placement,
+    slots,
+    telemetry,
+    timeutil,
+    watcher,
+    worker,
+)
 from chalicelib.settings import settings
 
 log = logging.getLogger("oms.sweeper")
@@ -169,7 +184,10 @@ def _delete_leaks(
         try:
             cloud.delete_server(provider, server_id)
             part.leaks_deleted.append(server_id)
-            log.info("sweep: deleted leaked server %s on %s", server_id, provider.name)
+            log.info(
+                "sweep: deleted leaked server %s on %s", server_id, provider.name, extra={"provider": provider.name}
+            )
+            telemetry.metric("LeaksDeleted", provider=provider.name)
         except cloud.CloudError as error:
             log.warning("sweep: deleting leaked server %s on %s failed: %s", server_id, provider.name, error.message)
     suspects = leaked - previous
@@ -181,13 +199,17 @@ def _delete_leaks(
 def _run_provider_jobs(report: SweepReport, budget: float) -> None:
     providers = list(models.Provider.by_kind.query("provider"))
     parts = {p.name: ProviderPass() for p in providers}
-    futures = {_pool.submit(sweep_provider, p, parts[p.name]): p for p in providers}
+    job = telemetry.carry(sweep_provider)
+    futures = {_pool.submit(job, p, parts[p.name]): p for p in providers}
     done, late = wait(futures, timeout=budget)
     for future in done:
         provider = futures[future]
         report.providers[provider.name] = parts[provider.name]
-        if future.exception() is not None:
-            log.error("sweep of %s crashed: %r", provider.name, future.exception())
+        error = future.exception()
+        if isinstance(error, DoesNotExist):
+            log.info("sweep: %s was deleted during the pass", provider.name)
+        elif error is not None:
+            log.error("sweep of %s crashed: %r", provider.name, error)
     for future in late:
         provider = futures[future]
         report.providers[provider.name] = parts[provider.name]
@@ -232,6 +254,8 @@ def sweep(budget: float | None = None) -> SweepReport:
         except Exception:  # one phase's failure must not cost the others their turn
             log.exception("sweep: %s failed", name)
         report.seconds[name] = round(time.monotonic() - started, 3)
+    down = [name for name, part in report.providers.items() if part.checked == "down" or name in report.timed_out]
+    telemetry.metric("ProvidersDown", len(down))
     if report.expired or report.timed_out or report.each("vanished") or report.each("leaks_deleted"):
         log.info(
             "sweep: expired %d, timed out %s, vanished %s, leaks deleted %s",

@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from pynamodb.exceptions import DoesNotExist, UpdateError
 
-from chalicelib import cloud, launcher, models, slots, timeutil
+from chalicelib import cloud, launcher, models, slots, telemetry, timeutil
 from chalicelib.settings import settings
 
 log = logging.getLogger("oms.worker")
@@ -167,7 +167,11 @@ def teardown(instance_id: str, listed: dict[str, cloud.Server] | None = None) ->
         log.warning("instance %s: delete on %s failed (%s); will retry", instance_id, provider.name, error.message)
         _delete_failed(instance)
         return None
-    return provider.name if slots.release(instance, models.DELETED) else None
+    fields = telemetry.about(instance, to=models.DELETED)
+    if not slots.release(instance, models.DELETED):
+        return None
+    log.info("instance %s: server deleted on %s", instance_id, provider.name, extra=fields)
+    return provider.name
 
 
 def delete_backoff_seconds(failures: int) -> float:

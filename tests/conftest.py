@@ -6,9 +6,11 @@ Tests share the stack and stay independent by naming what they create uniquely.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -23,6 +25,39 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class FakeXRayDaemon:
+    """A UDP listener where the X-Ray daemon would be: every datagram the SDK sends, kept."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.datagrams: list[bytes] = []
+        threading.Thread(target=self._receive, name="fake-xray-daemon", daemon=True).start()
+
+    def _receive(self) -> None:
+        while True:
+            self.datagrams.append(self.sock.recv(65536))
+
+    def text(self) -> str:
+        return b"\n".join(self.datagrams).decode(errors="replace")
+
+    def entities(self) -> list[dict]:
+        """Every segment and subsegment received, nested ones included."""
+        found: list[dict] = []
+
+        def walk(entity: dict) -> None:
+            found.append(entity)
+            for child in entity.get("subsegments", []):
+                walk(child)
+
+        for datagram in list(self.datagrams):
+            _, _, body = datagram.partition(b"\n")  # a header line, then one JSON document
+            walk(json.loads(body))
+        return found
+
+
+XRAY = FakeXRayDaemon()
 ADMIN_KEY = "test-admin-" + uuid.uuid4().hex
 _STATE = tempfile.mkdtemp(prefix="oms-test-")
 os.environ.update(
@@ -36,6 +71,9 @@ os.environ.update(
     OMS_CIRCUIT_COOLDOWN_SECONDS="2",
     OMS_DELETE_RETRY_SECONDS="1",
     OMS_BOOTSTRAP_ADMIN_KEY=ADMIN_KEY,
+    # Traced as deployed: the local stack opens a segment per invocation, sent to XRAY.
+    OMS_TRACING="on",
+    AWS_XRAY_DAEMON_ADDRESS=f"127.0.0.1:{XRAY.port}",
     AWS_ACCESS_KEY_ID="test",
     AWS_SECRET_ACCESS_KEY="test",
     AWS_DEFAULT_REGION="us-east-1",
@@ -139,8 +177,6 @@ def request_state(api: Api, request_id: str) -> dict:
 
 def dump_tables() -> str:
     """Every item of every table, as text: where a secret must never be found."""
-    import json
-
     import boto3
 
     from chalicelib.settings import settings

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from chalicelib import models, timeutil
 from tests.conftest import ADMIN_KEY, provider_body, register_sim_provider, unique
@@ -123,8 +124,9 @@ def test_add_a_provider_request_five_watch_them_come_up_and_delete_them(page, si
     show(page, "instances")
     page.locator("#instance-filters").get_by_label("Request").select_option(request_id)
     rows = page.locator("#instance-table tbody tr[data-state=ACTIVE]")
-    rows.nth(4).wait_for()
-    assert rows.count() == 5
+    # Only this request's rows, all ACTIVE (other tests' instances may share the table unfiltered).
+    expect(page.locator("#instance-table tbody tr[data-instance]")).to_have_count(5)
+    expect(rows).to_have_count(5)
     for index in range(5):
         assert re.search(r"\d+\.\d+\.\d+\.\d+", rows.nth(index).locator(".addr").first.inner_text())
     assert page.locator(f'#instance-table tr[data-instance] td:nth-child(3):has-text("{name}")').count() == 5
@@ -144,8 +146,9 @@ def test_add_a_provider_request_five_watch_them_come_up_and_delete_them(page, si
     card.get_by_role("button", name="Delete").click()
     card.locator(".badge.deleted").wait_for(timeout=SLOW)
     show(page, "instances")
-    page.locator("#instance-table tbody tr[data-state=DELETED]").nth(4).wait_for()
-    assert page.locator("#instance-table tbody tr[data-state=ACTIVE]").count() == 0
+    assert page.locator("#instance-filters").get_by_label("Request").input_value() == request_id
+    expect(page.locator("#instance-table tbody tr[data-state=DELETED]")).to_have_count(5, timeout=SLOW)
+    expect(page.locator("#instance-table tbody tr[data-instance]")).to_have_count(5)
     assert page.console.unexpected() == []
 
 

@@ -89,6 +89,7 @@ def test_tracing_throttling_and_alarms(template):
     for function in functions:
         assert resources[function]["Properties"]["Tracing"] == "Active"
         assert resources[function]["Properties"]["FunctionName"].startswith("openmultistack-prod-")
+        assert resources[function]["Properties"]["Environment"]["Variables"]["OMS_TRACING"] == "on"
     api = resources["RestAPI"]["Properties"]
     assert api["TracingEnabled"] is True
     assert api["MethodSettings"][0]["ThrottlingRateLimit"] > 0

@@ -19,7 +19,7 @@ import pytest
 import app as app_module
 from chalicelib import openapi
 from chalicelib.settings import settings
-from tests.conftest import dump_tables, register_sim_provider, request_state, unique, wait_for
+from tests.conftest import XRAY, dump_tables, register_sim_provider, request_state, unique, wait_for
 
 # The only routes anyone may call without a key. Adding one is a decision: add it here.
 PUBLIC = {("GET", "/health"), ("GET", "/openapi.json"), ("GET", "/"), ("GET", "/static/{name}")}
@@ -243,6 +243,7 @@ def test_canary_credentials_appear_nowhere_but_in_secrets_manager(admin_api, use
     user = admin_api.as_key(user_api.key)
     user.session.hooks["response"] = recorder.session.hooks["response"]
     caplog.set_level(logging.DEBUG)
+    traced_from = len(XRAY.datagrams)
 
     with start_simulator(config=config, seed=11) as canary_sim:
         label = unique("lbl")
@@ -299,9 +300,11 @@ def test_canary_credentials_appear_nowhere_but_in_secrets_manager(admin_api, use
         "DynamoDB tables": dump_tables(),
         "the instances stream": _stream_records(),
         "servers and their metadata at the provider": servers,
+        "X-Ray segments": b"\n".join(XRAY.datagrams[traced_from:]).decode(errors="replace"),
     }
     assert len(seen) > 20 and caplog.records, "nothing was recorded: the search would prove nothing"
     assert any(r.name.startswith(("keystoneauth", "openstack")) for r in caplog.records), "no OpenStack logs seen"
+    assert '"openstack.create_server"' in places["X-Ray segments"], "no traces seen"
     leaky = sorted(
         {r.name for r in caplog.records if any(c in f"{r.getMessage()} {r.exc_text}" for c in canaries.values())}
     )

@@ -9,7 +9,9 @@ const LIVE = ["PENDING", "LAUNCHING", "BUILDING", "ACTIVE", "DELETING"];
 const POLL_MS = 2000;
 const REQUESTS_SHOWN = 50; // the newest requests, in the requests view and the instance filter
 
-const state = { me: null, providers: [], requests: [], instances: [], live: [], timer: null, busy: false, rendered: {} };
+const state = {
+  me: null, providers: [], requests: [], instances: [], live: [], timer: null, busy: false, again: false, rendered: {},
+};
 const $ = (selector, root = document) => root.querySelector(selector);
 const $$ = (selector, root = document) => Array.from(root.querySelectorAll(selector));
 
@@ -216,7 +218,11 @@ function route() {
 }
 
 async function refresh() {
-  if (!state.me || state.busy || document.hidden) return;
+  if (!state.me || document.hidden) return;
+  if (state.busy) {
+    state.again = true; // asked for during a refresh (a new view, a new filter): run once more after it
+    return;
+  }
   state.busy = true;
   try {
     const view = currentView();
@@ -240,6 +246,10 @@ async function refresh() {
     if (state.me) say(`Could not refresh: ${error.message}`, true);
   } finally {
     state.busy = false;
+    if (state.again) {
+      state.again = false;
+      refresh();
+    }
   }
 }
 
