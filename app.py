@@ -191,7 +191,7 @@ def delete_key(key_id: str) -> Response:
 def on_instance_change(event) -> dict:
     from chalicelib import worker
 
-    with telemetry.invocation("on_instance_change"):
+    with telemetry.invocation("on_instance_change", event.context):
         failures = worker.handle(event)
     return {"batchItemFailures": [{"itemIdentifier": seq} for seq in failures]}
 
@@ -200,7 +200,7 @@ def on_instance_change(event) -> dict:
 def build_watcher(event, context) -> None:
     from chalicelib import watcher
 
-    with telemetry.invocation("build_watcher"):
+    with telemetry.invocation("build_watcher", context):
         watcher.watch(event["provider"])
 
 
@@ -208,5 +208,5 @@ def build_watcher(event, context) -> None:
 def sweep(event) -> dict:
     from chalicelib import sweeper
 
-    with telemetry.invocation("sweep"):
+    with telemetry.invocation("sweep", event.context):
         return sweeper.sweep().as_dict()

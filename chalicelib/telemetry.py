@@ -40,8 +40,20 @@ def tracing() -> bool:
 # --- logs --------------------------------------------------------------------------------
 
 
+# The invocation being served: Lambda runs one at a time per process, so one value serves.
+_invocation_id: str | None = None
+
+
+class _InvocationId(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _invocation_id and not hasattr(record, "lambda_request_id"):
+            record.lambda_request_id = _invocation_id
+        return True
+
+
 def configure_logging(level: str | int | None = None) -> None:
-    """JSON lines on the root logger (Lambda's handler, or a new one), once per process."""
+    """JSON lines on the root logger (Lambda's handler, or a new one), once per process; each
+    line of an invocation carries its Lambda request id."""
     from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
     root = logging.getLogger()
@@ -50,6 +62,7 @@ def configure_logging(level: str | int | None = None) -> None:
     formatter = LambdaPowertoolsFormatter(service=os.environ.get("OMS_DEPLOYMENT", "local"))
     for handler in root.handlers:
         handler.setFormatter(formatter)
+        handler.addFilter(_InvocationId())
     logging.getLogger("oms").setLevel(level or os.environ.get("OMS_LOG_LEVEL", "INFO").upper())
 
 
@@ -100,9 +113,12 @@ def _recorder():
 
 
 @contextlib.contextmanager
-def invocation(name: str) -> Iterator[None]:
-    """One function invocation. Lambda opens its segment itself; the local stack gets one here,
-    as Lambda would give it, when tracing is on."""
+def invocation(name: str, context: Any = None) -> Iterator[None]:
+    """One function invocation (`context` is Lambda's, for its request id in the log lines).
+    Lambda opens its segment itself; the local stack gets one here, as Lambda would give it,
+    when tracing is on."""
+    global _invocation_id
+    _invocation_id = getattr(context, "aws_request_id", None)
     if not tracing() or in_lambda():
         if tracing():
             _recorder()

@@ -67,3 +67,26 @@ def test_the_api_handler_imports_neither_openstacksdk_nor_the_xray_sdk():
     env = {**os.environ, "OMS_TRACING": "on", "AWS_LAMBDA_FUNCTION_NAME": "api"}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_json_lines_carry_the_lambda_request_id_of_their_invocation():
+    import io
+    from types import SimpleNamespace
+
+    from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
+
+    from chalicelib import telemetry
+
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(LambdaPowertoolsFormatter(service="test"))
+    handler.addFilter(telemetry._InvocationId())
+    logger = logging.getLogger("oms.test-json")
+    logger.addHandler(handler)
+    try:
+        with telemetry.invocation("x", SimpleNamespace(aws_request_id="req-123")):
+            logger.warning("instance i-1: ACTIVE", extra={"instance_id": "i-1", "provider": "p1", "state_to": "ACTIVE"})
+    finally:
+        logger.removeHandler(handler)
+    line = json.loads(out.getvalue())
+    assert line["lambda_request_id"] == "req-123" and line["instance_id"] == "i-1" and line["state_to"] == "ACTIVE"
