@@ -108,8 +108,12 @@ def create_request(caller: Caller, body: dict) -> tuple[models.Request, list[mod
             raise ApiError(
                 "conflict", "client_token was already used with a different request body", "client_token"
             ) from None
+        instances = _instances_of(request.id)
+        if request.delete_requested or timeutil.parse(request.expires_at) <= timeutil.now():
+            # Over: its ended instances may be gone already (the TTL); none is brought back.
+            return request, instances, False
         # A retry: finish writing instances a crashed first attempt may have left out.
-        return request, _write_missing_instances(request, _instances_of(request.id)), False
+        return request, _write_missing_instances(request, instances), False
     return request, _write_missing_instances(request, []), True
 
 

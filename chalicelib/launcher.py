@@ -151,7 +151,7 @@ def _reserve_and_create(plan: dict[str, str], by_id, providers, requests) -> lis
             return cloud.classify(error)
 
     with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(plan))) as pool:
-        one = telemetry.carry(lambda item: launch_one(by_id[item[0]], providers[item[1]]))
+        one = telemetry.carry(lambda item: launch_one(by_id[item[0]], providers[item[1]]), "launch_one")
         outcomes = list(pool.map(one, plan.items()))
     no_room = {name for name, claim, _, _ in outcomes if claim == slots.NO_ROOM}
     return [(name, created, recorded) for name, claim, created, recorded in outcomes if claim == slots.OK], no_room

@@ -26,6 +26,7 @@ from typing import Any
 NAMESPACE = "OpenMultiStack"
 log = logging.getLogger("oms.metrics")
 _lock = threading.Lock()
+_emf_lock = threading.Lock()  # Powertools prints each metric line: threads must not interleave them
 _configured = False
 
 
@@ -90,7 +91,7 @@ def metric(name: str, value: float = 1, unit: str = "Count", **dimensions: str) 
         return
     from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
-    with single_metric(name=name, unit=MetricUnit[unit], value=value, namespace=NAMESPACE) as point:
+    with _emf_lock, single_metric(name=name, unit=MetricUnit[unit], value=value, namespace=NAMESPACE) as point:
         for key, dim in dims.items():
             point.add_dimension(name=key, value=dim)
 
@@ -154,21 +155,31 @@ def provider_call(provider: str, operation: str) -> Iterator[None]:
             recorder.end_subsegment()
 
 
-def carry(function: Callable[..., Any]) -> Callable[..., Any]:
-    """`function`, to run in another thread under the trace entity open here (a thread pool's
-    workers start with none, and their calls would not be traced)."""
+def carry(function: Callable[..., Any], name: str | None = None) -> Callable[..., Any]:
+    """`function`, to run in another thread within the trace open here (a thread pool's workers
+    start with none, and their calls would not be traced). In Lambda the worker joins the
+    invocation's segment, which lasts as long as the invocation; locally it gets a segment of
+    its own in the same trace, so a job that outlives its invocation (a late sweep job) never
+    writes into a segment already sent."""
     if not tracing():
         return function
     recorder = _recorder()
     entity = recorder.get_trace_entity()
+    if entity is None:
+        return function
 
     @functools.wraps(function)
     def run(*args: Any, **kwargs: Any) -> Any:
-        if entity is not None:
+        if in_lambda():
             recorder.set_trace_entity(entity)
+        else:
+            recorder.begin_segment(name or function.__name__, traceid=entity.trace_id, parent_id=entity.id)
         try:
             return function(*args, **kwargs)
         finally:
-            recorder.clear_trace_entities()
+            if in_lambda():
+                recorder.clear_trace_entities()
+            else:
+                recorder.end_segment()
 
     return run

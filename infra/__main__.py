@@ -18,10 +18,29 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _stage_environment(stage: str) -> None:
-    # chalicelib reads its settings once, at import: name the stage's tables and real AWS first.
-    os.environ["OMS_DEPLOYMENT"] = stage
+    """The stage's settings, as its functions will have them: .chalice/config.json's variables
+    (global, then the stage's), never stray OMS_* ones from this shell. chalicelib reads its
+    settings once, at import, so this runs first."""
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    if stage not in config["stages"]:
+        raise SystemExit(f"no stage {stage} in .chalice/config.json")
+    for name in [n for n in os.environ if n.startswith("OMS_")]:
+        del os.environ[name]
+    os.environ.update(config.get("environment_variables", {}))
+    os.environ.update(config["stages"][stage].get("environment_variables", {}))
+    os.environ.setdefault("OMS_DEPLOYMENT", stage)
     os.environ["OMS_AWS_ENDPOINT"] = ""
-    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+
+
+def _region(fallback: str | None) -> None:
+    # settings read the region from the environment only: take the AWS CLI's configured one.
+    if not (os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")):
+        import boto3
+
+        region = boto3.session.Session().region_name or fallback
+        if not region:
+            raise SystemExit("no AWS region: set AWS_DEFAULT_REGION or `aws configure set region ...`")
+        os.environ["AWS_DEFAULT_REGION"] = region
 
 
 def package(stage: str, out: Path) -> Path:
@@ -58,8 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _stage_environment(args.stage)
     if args.command == "package":
+        _region("us-east-1")  # any region does: the template names none
         print(f"packaged: {package(args.stage, args.out)}")
     else:
+        _region(None)
         print(admin_key(args.name))
     return 0
 

@@ -14,13 +14,15 @@ from chalicelib import models
 from chalicelib.settings import settings
 
 METRICS_NAMESPACE = "OpenMultiStack"
-# Chalice's logical ids for the functions app.py registers, and their names once deployed (the
-# code starts the build watcher by name: settings.function_prefix + its Python name).
+# Chalice's logical ids for the functions app.py registers: their names once deployed (the
+# code starts the build watcher by name: settings.function_prefix + its Python name), their
+# time limit and memory. The build watcher runs up to OMS_WATCH_BUDGET_SECONDS; a stream batch
+# may launch 100 instances; API Gateway gives up on a route after 29 s.
 FUNCTIONS = {
-    "APIHandler": "api_handler",
-    "OnInstanceChange": "on_instance_change",
-    "BuildWatcher": "build_watcher",
-    "Sweep": "sweep",
+    "APIHandler": ("api_handler", 30, 256),
+    "OnInstanceChange": ("on_instance_change", 300, 512),
+    "BuildWatcher": ("build_watcher", settings.watch_budget_seconds + 60, 512),
+    "Sweep": ("sweep", 120, 512),
 }
 STREAM_SOURCE = "OnInstanceChangeDynamodbEventSource"
 
@@ -74,6 +76,7 @@ def role() -> dict:
             "Action": [
                 "dynamodb:GetItem",
                 "dynamodb:BatchGetItem",
+                "dynamodb:BatchWriteItem",
                 "dynamodb:PutItem",
                 "dynamodb:UpdateItem",
                 "dynamodb:DeleteItem",
@@ -153,6 +156,8 @@ def _alarm(description: str, metric: dict, threshold: float = 0, period: int = 6
         "Type": "AWS::CloudWatch::Alarm",
         "Properties": {
             "AlarmDescription": description,
+            "AlarmActions": [{"Ref": "AlarmTopic"}],
+            "OKActions": [{"Ref": "AlarmTopic"}],
             "ComparisonOperator": "GreaterThanThreshold",
             "EvaluationPeriods": 1,
             "Period": period,
@@ -241,8 +246,13 @@ def merge_template() -> dict:
             ],
         }
     }
-    for function, name in FUNCTIONS.items():
+    for function, (name, timeout, memory) in FUNCTIONS.items():
         properties = resources.setdefault(function, {}).setdefault("Properties", {})
-        properties.update(Tracing="Active", FunctionName=f"{settings.function_prefix}{name}")
+        properties.update(
+            Tracing="Active", FunctionName=f"{settings.function_prefix}{name}", Timeout=timeout, MemorySize=memory
+        )
+    # Every alarm tells this topic: subscribe to it (README) to be told.
+    resources["AlarmTopic"] = {"Type": "AWS::SNS::Topic", "Properties": {"DisplayName": "OpenMultiStack alarms"}}
     resources.update(alarms())
-    return {"Resources": resources}
+    outputs = {"AlarmTopicArn": {"Value": {"Ref": "AlarmTopic"}}}
+    return {"Resources": resources, "Outputs": outputs}

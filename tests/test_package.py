@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import zipfile
@@ -82,6 +83,35 @@ def test_the_role_names_every_action_and_secrets_only_under_this_deployments_pre
     assert wildcard_resources == ["Tracing"]  # X-Ray has no resource-level permissions
 
 
+# What each call in the code needs of IAM (pynamodb's methods, and the boto3 clients' methods).
+_NEEDS = {
+    r"\.batch_write\(": "dynamodb:BatchWriteItem",
+    r"\.batch_get\(": "dynamodb:BatchGetItem",
+    r"\.query\(|\.count\(": "dynamodb:Query",
+    r"\.get\(|\.refresh\(": "dynamodb:GetItem",
+    r"\.save\(": "dynamodb:PutItem",
+    r"\.update\(": "dynamodb:UpdateItem",
+    r"\.delete\(\)": "dynamodb:DeleteItem",
+    r"\.scan\(": "dynamodb:Scan",
+    r"transact_write|TransactWrite": "dynamodb:TransactWriteItems",
+    r"create_secret\(": "secretsmanager:CreateSecret",
+    r"put_secret_value\(": "secretsmanager:PutSecretValue",
+    r"get_secret_value\(": "secretsmanager:GetSecretValue",
+    r"delete_secret\(": "secretsmanager:DeleteSecret",
+    r"Tags=": "secretsmanager:TagResource",
+    r'client\("lambda"\)\.invoke\(': "lambda:InvokeFunction",
+}
+
+
+def test_the_role_allows_every_call_the_code_makes(template):
+    code = "\n".join(p.read_text() for p in (ROOT / "chalicelib").glob("*.py"))
+    policies = template["Resources"]["DefaultRole"]["Properties"]["Policies"]
+    allowed = set(actions({"Statement": [s for p in policies for s in p["PolicyDocument"]["Statement"]]}))
+    needed = {action for pattern, action in _NEEDS.items() if re.search(pattern, code)}
+    assert "dynamodb:BatchWriteItem" in needed and "dynamodb:Scan" not in needed  # the search works
+    assert needed - allowed == set()
+
+
 def test_tracing_throttling_and_alarms(template):
     resources = template["Resources"]
     functions = [k for k, v in resources.items() if v["Type"] == "AWS::Serverless::Function"]
@@ -90,6 +120,8 @@ def test_tracing_throttling_and_alarms(template):
         assert resources[function]["Properties"]["Tracing"] == "Active"
         assert resources[function]["Properties"]["FunctionName"].startswith("openmultistack-prod-")
         assert resources[function]["Properties"]["Environment"]["Variables"]["OMS_TRACING"] == "on"
+        assert resources[function]["Properties"]["Timeout"] >= 30
+    assert resources["BuildWatcher"]["Properties"]["Timeout"] > 600  # it watches for up to 10 minutes
     api = resources["RestAPI"]["Properties"]
     assert api["TracingEnabled"] is True
     assert api["MethodSettings"][0]["ThrottlingRateLimit"] > 0
@@ -98,6 +130,7 @@ def test_tracing_throttling_and_alarms(template):
     assert ("AWS/SQS", "ApproximateNumberOfMessagesVisible") in watched
     assert ("OpenMultiStack", "ProvidersDown") in watched
     assert {f"{f}ErrorsAlarm" for f in functions} <= set(alarms)
+    assert all(a["AlarmActions"] == [{"Ref": "AlarmTopic"}] for a in alarms.values())  # someone is told
 
 
 def test_the_deployment_package_holds_the_service_only(packaged):

@@ -57,6 +57,16 @@ def test_a_retry_rewrites_instances_a_crash_left_out(user_api, provider):
     assert sorted(i["id"] for i in again.json()["instances"]) == sorted(i["id"] for i in request["instances"])
 
 
+def test_a_retry_of_a_request_that_is_over_brings_back_no_instance(user_api, provider):
+    body = {"label": "ubuntu-small", "count": 2, "client_token": unique("late")}
+    request = user_api.post("/requests", json=body).json()
+    models.Request(request["id"]).update(actions=[models.Request.expires_at.set("2020-01-01T00:00:00Z")])
+    models.Instance.get(request["instances"][0]["id"]).delete()  # as the TTL drops an ended one
+    again = user_api.post("/requests", json=body)
+    assert again.status_code == 200
+    assert [i["id"] for i in again.json()["instances"]] == [request["instances"][1]["id"]]
+
+
 def test_unknown_label_is_422(user_api, provider):
     response = user_api.post("/requests", json={"label": unique("nolabel"), "count": 1})
     assert response.status_code == 422
