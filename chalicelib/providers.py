@@ -126,11 +126,11 @@ def update(name: str, patch: dict) -> models.Provider:
 
 def delete(name: str) -> None:
     provider = get(name)
-    live = models.Instance.by_provider_state.query(
-        name, filter_condition=models.Instance.state.is_in(*models.LIVE_STATES), limit=1
-    )
-    if next(iter(live), None) is not None:
-        raise ApiError("conflict", f"provider {name} still has live instances; delete them first")
+    # One key-conditioned read per live state: a filter would page through every ended instance.
+    for state in models.LIVE_STATES:
+        live = models.Instance.by_provider_state.query(name, models.Instance.state == state, limit=1)
+        if next(iter(live), None) is not None:
+            raise ApiError("conflict", f"provider {name} still has {state} instances; delete them first")
     provider.delete()
     credentials.delete(provider.name)
 
