@@ -104,33 +104,35 @@ def _fail_exhausted(pending: list[models.Instance]) -> list[models.Instance]:
     return keep
 
 
-def _reserve_and_create(plan: dict[str, str], by_id, providers, requests) -> list[tuple]:
-    """Reserve each planned instance's slot and create its server, in parallel, at most
-    CREATES_PER_PROVIDER creates at a time per provider.
+def _reserve_and_create(plan: dict[str, str], by_id, providers, requests) -> tuple[list[tuple], set[str]]:
+    """Reserve the round's slots (one write per provider), then claim each instance and create
+    its server, in parallel, at most CREATES_PER_PROVIDER creates at a time per provider.
 
     Each create is recorded (BUILDING with its server id) or failed over as soon as it returns.
-    Returns (provider, created, recorded) for every instance whose reservation held, and the ids
-    of instances that found their provider full."""
-    bounds = {name: threading.Semaphore(CREATES_PER_PROVIDER) for name in set(plan.values())}
+    Returns (provider, created, recorded) for every instance claimed, and the ids of instances
+    that found their provider full."""
+    wanted: dict[str, list[str]] = {}
+    for instance_id, name in plan.items():
+        wanted.setdefault(name, []).append(instance_id)
+    bounds = {name: threading.Semaphore(CREATES_PER_PROVIDER) for name in wanted}
 
-    def launch_one(instance: models.Instance, provider: models.Provider) -> tuple[str, str, bool, bool]:
+    def launch_one(instance: models.Instance, provider: models.Provider) -> tuple[str, bool, bool, bool]:
         # Claim only once a create slot is ours: a claim's age then measures its create alone,
         # which is what the sweeper's stale-launch recovery assumes.
         with bounds[provider.name]:
-            claim = slots.reserve(provider, instance)
-            if claim != slots.OK:
-                return instance.id, claim, False, False
+            if not slots.claim(provider.name, instance):
+                return provider.name, False, False, False
             outcome = create(instance, provider)
             if isinstance(outcome, cloud.CloudError) and outcome.uncertain:
                 outcome = _settle_uncertain_create(instance, provider, outcome)
         if outcome is None:
-            return provider.name, claim, False, False
+            return provider.name, True, False, False
         result = outcome.error_class if isinstance(outcome, cloud.CloudError) else "ok"
         telemetry.metric("Launches", provider=provider.name, outcome=result)
         if isinstance(outcome, cloud.CloudError):
             fail_over(instance, outcome, provider)
-            return provider.name, claim, False, False
-        return provider.name, claim, True, _record_server(instance, outcome, provider)
+            return provider.name, True, False, False
+        return provider.name, True, True, _record_server(instance, outcome, provider)
 
     def create(instance: models.Instance, provider: models.Provider) -> str | cloud.CloudError:
         request = requests.get(instance.request_id)
@@ -151,10 +153,13 @@ def _reserve_and_create(plan: dict[str, str], by_id, providers, requests) -> lis
             return cloud.classify(error)
 
     with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(plan))) as pool:
+        reserve = telemetry.carry(lambda name: slots.reserve(providers[name], len(wanted[name])), "reserve")
+        granted = dict(zip(wanted, pool.map(reserve, wanted), strict=True))
+        go = {i: name for name, ids in wanted.items() for i in ids[: granted[name]]}
+        no_room = set(plan) - set(go)
         one = telemetry.carry(lambda item: launch_one(by_id[item[0]], providers[item[1]]), "launch_one")
-        outcomes = list(pool.map(one, plan.items()))
-    no_room = {name for name, claim, _, _ in outcomes if claim == slots.NO_ROOM}
-    return [(name, created, recorded) for name, claim, created, recorded in outcomes if claim == slots.OK], no_room
+        outcomes = list(pool.map(one, [item for item in plan.items() if item[0] in go]))
+    return [(name, created, recorded) for name, claimed, created, recorded in outcomes if claimed], no_room
 
 
 def _settle_uncertain_create(

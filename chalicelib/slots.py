@@ -1,7 +1,8 @@
 """Slots: a provider's `in_use` counts the instances that hold (or are about to hold) a server there.
 
-Reserving is a conditional `in_use + 1` (only while `in_use < cap`), then the instance's claim
-(PENDING -> LAUNCHING at the version read); a lost claim gives the slot straight back. Releasing
+Reserving is one conditional `in_use + n` per provider and launch round (only while that stays
+within the cap and quota), then each instance's claim (PENDING -> LAUNCHING at the claim read);
+a lost claim gives its slot straight back. Releasing
 is the instance's conditional transition out of a slot-holding state, then `in_use - 1`: only
 the writer whose transition won releases, so a slot is released exactly once however often a
 record is delivered.
@@ -29,14 +30,6 @@ from chalicelib import models, timeutil
 # States in which an instance holds a slot on its provider.
 HOLDING = (models.LAUNCHING, models.BUILDING, models.ACTIVE, models.DELETING)
 
-NO_ROOM, LOST, OK = "no_room", "lost", "ok"
-
-
-def _has_room():
-    provider = models.Provider
-    quota_ok = provider.quota_instances.does_not_exist() | (provider.in_use < provider.quota_instances)
-    return (provider.in_use < provider.max_instances) & quota_ok & (provider.enabled == True)  # noqa: E712
-
 
 def _give_back(provider_name: str) -> None:
     try:
@@ -49,29 +42,46 @@ def _give_back(provider_name: str) -> None:
             raise  # at 0 already (the provider was re-created, or drift): nothing to give back
 
 
-def reserve(provider: models.Provider, instance: models.Instance) -> str:
-    """Take a slot on `provider` and claim `instance` for it (PENDING -> LAUNCHING).
+def reserve(provider: models.Provider, wanted: int, tries: int = 3) -> int:
+    """Take up to `wanted` slots on `provider` in one conditional write: `in_use + n` only while
+    that stays within its cap and known quota, and those are still the ones read. Returns n,
+    0 when it is full or disabled. A lost race re-reads the item and tries again."""
+    item = models.Provider
+    for attempt in range(tries):
+        if attempt:
+            provider.refresh(consistent_read=True)
+        cap = int(provider.max_instances)
+        quota = None if provider.quota_instances is None else int(provider.quota_instances)
+        limit = cap if quota is None else min(cap, quota)
+        take = min(wanted, limit - int(provider.in_use))
+        if take <= 0 or not provider.enabled:
+            return 0
+        condition = (item.max_instances == cap) & (item.in_use <= limit - take) & (item.enabled == True)  # noqa: E712
+        condition &= item.quota_instances.does_not_exist() if quota is None else item.quota_instances == quota
+        try:
+            models.Provider(provider.name).update(
+                actions=[item.in_use.add(take), item.slot_changes.add(1)], condition=condition
+            )
+        except UpdateError as error:
+            if not models.is_conditional_failure(error):
+                raise
+            continue
+        return take
+    return 0
 
-    Returns OK, NO_ROOM (the provider is at its cap) or LOST (someone else changed the instance).
-    """
-    try:
-        models.Provider(provider.name).update(
-            actions=[models.Provider.in_use.add(1), models.Provider.slot_changes.add(1)], condition=_has_room()
-        )
-    except UpdateError as error:
-        if models.is_conditional_failure(error):
-            return NO_ROOM
-        raise
+
+def claim(provider_name: str, instance: models.Instance) -> bool:
+    """Claim `instance` for a slot reserved on the provider (PENDING -> LAUNCHING at the claim
+    we read). A lost claim (someone else moved the instance on) gives the slot straight back."""
     claimed = models.transition(
         instance,
         models.LAUNCHING,
         expected=[models.PENDING],
-        actions=[models.Instance.provider.set(provider.name), models.Instance.launched_at.set(timeutil.now_iso())],
+        actions=[models.Instance.provider.set(provider_name), models.Instance.launched_at.set(timeutil.now_iso())],
     )
     if not claimed:
-        _give_back(provider.name)
-        return LOST
-    return OK
+        _give_back(provider_name)
+    return claimed
 
 
 def release(instance: models.Instance, to_state: str, actions: Iterable = ()) -> bool:

@@ -20,6 +20,9 @@ from chalicelib.settings import settings
 
 log = logging.getLogger("oms.watcher")
 
+REFRESH_SECONDS = 10.0  # how long a watcher trusts its list of BUILDING instances
+RENEW_SECONDS = 10.0  # how often a watcher renews its lease (it lasts 5 polls + 30 s)
+
 
 def building(provider_name: str) -> list[models.Instance]:
     return list(models.Instance.by_provider_state.query(provider_name, models.Instance.state == models.BUILDING))
@@ -27,10 +30,10 @@ def building(provider_name: str) -> list[models.Instance]:
 
 def reconcile_building(
     provider: models.Provider, instances: list[models.Instance], servers: dict[str, cloud.Server]
-) -> int:
+) -> list[models.Instance]:
     """Settle BUILDING instances against one server list taken *after* they were read (so every
-    server of theirs existed when the list was made); returns how many still build."""
-    still_building = 0
+    server of theirs existed when the list was made); returns those that still build."""
+    still_building = []
     now = timeutil.now()
     for instance in instances:
         server = servers.get(instance.server_id)
@@ -53,14 +56,14 @@ def reconcile_building(
         elif _booting_for(instance, now) > settings.boot_timeout_seconds:
             error = cloud.CloudError(cloud.TIMEOUT, f"still {server.status} after {settings.boot_timeout_seconds} s")
         else:
-            still_building += 1
+            still_building.append(instance)
             continue
         try:
             if server is not None:
                 cloud.delete_server(provider, server.id)
         except cloud.CloudError as delete_error:
             log.warning("instance %s: could not delete failed server: %s", instance.id, delete_error.message)
-            still_building += 1
+            still_building.append(instance)
             continue
         launcher.fail_over(instance, error, provider)
     return still_building
@@ -71,10 +74,21 @@ def _booting_for(instance: models.Instance, now) -> float:
     return (now - timeutil.parse(started)).total_seconds()
 
 
+def _lease_seconds() -> float:
+    return settings.watch_poll_seconds * 5 + 30
+
+
 def _lease_value() -> str:
     """Until when the lease holds, made unique to its holder (it still compares as a time)."""
-    until = timeutil.now() + timedelta(seconds=settings.watch_poll_seconds * 5 + 30)
+    until = timeutil.now() + timedelta(seconds=_lease_seconds())
     return f"{timeutil.iso(until)}|{uuid.uuid4().hex[:12]}"
+
+
+def _lease_due(held: str) -> bool:
+    """True once the lease we hold was taken or renewed RENEW_SECONDS ago: a round that hangs
+    on a slow provider (up to the OpenStack timeout) then still ends inside the lease."""
+    until = timeutil.parse(held.partition("|")[0])
+    return (until - timeutil.now()).total_seconds() < _lease_seconds() - RENEW_SECONDS
 
 
 def _lease_write(provider_name: str, action, condition) -> bool:
@@ -118,20 +132,7 @@ def watch(provider_name: str) -> None:
     deadline = time.monotonic() + settings.watch_budget_seconds
     while held := _lease_take(provider_name):
         try:
-            while held and time.monotonic() < deadline:
-                provider = models.Provider.get(provider_name)
-                instances = building(provider_name)
-                if not instances:
-                    break
-                try:
-                    servers = {s.id: s for s in cloud.our_servers(provider)}
-                except cloud.CloudError as error:
-                    log.warning("watcher %s: list failed: %s", provider_name, error.message)
-                    servers = None
-                if servers is not None and reconcile_building(provider, instances, servers) == 0:
-                    break
-                time.sleep(settings.watch_poll_seconds)
-                held = _lease_renew(provider_name, held)  # every round, failed lists included
+            held = _poll(provider_name, held, deadline)
         except DoesNotExist:
             return
         finally:
@@ -142,3 +143,36 @@ def watch(provider_name: str) -> None:
         # A launch may have added a BUILDING instance while we were leaving: look once more.
         if time.monotonic() >= deadline or not building_exists(provider_name):
             return
+
+
+def _poll(provider_name: str, held: str, deadline: float) -> str | None:
+    """The watcher's rounds under the lease `held`: one server list per round. The BUILDING
+    instances are read again only when a server of ours builds for an instance we do not know
+    (a later create), when none is left, or after REFRESH_SECONDS; most rounds cost the provider
+    one call and DynamoDB nothing. Returns the lease, or None once it is lost."""
+    instances: list[models.Instance] = []
+    read_at: float | None = None
+    while time.monotonic() < deadline:
+        if read_at is None or time.monotonic() - read_at > REFRESH_SECONDS:
+            provider = models.Provider.get(provider_name)
+            instances, read_at = building(provider_name), time.monotonic()
+            if not instances:
+                return held
+        try:
+            servers = {s.id: s for s in cloud.our_servers(provider)}
+        except cloud.CloudError as error:
+            log.warning("watcher %s: list failed: %s", provider_name, error.message)
+        else:
+            known = {i.id for i in instances}
+            instances = reconcile_building(provider, instances, servers)
+            if not instances:
+                read_at = None
+                continue  # settled: a last read says whether new ones came meanwhile
+            if any(s.status == "BUILD" and s.instance_id not in known for s in servers.values()):
+                read_at = None
+        time.sleep(settings.watch_poll_seconds)
+        if _lease_due(held):
+            held = _lease_renew(provider_name, held)  # failed lists included
+            if not held:
+                return None
+    return held

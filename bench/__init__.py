@@ -1,0 +1,1 @@
+"""Benchmarks on the local stack and the OpenStack simulator: `make bench` writes bench/RESULTS.md."""

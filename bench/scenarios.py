@@ -1,0 +1,85 @@
+"""The scenarios of issue 10, as simulator configurations plus what OpenMultiStack is told.
+
+Providers are listed in the order the baseline script tries them; OpenMultiStack registers them
+all with the same priority and cap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+LABEL = "bench"
+BOOT_SECONDS = 3.0
+LATENCY_MS = 50.0
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    cap: int = 20
+    sim: dict[str, Any] = field(default_factory=dict)  # simulator settings: quota, mode, error_rate...
+
+    @property
+    def fault(self) -> str:
+        if self.sim.get("mode", "normal") != "normal":
+            return self.sim["mode"]
+        if self.sim.get("error_rate"):
+            return f"error_rate {self.sim['error_rate']:g}"
+        if "quota_instances" in self.sim and self.sim["quota_instances"] < self.cap:
+            return f"real quota {self.sim['quota_instances']}"
+        return ""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    count: int
+    providers: tuple[Provider, ...]
+    boot_seconds: float = BOOT_SECONDS
+    latency_ms: float = LATENCY_MS
+    timeout_seconds: float = 300.0
+
+    def sim_config(self, seed: int) -> dict[str, Any]:
+        return {
+            "seed": seed,
+            "defaults": {"boot_seconds": self.boot_seconds, "latency_ms": self.latency_ms},
+            "providers": [{"name": p.name, "quota_instances": p.cap, **p.sim} for p in self.providers],
+        }
+
+    @property
+    def usable_slots(self) -> int:
+        return sum(
+            min(p.cap, p.sim.get("quota_instances", p.cap))
+            for p in self.providers
+            if p.sim.get("mode", "normal") == "normal" and p.sim.get("error_rate", 0) < 1
+        )
+
+
+def s1() -> Scenario:
+    """The original need: 100 instances over seven accounts of 20, three of them in trouble."""
+    return Scenario(
+        name="S1",
+        count=100,
+        providers=(
+            Provider("p1"),
+            Provider("p2", sim={"mode": "maintenance"}),
+            Provider("p3"),
+            Provider("p4", sim={"quota_instances": 10}),
+            Provider("p5"),
+            Provider("p6", sim={"error_rate": 0.2}),
+            Provider("p7"),
+        ),
+        timeout_seconds=180.0,
+    )
+
+
+def s2() -> Scenario:
+    """Scale: 1,000 instances. Fifty accounts of 20 hold exactly 1,000, so the two failing ones
+    (one in maintenance, one whose every build ends in ERROR) come on top: 52 accounts."""
+    working = tuple(Provider(f"w{i:02d}") for i in range(1, 51))
+    failing = (Provider("x1", sim={"mode": "maintenance"}), Provider("x2", sim={"error_rate": 1.0}))
+    return Scenario(name="S2", count=1000, providers=(*failing[:1], *working[:25], failing[1], *working[25:]))
+
+
+SCENARIOS = {"S1": s1, "S2": s2}
