@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from pynamodb.exceptions import UpdateError
+
 from chalicelib import cloud, models, timeutil
 from chalicelib.settings import settings
 
 FAILURES_TO_OPEN = 3
+BUILD_FAILURES_TO_PROBATION = 3
 MAX_COOLDOWN_SECONDS = 600
 # Error classes that say something about the provider as a whole (others concern one server).
 PROVIDER_FAULTS = (cloud.AUTH, cloud.UNAVAILABLE, cloud.TIMEOUT)
@@ -59,7 +62,27 @@ def record_problem(provider: models.Provider, error: cloud.CloudError) -> None:
     if error.error_class == cloud.QUOTA:
         # Its real quota is lower than we thought: cap it at what it holds now.
         actions.append(models.Provider.quota_instances.set(models.Provider.in_use))
+    if error.error_class == cloud.BUILD_FAILED:
+        actions.append(models.Provider.build_failures.add(1))
     provider.update(actions=actions)
+
+
+def builds_failing(provider: models.Provider) -> bool:
+    """Its last few builds all ended in ERROR: it gets one instance per launch round (a probe)."""
+    return int(provider.build_failures or 0) >= BUILD_FAILURES_TO_PROBATION
+
+
+def record_build_ok(provider: models.Provider) -> None:
+    """A server came up ACTIVE: its builds work. Written only when failures were counted."""
+    if not int(provider.build_failures or 0):
+        return
+    try:
+        provider.update(
+            actions=[models.Provider.build_failures.set(0)], condition=models.Provider.build_failures > 0
+        )
+    except UpdateError as error:
+        if not models.is_conditional_failure(error):
+            raise
 
 
 def record_outcome(provider: models.Provider, error: cloud.CloudError) -> None:

@@ -40,7 +40,7 @@ def _slots(provider: models.Provider, now, proven: set[str], failed: set[str]) -
         labels=frozenset(provider.labels.as_dict()),
         enabled=bool(provider.enabled) and provider.name not in failed,
         circuit=placement.circuit_state(provider.health_state, retry_at, now),
-        on_probation=provider.name not in proven and not recent,
+        on_probation=(provider.name not in proven and not recent) or health.builds_failing(provider),
     )
 
 

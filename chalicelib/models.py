@@ -101,6 +101,9 @@ class Provider(Model):
     retry_at = UnicodeAttribute(null=True)
     # When a create last succeeded here: a provider without a recent one is on probation.
     last_launch_ok_at = UnicodeAttribute(null=True)
+    # Builds here that ended in ERROR since one last came up ACTIVE: past a few, the provider is
+    # on probation (one instance per launch round) until a build succeeds again.
+    build_failures = NumberAttribute(default=0)
     # Our servers there that no live instance claimed at the last sweep: deleted if seen again.
     leak_suspects = UnicodeSetAttribute(null=True)
     # "in_use:counted:slot_changes" when the last sweep found `in_use` off the number of instances

@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from pynamodb.exceptions import DoesNotExist, UpdateError
 
-from chalicelib import cloud, launcher, models, telemetry, timeutil
+from chalicelib import cloud, health, launcher, models, telemetry, timeutil
 from chalicelib.settings import settings
 
 log = logging.getLogger("oms.watcher")
@@ -34,6 +34,7 @@ def reconcile_building(
     """Settle BUILDING instances against one server list taken *after* they were read (so every
     server of theirs existed when the list was made); returns those that still build."""
     still_building = []
+    came_up = False
     now = timeutil.now()
     for instance in instances:
         server = servers.get(instance.server_id)
@@ -48,6 +49,7 @@ def reconcile_building(
                 waited = (timeutil.now() - timeutil.parse(instance.created_at)).total_seconds()
                 log.info("instance %s: ACTIVE on %s after %.1f s", instance.id, provider.name, waited, extra=fields)
                 telemetry.metric("TimeToActive", waited, "Seconds", provider=provider.name)
+                came_up = True
             continue
         if server is None:
             error = cloud.CloudError(cloud.BUILD_FAILED, f"server {instance.server_id} vanished while building")
@@ -66,6 +68,8 @@ def reconcile_building(
             still_building.append(instance)
             continue
         launcher.fail_over(instance, error, provider)
+    if came_up:
+        health.record_build_ok(provider)
     return still_building
 
 

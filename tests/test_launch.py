@@ -150,3 +150,30 @@ def test_extending_a_request_moves_the_servers_expiry_tag(admin_api, user_api, s
 
     wait_for(lambda: tags() == {extended["expires_at"]}, what="servers re-tagged")
     assert {s["metadata"]["oms_instance_id"] for s in sim.servers("p6")} == {i["id"] for i in request["instances"]}
+
+
+def test_a_provider_whose_builds_keep_failing_gets_only_probes_until_one_comes_up(admin_api, user_api, sim):
+    from chalicelib import models
+
+    label = unique("lbl")
+    sim.control("p1", error_rate=1.0)  # every build ends in ERROR
+    broken = register_sim_provider(admin_api, sim, "p1", label)["name"]
+    register_sim_provider(admin_api, sim, "p2", label)
+
+    def ready(count: int) -> list[dict]:
+        request = user_api.post("/requests", json={"label": label, "count": count}).json()
+        wait_for(lambda: request_state(user_api, request["id"])["state"] == "ready", timeout=300, what="ready")
+        return request_state(user_api, request["id"])["instances"]
+
+    ready(10)  # spread over both; those on p1 fail over to p2
+    assert sim.state("p1")["servers_created"] >= 3
+    assert models.Provider.get(broken).build_failures >= 3
+    created = sim.state("p1")["servers_created"]
+    # p1 has more room than p2 now, but only a probe may go there, and p2 still has room for all.
+    assert {i["provider"] for i in ready(10)} != {broken}
+    assert sim.state("p1")["servers_created"] - created <= 1
+
+    # Builds work again: with p2 full, p1's probes come up and its failures are forgotten.
+    sim.control("p1", error_rate=0.0)
+    assert {i["provider"] for i in ready(5)} == {broken}
+    assert models.Provider.get(broken).build_failures == 0

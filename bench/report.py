@@ -1,0 +1,377 @@
+"""bench/RESULTS.md and its plot, from the raw results of `python -m bench`."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import statistics
+import sys
+from collections import Counter
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench import scenarios
+
+PLOT = "active-over-time.png"
+S1_TARGET_SECONDS = 2 * scenarios.BOOT_SECONDS + 3
+TARGETS = {"s1_all": S1_TARGET_SECONDS, "s1_ratio": 20.0, "s2_all": 60.0, "sweep": 10.0, "api_import": 0.5}
+VERSIONS = ("chalice", "boto3", "moto", "pynamodb", "openstacksdk", "keystoneauth1", "aws-xray-sdk", "matplotlib")
+
+
+def py_spy() -> str | None:
+    found = Path(sys.executable).with_name("py-spy")
+    return str(found) if found.exists() else shutil.which("py-spy")
+
+
+# --- numbers -----------------------------------------------------------------------------------
+
+
+def spread(values: list[float | None], unit: str = " s", digits: int = 1) -> str:
+    """'median [min–max]' of several runs ('n/a' when a run has no value)."""
+    if not values or any(v is None for v in values):
+        return "n/a"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}{unit}"
+    return f"{statistics.median(values):.{digits}f}{unit} [{min(values):.{digits}f}–{max(values):.{digits}f}]"
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def counts_median(dicts: list[dict[str, int]]) -> dict[str, float]:
+    keys = sorted({k for d in dicts for k in d})
+    return {k: statistics.median([d.get(k, 0) for d in dicts]) for k in keys}
+
+
+def verdict(ok: bool, over: str = "") -> str:
+    return "met" if ok else f"**missed**{' ' + over if over else ''}"
+
+
+# --- profile -----------------------------------------------------------------------------------
+
+
+def profile_summary(path: Path, top: int = 12) -> list[tuple[float, str]]:
+    """Inclusive share of samples per function of ours or of a library, from py-spy's collapsed
+    stacks: which work the process was busy with (idle threads are not sampled)."""
+    if not path.exists():
+        return []
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        samples = int(count)
+        total += samples
+        seen = set()
+        for frame in stack.split(";"):
+            match = re.match(r"(.+?) \((.+?)(?::\d+)?\)$", frame)
+            if not match:
+                continue
+            function, filename = match.groups()
+            key = f"{_module(filename)}: {function}"
+            if key not in seen:
+                seen.add(key)
+                inclusive[key] += samples
+    if not total:
+        return []
+    boring = ("threading", "concurrent", "socketserver", "chalice.app", "local.stack", "http.server", "werkzeug")
+    rows = [(100.0 * n / total, key) for key, n in inclusive.most_common() if not key.startswith(boring)]
+    return rows[:top]
+
+
+def _module(filename: str) -> str:
+    name = filename.replace("\\", "/")
+    for marker in ("site-packages/", "/lib/python3"):
+        if marker in name:
+            name = name.split(marker, 1)[1]
+            if marker != "site-packages/":
+                name = name.split("/", 1)[-1]
+    name = name.removesuffix(".py").replace("/", ".").removesuffix(".__init__")
+    return name
+
+
+# --- the document ------------------------------------------------------------------------------
+
+
+def machine() -> list[str]:
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line),
+        platform.processor() or "unknown",
+    )
+    memory = next(
+        (int(line.split()[1]) // 1024 // 1024 for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")),
+        0,
+    )
+    versions = []
+    for name in VERSIONS:
+        try:
+            versions.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return [
+        f"- Machine: {os.cpu_count()} CPUs ({cpu}), {memory} GiB memory, {platform.system()} {platform.release()}",
+        f"- Python {platform.python_version()}; {', '.join(versions)}",
+    ]
+
+
+def write(results: dict[str, Any], raw: Path, out: Path) -> None:
+    s1, s2, base, cold = results["s1"], results.get("s2", []), results["baseline"], results["cold"]
+    plot(s1, base, out.with_name(PLOT))
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `make bench` (`python -m bench`) on {results['started']}"
+        + (f" in {results['bench_seconds']} s" if "bench_seconds" in results else "")
+        + ". Every OpenMultiStack run is a fresh local stack (moto server, the API, stream pump,",
+        "scheduler, workers and watchers as `make run` runs them) against a fresh simulator process",
+        "speaking OpenStack over HTTP to unmodified openstacksdk. Figures are the median of the runs,",
+        "with [min–max] across them. Raw results of every run: `bench/raw/` (not kept in git).",
+        "",
+        *machine(),
+        f"- Runs: S1 ×{len(s1)}, S2 ×{len(s2)}, baseline ×1 (see its notes), imports ×{cold['runs']} each",
+        "",
+    ]
+    lines += _targets(s1, s2, base, cold)
+    lines += _s1(s1, base)
+    lines += _floor(s1, raw)
+    if s2:
+        lines += _s2(s2)
+    lines += _cold(cold)
+    lines += _method()
+    out.write_text("\n".join(lines) + "\n")
+
+
+def _all_times(runs: list[dict], key: str) -> list[float | None]:
+    return [r["times"][key] for r in runs]
+
+
+def _targets(s1, s2, base, cold) -> list[str]:
+    s1_all = median([r["times"]["all"] or float("inf") for r in s1])
+    ratio = (base["times"]["all"] or 0) / s1_all if s1_all else 0
+    over_cap = sum(len(r["over_cap"]) for r in s1 + s2)
+    leaks = sum(sum(r["leaks"].values()) for r in s1 + s2)
+    rows = [
+        ("S1: 100 ACTIVE", f"≤ {S1_TARGET_SECONDS:g} s", spread(_all_times(s1, "all")), s1_all <= TARGETS["s1_all"],
+         f"by {s1_all - TARGETS['s1_all']:.1f} s"),
+        ("S1: against the baseline", "≥ 20×", f"{ratio:.0f}×", ratio >= TARGETS["s1_ratio"], ""),
+        ("S1 and S2: servers over a cap", "0", str(over_cap), over_cap == 0, ""),
+        ("S1 and S2: servers leaked", "0", str(leaks), leaks == 0, ""),
+    ]
+    if s2:
+        s2_all = median([r["times"]["all"] or float("inf") for r in s2])
+        sweep = median([r["sweep"]["seconds"] for r in s2])
+        rows += [
+            ("S2: 1,000 ACTIVE", "≤ 60 s", spread(_all_times(s2, "all")), s2_all <= TARGETS["s2_all"],
+             f"by {s2_all - TARGETS['s2_all']:.0f} s"),
+            ("S2: one sweeper pass", "≤ 10 s", spread([r["sweep"]["seconds"] for r in s2]), sweep <= TARGETS["sweep"],
+             f"by {sweep - TARGETS['sweep']:.1f} s"),
+        ]
+    api = median(cold["imports"]["api"])
+    rows.append(("API handler cold import", "< 0.5 s", spread(cold["imports"]["api"], digits=2), api < 0.5, ""))
+    out = ["## Targets", "", "| what | target | measured | |", "| --- | --- | --- | --- |"]
+    out += [f"| {what} | {target} | {got} | {verdict(ok, over)} |" for what, target, got, ok, over in rows]
+    return out + ["", "Where a target is missed, the sections below say by how much and what stands in the way.", ""]
+
+
+def _s1(s1: list[dict], base: dict) -> list[str]:
+    scenario = scenarios.s1()
+    out = [
+        "## S1: 100 instances over seven accounts of 20",
+        "",
+        f"Boot {scenario.boot_seconds:g} s, API latency {scenario.latency_ms:g} ms on every call. Providers, in the",
+        "baseline's order (OpenMultiStack registers them all with one priority and `max_instances` 20):",
+        "",
+        "| provider | trouble | ACTIVE on it (median) | `servers_peak` (max over runs) / cap |",
+        "| --- | --- | --- | --- |",
+    ]
+    for p in scenario.providers:
+        active = median([r["providers"][p.name]["active"] for r in s1])
+        peak = max(r["providers"][p.name]["servers_peak"] for r in s1)
+        out.append(f"| {p.name} | {p.fault or '—'} | {active:g} | {peak} / {p.cap} |")
+    ratio = {k: (base["times"][k] / median([r["times"][k] for r in s1])) for k in ("first", "half", "p90", "all")}
+    out += [
+        "",
+        f"![ACTIVE instances over time]({PLOT})",
+        "",
+        "| time to … ACTIVE | OpenMultiStack | baseline script | baseline / OpenMultiStack |",
+        "| --- | --- | --- | --- |",
+    ]
+    for key, label in (("first", "first"), ("half", "50"), ("p90", "90"), ("all", "100")):
+        out.append(f"| {label} | {spread(_all_times(s1, key))} | {base['times'][key]:.1f} s | {ratio[key]:.0f}× |")
+    failovers = counts_median([r["failovers_by_class"] for r in s1])
+    out += [
+        "",
+        f"- Failovers: {spread([r['failovers'] for r in s1], unit='', digits=0)} per run "
+        f"({', '.join(f'{k} {v:g}' for k, v in failovers.items()) or 'none'}; medians); the baseline met "
+        f"{base['failures']} failed tries.",
+        f"- DELETE of the request to all 100 DELETED: {spread([r['delete_seconds'] for r in s1])}.",
+        f"- Leaks after the teardown: {sum(sum(r['leaks'].values()) for r in s1)} servers in {len(s1)} runs. "
+        f"The baseline left {sum(base['leaks'].values())} (the ERROR servers `create_server(wait=True)` raises on "
+        "and does not delete).",
+        f"- Instances FAILED: {sum(r['failed'] for r in s1)}; `servers_peak` above a cap: "
+        f"{sum(len(r['over_cap']) for r in s1)} times.",
+        "",
+        "OpenStack API calls, from launch request to 100 ACTIVE (median per run; the baseline's in one run):",
+        "",
+        "| call | OpenMultiStack | baseline |",
+        "| --- | --- | --- |",
+    ]
+    ours = counts_median([r["openstack_calls"] for r in s1])
+    for kind in sorted(set(ours) | set(base["openstack_calls"])):
+        out.append(f"| {kind} | {ours.get(kind, 0):g} | {base['openstack_calls'].get(kind, 0)} |")
+    out.append(f"| **all** | **{sum(ours.values()):g}** | **{sum(base['openstack_calls'].values())}** |")
+    return out + [""]
+
+
+def _floor(s1: list[dict], raw: Path) -> list[str]:
+    boot = scenarios.BOOT_SECONDS
+    phases = {k: median([r["phases"][k] for r in s1]) for k in s1[0]["phases"]}
+    cpu = counts_median([r["cpu_seconds"] for r in s1])
+    wall = median([r["wall_seconds"] for r in s1])
+    floor = 2 * boot
+    s1_all = median([r["times"]["all"] for r in s1])
+    out = [
+        "## S1: the physical floor, and where the rest goes",
+        "",
+        f"An instance cannot be ACTIVE before its server has booted ({boot:g} s after its create), and one",
+        "that fails over boots twice: its first server reports ERROR only when its boot ends. So the",
+        f"floor for S1 is about {floor:g} s plus the calls on the way. OpenMultiStack took {s1_all:.1f} s, "
+        f"{s1_all - floor:.1f} s above {floor:g} s:",
+        "",
+        "| phase (median of runs) | seconds |",
+        "| --- | --- |",
+        f"| request accepted (`POST /requests`) | {median([r['accepted_seconds'] for r in s1]):.2f} |",
+        f"| half of the first creates returned | {phases['created_median']:.2f} |",
+        f"| last first create returned | {phases['created_max']:.2f} |",
+        f"| ACTIVE seen after the boot ended: median / worst | {phases['seen_after_boot_median']:.2f} / "
+        f"{phases['seen_after_boot_max']:.2f} |",
+        f"| last instance ACTIVE that did not fail over | {phases['last_direct']:.2f} |",
+        f"| last instance ACTIVE that failed over ({phases['failed_over']:g} did) | {phases['last_failed_over']:.2f} |",
+        "",
+        f"CPU time while the 100 came up ({wall:.1f} s of wall time, 2 cores = {2 * wall:.1f} CPU-seconds): "
+        + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in cpu.items())
+        + ". The app process holds the API, the stream pump, the workers and the watchers; moto is the",
+        "local DynamoDB and Secrets Manager; sim is the simulated OpenStack.",
+        "",
+    ]
+    for name, title in (("app", "the app process"), ("moto", "moto")):
+        rows = profile_summary(raw / "profile" / f"{name}.txt")
+        if rows:
+            out += [f"py-spy's samples of {title} in the first S1 run (share of busy samples a function is on the stack of):", ""]
+            out += [f"- {share:.0f}% `{key}`" for share, key in rows]
+            out.append("")
+    return out
+
+
+def _s2(s2: list[dict]) -> list[str]:
+    scenario = scenarios.s2()
+    dynamo = [
+        {k.split(":", 1)[1]: v for k, v in r["aws_calls"].items() if k.startswith("dynamodb:")} for r in s2
+    ]
+    per_instance = [sum(d.values()) / scenario.count for d in dynamo]
+    by_op = counts_median(dynamo)
+    sweep_calls = counts_median([r["sweep"]["openstack_calls"] for r in s2])
+    sweep_dynamo = counts_median(
+        [{k: v for k, v in r["sweep"]["aws_calls"].items() if k.startswith("dynamodb:")} for r in s2]
+    )
+    out = [
+        "## S2: 1,000 instances over 52 accounts",
+        "",
+        "Fifty accounts of 20 hold exactly 1,000 instances, so the two failing accounts come on top of",
+        "them: one in maintenance and one whose every build ends in ERROR; boot 3 s, latency 50 ms.",
+        "",
+        "| figure | median [min–max] |",
+        "| --- | --- |",
+        f"| time to first ACTIVE | {spread(_all_times(s2, 'first'))} |",
+        f"| time to 500 ACTIVE | {spread(_all_times(s2, 'half'))} |",
+        f"| time to all 1,000 ACTIVE | {spread(_all_times(s2, 'all'))} |",
+        f"| failovers | {spread([r['failovers'] for r in s2], unit='', digits=0)} |",
+        f"| DynamoDB operations per instance, launch to ACTIVE | {spread(per_instance, unit='', digits=1)} |",
+        f"| one sweeper pass with 1,000 ACTIVE | {spread([r['sweep']['seconds'] for r in s2], digits=2)} |",
+        f"| DELETE to all DELETED | {spread([r['delete_seconds'] for r in s2])} |",
+        "",
+        "DynamoDB operations from the request to all ACTIVE (median per run): "
+        + ", ".join(f"{k} {v:g}" for k, v in sorted(by_op.items(), key=lambda kv: -kv[1]))
+        + ".",
+        "",
+        "One sweeper pass: OpenStack calls "
+        + ", ".join(f"{k} {v:g}" for k, v in sweep_calls.items())
+        + "; DynamoDB operations "
+        + ", ".join(f"{k.split(':', 1)[1]} {v:g}" for k, v in sweep_dynamo.items())
+        + ".",
+        "",
+    ]
+    return out
+
+
+def _cold(cold: dict) -> list[str]:
+    package = cold["package"]
+    return [
+        "## Cold start",
+        "",
+        "Imports a new container does before its first event, in fresh interpreters with the prod",
+        "stage's environment (tracing on):",
+        "",
+        "| function | imports | median [min–max] |",
+        "| --- | --- | --- |",
+        f"| API handler | `app` | {spread(cold['imports']['api'], digits=3)} |",
+        f"| stream worker | `app`, then the launch path with openstacksdk | {spread(cold['imports']['worker'], digits=3)} |",
+        f"| sweeper | `app`, then the sweeper | {spread(cold['imports']['sweeper'], digits=3)} |",
+        "",
+        f"Deployment package (`python -m infra package`, stage prod): {package['zip_bytes'] / 2**20:.1f} MiB zipped, "
+        f"{package['unzipped_bytes'] / 2**20:.1f} MiB unzipped, {package['files']} files "
+        f"(Lambda's limit: 50 MiB zipped, 250 MiB unzipped).",
+        "",
+    ]
+
+
+def _method() -> list[str]:
+    return [
+        "## How it is measured",
+        "",
+        "- Times run from the `POST /requests` call. Each instance's ACTIVE time is the timestamp of the",
+        "  app's own log record of that transition (millisecond resolution), so the measuring adds no",
+        "  polling. DynamoDB operations are counted in botocore (every call the app process makes);",
+        "  OpenStack calls, `servers_peak` and leaks are the simulator's own counters.",
+        "- Before the request, one sweeper pass has checked every provider, as it would have in a",
+        "  running service. The local stack runs the sweeper every 5 s and watchers poll every 1 s.",
+        "- Leaks are the servers still on any provider once every instance is DELETED.",
+        "- The baseline runs the user's loop (`create_server(wait=True)` on each provider in order,",
+        "  the next one on any exception) against its own simulator with the same settings. As",
+        "  written it would take over ten minutes, more than `make bench` may spend, so its instances",
+        "  are shared over 10 threads each running the same sequential loop; the sequential script's",
+        "  time to the n-th ACTIVE is the sum of the first n instances' durations.",
+        "  `python -m bench.baseline S1 --lanes 1` runs it as written.",
+    ]
+
+
+def plot(s1: list[dict], base: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ours, both) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=100)
+    for n, run in enumerate(s1, 1):
+        times = run["active_times"]
+        ours.step([0, *times], range(len(times) + 1), where="post", label=f"run {n}")
+        both.step([0.1, *times], range(len(times) + 1), where="post", color="tab:blue", alpha=0.6,
+                  label="OpenMultiStack" if n == 1 else None)
+    ours.axvline(S1_TARGET_SECONDS, color="tab:red", linestyle="--", label=f"target {S1_TARGET_SECONDS:g} s")
+    ours.axvline(2 * scenarios.BOOT_SECONDS, color="grey", linestyle=":", label="floor (two boots)")
+    ours.set(title="S1: OpenMultiStack", xlabel="seconds since POST /requests", ylabel="instances ACTIVE")
+    ours.legend(loc="lower right")
+    times = base["active_times"]
+    both.step([0.1, *times], range(len(times) + 1), where="post", color="tab:orange", label="baseline script")
+    both.set_xscale("log")
+    both.set(title="S1: against the baseline (log time)", xlabel="seconds since start", ylabel="instances ACTIVE")
+    both.legend(loc="upper left")
+    for axis in (ours, both):
+        axis.grid(alpha=0.3)
+        axis.set_ylim(0, 105)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
