@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # The dashboard's browser tests drive Debian's Chromium (Playwright's own download is not used).
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run demo test lint format package clean
+.PHONY: run demo test bench lint format package clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ demo: $(STAMP)  ## the local stack plus simulated OpenStack providers, ready to 
 test: $(STAMP) $(CHROMIUM)  ## the whole test suite
 	OMS_CHROMIUM=$(CHROMIUM) $(PY) -m pytest
 
+bench: $(STAMP)  ## benchmarks on the local stack and the simulator: bench/RESULTS.md and its plot
+	$(PY) -m bench
+
 package: $(STAMP)  ## build/prod: deployment.zip and sam.json (CloudFormation, checked by cfn-lint)
 	$(PY) -m infra package build/prod
 	$(VENV)/bin/cfn-lint build/prod/sam.json
@@ -46,4 +49,4 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache bench/raw

@@ -45,6 +45,12 @@ def measure(raw: Path, runs: int, s2_runs: int, cold_runs: int, lanes: int) -> d
     for n in range(1, s2_runs + 1):
         steps.append((f"S2 run {n}/{s2_runs}", lambda n=n: ("s2", _oms("S2", n, raw, sweep=True, profile=False))))
     steps.append(("cold start", lambda: ("cold", _cold(raw, cold_runs))))
+    steps.append(
+        (
+            "moto's speed",
+            lambda: ("store", _python_module("bench.store", out=raw / "store.json", log=raw / "store.log")),
+        )
+    )
     for title, step in steps:
         started = time.monotonic()
         print(f"bench: {title}...", flush=True)
@@ -70,9 +76,8 @@ def _oms(scenario: str, n: int, raw: Path, *, sweep: bool, profile: bool) -> dic
 
 
 def _baseline(raw: Path, lanes: int) -> dict[str, Any]:
-    return _python_module(
-        "bench.baseline", "S1", "--seed", "1", "--lanes", str(lanes), out=raw / "baseline.json", log=raw / "baseline.log"
-    )
+    args = ("S1", "--seed", "1", "--lanes", str(lanes))
+    return _python_module("bench.baseline", *args, out=raw / "baseline.json", log=raw / "baseline.log")
 
 
 def _cold(raw: Path, runs: int) -> dict[str, Any]:

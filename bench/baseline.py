@@ -105,7 +105,9 @@ def run(scenario: scenarios.Scenario, seed: int, lanes: int, workdir: Path) -> d
         after = {n: sim.state(n) for n in names}
         ordered = [results[i] for i in range(scenario.count)]
         up = [r for r in ordered if r["provider"]]
-        active_times = [t for t, r in zip(cumulative([r["seconds"] for r in ordered]), ordered, strict=True) if r["provider"]]
+        active_times = [
+            t for t, r in zip(cumulative([r["seconds"] for r in ordered]), ordered, strict=True) if r["provider"]
+        ]
         calls: Counter[str] = Counter()
         for n in names:
             calls.update({k: v - before[n]["calls"].get(k, 0) for k, v in after[n]["calls"].items()})
@@ -142,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lanes", type=int, default=10, help="threads sharing the instances (1: as written)")
     parser.add_argument("--out", type=Path, help="write the result here as JSON (default: stdout)")
     args = parser.parse_args(argv)
-    result = run(scenarios.SCENARIOS[args.scenario](), args.seed, args.lanes, Path(tempfile.mkdtemp(prefix="oms-baseline-")))
+    result = run(
+        scenarios.SCENARIOS[args.scenario](), args.seed, args.lanes, Path(tempfile.mkdtemp(prefix="oms-baseline-"))
+    )
     text = json.dumps(result, indent=1)
     if args.out:
         args.out.write_text(text)

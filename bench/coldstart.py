@@ -56,7 +56,9 @@ def import_seconds(function: str, runs: int) -> list[float]:
     code = _PROBE.format(imports=FUNCTIONS[function])
     times = []
     for _ in range(runs):
-        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+        )
         times.append(float(out.stdout.strip().splitlines()[-1]))
     return times
 

@@ -276,7 +276,9 @@ def run(scenario: scenarios.Scenario, seed: int, sweep_pass: bool, profile: Path
                 }
                 for p in scenario.providers
             },
-            openstack_calls=dict(sum((Counter(_diff(sims_after[n]["calls"], sims_before[n]["calls"])) for n in sims_after), Counter())),
+            openstack_calls=dict(
+                sum((Counter(_diff(sims_after[n]["calls"], sims_before[n]["calls"])) for n in sims_after), Counter())
+            ),
             aws_calls=dict(aws_launch),
             cpu_seconds={k: round(cpu_after[k] - cpu_before[k], 2) for k in cpu_after},
             wall_seconds=round(up_at, 3),
@@ -315,8 +317,19 @@ def _profile(folder: Path, pids: dict[str, int]) -> list[subprocess.Popen]:
     spy = Path(sys.executable).with_name("py-spy")
     profilers = [
         subprocess.Popen(
-            [str(spy), "record", "--pid", str(pid), "--rate", "100", "--nonblocking", "--format", "raw",
-             "--output", str(folder / f"{name}.txt")],
+            [
+                str(spy),
+                "record",
+                "--pid",
+                str(pid),
+                "--rate",
+                "100",
+                "--nonblocking",
+                "--format",
+                "raw",
+                "--output",
+                str(folder / f"{name}.txt"),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -82,4 +82,16 @@ def s2() -> Scenario:
     return Scenario(name="S2", count=1000, providers=(*failing[:1], *working[:25], failing[1], *working[25:]))
 
 
-SCENARIOS = {"S1": s1, "S2": s2}
+def smoke() -> Scenario:
+    """A few instances on two providers, one of them failing every build: the harness's own test."""
+    return Scenario(
+        name="smoke",
+        count=6,
+        providers=(Provider("a", sim={"error_rate": 1.0}), Provider("b")),
+        boot_seconds=0.3,
+        latency_ms=0.0,
+        timeout_seconds=120.0,
+    )
+
+
+SCENARIOS = {"S1": s1, "S2": s2, "smoke": smoke}

@@ -77,9 +77,7 @@ def record_build_ok(provider: models.Provider) -> None:
     if not int(provider.build_failures or 0):
         return
     try:
-        provider.update(
-            actions=[models.Provider.build_failures.set(0)], condition=models.Provider.build_failures > 0
-        )
+        provider.update(actions=[models.Provider.build_failures.set(0)], condition=models.Provider.build_failures > 0)
     except UpdateError as error:
         if not models.is_conditional_failure(error):
             raise

@@ -22,6 +22,7 @@ PROBATION_SECONDS = 600  # a provider with no accepted create for this long gets
 EXCLUDE_SECONDS = 600  # a provider that failed an instance is not tried again for it this long
 CREATES_PER_PROVIDER = 8
 MAX_WORKERS = 32
+WAITING_PER_PASS = 1000  # PENDING instances of a batch's labels a launch pass takes on besides its own
 
 
 def excluded(instance: models.Instance, now_iso: str) -> frozenset[str]:
@@ -44,14 +45,31 @@ def _slots(provider: models.Provider, now, proven: set[str], failed: set[str]) -
     )
 
 
+def _still_pending(instance_ids) -> list[models.Instance]:
+    return [i for i in models.Instance.batch_get(instance_ids, consistent_read=True) if i.state == models.PENDING]
+
+
+def _waiting_with(pending: list[models.Instance]) -> list[models.Instance]:
+    """Other PENDING instances of the same labels (from the label/state index, then read
+    consistently): a request's instances reach the stream in several batches, and one pass that
+    places them all saves the passes after it a wait and a placement."""
+    known = {i.id for i in pending}
+    more = []
+    for label in sorted({i.label for i in pending}):
+        query = models.Instance.by_label_state.query(
+            label, models.Instance.state == models.PENDING, limit=WAITING_PER_PASS
+        )
+        more.extend(i.id for i in query if i.id not in known)
+    return _still_pending(more) if more else []
+
+
 def launch(instance_ids: list[str]) -> None:
-    """Launch whichever of these instances are still PENDING."""
-    pending = sorted(
-        (i for i in models.Instance.batch_get(instance_ids, consistent_read=True) if i.state == models.PENDING),
-        key=lambda i: i.name,
-    )
+    """Launch whichever of these instances are still PENDING, and other PENDING instances of
+    their labels that have not reached the stream yet."""
+    pending = _still_pending(instance_ids)
     if not pending:
         return
+    pending = sorted(pending + _waiting_with(pending), key=lambda i: i.name)
     requests = {r.id: r for r in models.Request.batch_get({i.request_id for i in pending})}
     pending = _fail_exhausted(pending)
     proven: set[str] = set()

@@ -3,8 +3,8 @@
 Candidates for an instance: enabled, circuit not open, label mapped, not excluded for this
 instance, a free slot. Order: lowest `priority` first; among equals, most free slots first, so a
 batch spreads over providers. A provider on probation (circuit half-open, no launch that
-succeeded lately, or its last builds all ended in ERROR) gets one instance per round: its probe. The rest of its share waits for a
-later round, after the probe's create was accepted.
+succeeded lately, or its last builds all ended in ERROR) gets one instance per round: its probe.
+The rest of its share waits for a later round, after the probe's create was accepted.
 """
 
 from __future__ import annotations

@@ -120,7 +120,7 @@ def load() -> Settings:
         max_attempts=_int("OMS_MAX_ATTEMPTS", 10),
         boot_timeout_seconds=_int("OMS_BOOT_TIMEOUT_SECONDS", 600),
         launch_stale_seconds=_int("OMS_LAUNCH_STALE_SECONDS", 120),
-        watch_poll_seconds=_float("OMS_WATCH_POLL_SECONDS", 1.0),
+        watch_poll_seconds=_float("OMS_WATCH_POLL_SECONDS", 0.5),
         watch_budget_seconds=_int("OMS_WATCH_BUDGET_SECONDS", 600),
         openstack_timeout_seconds=_float("OMS_OPENSTACK_TIMEOUT_SECONDS", 20.0),
         sweep_budget_seconds=_float("OMS_SWEEP_BUDGET_SECONDS", 25.0),

@@ -117,14 +117,11 @@ def sweep_provider(provider: models.Provider, part: ProviderPass) -> None:
 def _reconcile(provider: models.Provider, part: ProviderPass) -> int:
     """Settle the provider's instances against one server list, taken *after* they were read, so
     that every server they name existed when the list was made. Returns how many instances held
-    a slot there when read (for the drift check: one query per state serves both)."""
+    a slot there when read (for the drift check: the same two queries serve both)."""
     now = timeutil.now()
     now_iso = timeutil.iso(now)
     stuck_before = timeutil.iso(now - timedelta(seconds=settings.launch_stale_seconds))
-    held = {
-        state: list(models.Instance.by_provider_state.query(provider.name, models.Instance.state == state))
-        for state in slots.HOLDING
-    }
+    held = slots.held(provider.name)
     counted = sum(len(instances) for instances in held.values())
     try:
         servers = {s.id: s for s in cloud.our_servers(provider)}

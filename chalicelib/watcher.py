@@ -151,11 +151,13 @@ def watch(provider_name: str) -> None:
 
 def _poll(provider_name: str, held: str, deadline: float) -> str | None:
     """The watcher's rounds under the lease `held`: one server list per round. The BUILDING
-    instances are read again only when a server of ours builds for an instance we do not know
-    (a later create), when none is left, or after REFRESH_SECONDS; most rounds cost the provider
-    one call and DynamoDB nothing. Returns the lease, or None once it is lost."""
+    instances are read again only when a server of ours that is not one of theirs has finished
+    building since the last list (a later create's), when none is left, or after
+    REFRESH_SECONDS; most rounds cost the provider one call and DynamoDB nothing. Returns the
+    lease, or None once it is lost."""
     instances: list[models.Instance] = []
     read_at: float | None = None
+    others: dict[str, str] | None = None  # status of the other servers of ours at the last list
     while time.monotonic() < deadline:
         if read_at is None or time.monotonic() - read_at > REFRESH_SECONDS:
             provider = models.Provider.get(provider_name)
@@ -169,11 +171,14 @@ def _poll(provider_name: str, held: str, deadline: float) -> str | None:
         else:
             known = {i.id for i in instances}
             instances = reconcile_building(provider, instances, servers)
-            if not instances:
+            before, others = others, {s.id: s.status for s in servers.values() if s.instance_id not in known}
+            finished = before is not None and any(
+                status != "BUILD" and before.get(server_id, "BUILD") == "BUILD" for server_id, status in others.items()
+            )
+            if finished or not instances:
                 read_at = None
-                continue  # settled: a last read says whether new ones came meanwhile
-            if any(s.status == "BUILD" and s.instance_id not in known for s in servers.values()):
-                read_at = None
+                if "BUILD" not in others.values():
+                    continue  # nothing else builds: a read now says whether there is more to settle
         time.sleep(settings.watch_poll_seconds)
         if _lease_due(held):
             held = _lease_renew(provider_name, held)  # failed lists included

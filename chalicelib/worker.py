@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -19,6 +20,8 @@ from chalicelib import cloud, launcher, models, slots, telemetry, timeutil
 from chalicelib.settings import settings
 
 log = logging.getLogger("oms.worker")
+
+TEARDOWNS_AT_ONCE = 16
 
 
 @dataclass(frozen=True)
@@ -108,19 +111,18 @@ def handle(records: Iterable) -> list[str]:
     for expiry in expiry_changes(records):
         _tag_expiry(expiry)
     retry = []
-    launches = []
+    launches = [c for c in found if c.new_state == models.PENDING]
     freed: Counter[str] = Counter()
-    for change in found:
-        if change.new_state == models.DELETING:
-            try:
-                released_on = teardown(change.instance_id)
-                if released_on:
+    deletes = [c for c in found if c.new_state == models.DELETING]
+    if deletes:
+        # In parallel: each teardown waits on its provider's DELETE call.
+        with ThreadPoolExecutor(max_workers=min(TEARDOWNS_AT_ONCE, len(deletes))) as pool:
+            outcomes = pool.map(telemetry.carry(_teardown_one, "teardown"), deletes)
+            for change, (released_on, failed) in zip(deletes, outcomes, strict=True):
+                if failed:
+                    retry.append(change.sequence_number)
+                elif released_on:
                     freed[released_on] += 1
-            except Exception:
-                log.exception("instance %s: teardown failed", change.instance_id)
-                retry.append(change.sequence_number)
-        elif change.new_state == models.PENDING:
-            launches.append(change)
     for provider_name, room in freed.items():
         # Freed slots go to instances waiting for room (fired again through the stream); if
         # this fails, the sweeper's re-drive catches up: never fail the batch over it.
@@ -135,6 +137,15 @@ def handle(records: Iterable) -> list[str]:
             log.exception("launch pass over %d instances failed", len(launches))
             retry.extend(c.sequence_number for c in launches)
     return retry
+
+
+def _teardown_one(change: StateChange) -> tuple[str | None, bool]:
+    """(provider whose slot was released, whether it failed unexpectedly)."""
+    try:
+        return teardown(change.instance_id), False
+    except Exception:
+        log.exception("instance %s: teardown failed", change.instance_id)
+        return None, True
 
 
 def teardown(instance_id: str, listed: dict[str, cloud.Server] | None = None) -> str | None:

@@ -319,3 +319,11 @@ def test_no_code_path_scans_a_table():
 
     sources = [*pathlib.Path("chalicelib").glob("*.py"), pathlib.Path("app.py")]
     assert sources and not [str(p) for p in sources if ".scan(" in p.read_text()]
+
+
+def test_the_two_range_queries_cover_exactly_the_slot_holding_states():
+    from chalicelib import slots
+
+    covered = {state for state in models.STATES for low, high in slots._HELD_RANGES if low <= state <= high}
+    assert covered - set(slots.HOLDING) <= set(models.TERMINAL_STATES)  # filtered out by state
+    assert set(slots.HOLDING) <= covered
