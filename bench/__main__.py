@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="S1 runs (default 3)")
     parser.add_argument("--s2-runs", type=int, default=2, help="S2 runs (default 2)")
     parser.add_argument("--cold-runs", type=int, default=7, help="fresh interpreters per import timing")
-    parser.add_argument("--lanes", type=int, default=10, help="baseline lanes (1 runs the script as written)")
+    parser.add_argument("--lanes", type=int, default=20, help="baseline lanes (1 runs the script as written)")
     parser.add_argument("--raw", type=Path, default=HERE / "raw", help="where the raw results go")
     parser.add_argument("--from", dest="reuse", type=Path, help="skip measuring: report these raw results")
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")

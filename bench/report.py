@@ -54,32 +54,36 @@ def verdict(ok: bool, over: str = "") -> str:
 # --- profile -----------------------------------------------------------------------------------
 
 
-def profile_summary(path: Path, top: int = 12) -> list[tuple[float, str]]:
-    """Inclusive share of samples per function of ours or of a library, from py-spy's collapsed
-    stacks: which work the process was busy with (idle threads are not sampled)."""
+def profile_summary(path: Path, top: int = 8) -> tuple[list[tuple[float, str]], list[tuple[float, str]]]:
+    """From py-spy's collapsed stacks (idle threads are not sampled): the share of busy samples
+    each function of ours (chalicelib, local) is on the stack of, and the share each module
+    spends itself (the top frame), which says where the CPU goes."""
     if not path.exists():
-        return []
-    inclusive: Counter[str] = Counter()
+        return [], []
+    ours: Counter[str] = Counter()
+    spent: Counter[str] = Counter()
     total = 0
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         samples = int(count)
         total += samples
         seen = set()
-        for frame in stack.split(";"):
-            match = re.match(r"(.+?) \((.+?)(?::\d+)?\)$", frame)
-            if not match:
-                continue
-            function, filename = match.groups()
-            key = f"{_module(filename)}: {function}"
-            if key not in seen:
+        frames = [m.groups() for m in (re.match(r"(.+?) \((.+?)(?::\d+)?\)$", f) for f in stack.split(";")) if m]
+        for function, filename in frames:
+            module = _module(filename)
+            key = f"{module}: {function}"
+            if module.startswith(("chalicelib.", "local.pump", "local.scheduler")) and key not in seen:
                 seen.add(key)
-                inclusive[key] += samples
+                ours[key] += samples
+        if frames:
+            spent[_module(frames[-1][1])] += samples
     if not total:
-        return []
-    boring = ("threading", "concurrent", "socketserver", "chalice.app", "local.stack", "http.server", "werkzeug")
-    rows = [(100.0 * n / total, key) for key, n in inclusive.most_common() if not key.startswith(boring)]
-    return rows[:top]
+        return [], []
+
+    def shares(counter: Counter[str]) -> list[tuple[float, str]]:
+        return [(100.0 * n / total, key) for key, n in counter.most_common(top)]
+
+    return shares(ours), shares(spent)
 
 
 def _module(filename: str) -> str:
@@ -145,7 +149,7 @@ def write(results: dict[str, Any], raw: Path, out: Path) -> None:
     if "store" in results:
         lines += _store(results["store"], s1, s2)
     lines += _cold(cold)
-    lines += _method()
+    lines += _method(base)
     out.write_text("\n".join(lines) + "\n")
 
 
@@ -220,7 +224,10 @@ def _s1(s1: list[dict], base: dict) -> list[str]:
         "| --- | --- | --- | --- |",
     ]
     for key, label in (("first", "first"), ("half", "50"), ("p90", "90"), ("all", "100")):
-        out.append(f"| {label} | {spread(_all_times(s1, key))} | {base['times'][key]:.1f} s | {ratio[key]:.0f}× |")
+        times = f"{base['times'][key]:.1f} s"
+        out.append(
+            f"| {label} | {spread(_all_times(s1, key))} | {times} | {ratio[key]:.{1 if ratio[key] < 10 else 0}f}× |"
+        )
     failovers = counts_median([r["failovers_by_class"] for r in s1])
     out += [
         "",
@@ -278,14 +285,13 @@ def _floor(s1: list[dict], raw: Path) -> list[str]:
         "",
     ]
     for name, title in (("app", "the app process"), ("moto", "moto")):
-        rows = profile_summary(raw / "profile" / f"{name}.txt")
-        if rows:
-            out += [
-                f"py-spy's samples of {title} in the first S1 run (the share of its busy samples"
-                " with the function on the stack):",
-                "",
-            ]
-            out += [f"- {share:.0f}% `{key}`" for share, key in rows]
+        ours, spent = profile_summary(raw / "profile" / f"{name}.txt")
+        if spent:
+            out.append(f"py-spy's samples of {title} in the first S1 run, as shares of its busy samples:")
+            out.append("")
+            if ours:
+                out.append("- on the stack: " + "; ".join(f"`{key}` {share:.0f}%" for share, key in ours))
+            out.append("- spent in (top frame): " + "; ".join(f"`{key}` {share:.0f}%" for share, key in spent))
             out.append("")
     return out
 
@@ -384,7 +390,7 @@ def _cold(cold: dict) -> list[str]:
     ]
 
 
-def _method() -> list[str]:
+def _method(base: dict) -> list[str]:
     return [
         "## How it is measured",
         "",
@@ -393,12 +399,13 @@ def _method() -> list[str]:
         "  polling. DynamoDB operations are counted in botocore (every call the app process makes);",
         "  OpenStack calls, `servers_peak` and leaks are the simulator's own counters.",
         "- Before the request, one sweeper pass has checked every provider, as it would have in a",
-        "  running service. The local stack runs the sweeper every 5 s and watchers poll every 1 s.",
+        "  running service; the sweeper then runs every 60 s, as deployed, and watchers poll every 0.5 s.",
+        "  Tracing is off (the deployed stages have it on).",
         "- Leaks are the servers still on any provider once every instance is DELETED.",
         "- The baseline runs the user's loop (`create_server(wait=True)` on each provider in order,",
         "  the next one on any exception) against its own simulator with the same settings. As",
         "  written it would take over ten minutes, more than `make bench` may spend, so its instances",
-        "  are shared over 10 threads each running the same sequential loop; the sequential script's",
+        f"  are shared over {base['lanes']} threads each running the same sequential loop; the sequential script's",
         "  time to the n-th ACTIVE is the sum of the first n instances' durations.",
         "  `python -m bench.baseline S1 --lanes 1` runs it as written.",
     ]

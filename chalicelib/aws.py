@@ -19,7 +19,7 @@ for _name in ("botocore", "boto3"):
 
 # Many threads share a client (parallel launches, health checks): give them connections.
 _CONFIG = Config(
-    connect_timeout=5, read_timeout=10, retries={"max_attempts": 3, "mode": "standard"}, max_pool_connections=64
+    connect_timeout=5, read_timeout=10, retries={"max_attempts": 3, "mode": "standard"}, max_pool_connections=128
 )
 
 

@@ -321,7 +321,7 @@ def our_servers(provider: models.Provider) -> list[Server]:
             response = compute.get(url)
             os_exc.raise_from_response(response)  # openstacksdk's proxy returns error responses as they are
             body = response.json()
-            raw.extend(body.get("servers") or [])
+            raw.extend(body["servers"])  # a reply without the list is an error, never "no servers"
             url = _next_page(body.get("servers_links"))
     except Exception as error:
         raise classify(error) from error

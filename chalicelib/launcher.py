@@ -30,7 +30,7 @@ def excluded(instance: models.Instance, now_iso: str) -> frozenset[str]:
     return frozenset(a.provider for a in instance.attempts if a.at >= since and a.excludes is not False)
 
 
-def _slots(provider: models.Provider, now, proven: set[str], failed: set[str]) -> placement.Slots:
+def _slots(provider: models.Provider, now, proven: set[str], failed: set[str], probed: set[str]) -> placement.Slots:
     retry_at = timeutil.parse(provider.retry_at) if provider.retry_at else None
     ok_at = timeutil.parse(provider.last_launch_ok_at) if provider.last_launch_ok_at else None
     recent = ok_at is not None and (now - ok_at).total_seconds() < PROBATION_SECONDS
@@ -39,7 +39,10 @@ def _slots(provider: models.Provider, now, proven: set[str], failed: set[str]) -
         priority=int(provider.priority),
         free=max(0, provider.cap - int(provider.in_use)),
         labels=frozenset(provider.labels.as_dict()),
-        enabled=bool(provider.enabled) and provider.name not in failed,
+        # A provider whose builds keep failing gets one probe per pass (its build ends after the pass).
+        enabled=bool(provider.enabled)
+        and provider.name not in failed
+        and not (provider.name in probed and health.builds_failing(provider)),
         circuit=placement.circuit_state(provider.health_state, retry_at, now),
         on_probation=(provider.name not in proven and not recent) or health.builds_failing(provider),
     )
@@ -49,16 +52,22 @@ def _still_pending(instance_ids) -> list[models.Instance]:
     return [i for i in models.Instance.batch_get(instance_ids, consistent_read=True) if i.state == models.PENDING]
 
 
-def _waiting_with(pending: list[models.Instance]) -> list[models.Instance]:
-    """Other PENDING instances of the same labels (from the label/state index, then read
-    consistently): a request's instances reach the stream in several batches, and one pass that
-    places them all saves the passes after it a wait and a placement."""
+def _room(providers: dict[str, models.Provider], label: str) -> int:
+    """Free slots for `label` on enabled providers, as read."""
+    return sum(max(0, p.cap - int(p.in_use)) for p in providers.values() if p.enabled and label in p.labels.as_dict())
+
+
+def _waiting_with(pending: list[models.Instance], providers: dict[str, models.Provider]) -> list[models.Instance]:
+    """Other PENDING instances of the same labels, as many as there is room for (from the
+    label/state index, then read consistently): a request's instances reach the stream in several
+    batches, and one pass that places them all saves the passes after it a wait and a placement."""
     known = {i.id for i in pending}
     more = []
     for label in sorted({i.label for i in pending}):
-        query = models.Instance.by_label_state.query(
-            label, models.Instance.state == models.PENDING, limit=WAITING_PER_PASS
-        )
+        wanted = min(WAITING_PER_PASS, _room(providers, label) - sum(1 for i in pending if i.label == label))
+        if wanted <= 0:
+            continue
+        query = models.Instance.by_label_state.query(label, models.Instance.state == models.PENDING, limit=wanted)
         more.extend(i.id for i in query if i.id not in known)
     return _still_pending(more) if more else []
 
@@ -69,19 +78,25 @@ def launch(instance_ids: list[str]) -> None:
     pending = _still_pending(instance_ids)
     if not pending:
         return
-    pending = sorted(pending + _waiting_with(pending), key=lambda i: i.name)
+    providers = {p.name: p for p in models.Provider.by_kind.query("provider")}
+    pending = sorted(pending + _waiting_with(pending, providers), key=lambda i: i.name)
     requests = {r.id: r for r in models.Request.batch_get({i.request_id for i in pending})}
     pending = _fail_exhausted(pending)
     proven: set[str] = set()
     failed: set[str] = set()
+    probed: set[str] = set()
     watched: set[str] = set()
+    first_round = True
     while pending:
         now = timeutil.now()
-        providers = {p.name: p for p in models.Provider.by_kind.query("provider")}
+        if not first_round:
+            providers = {p.name: p for p in models.Provider.by_kind.query("provider")}
+        first_round = False
         plan = placement.place(
             [placement.Need(i.id, i.label, excluded(i, timeutil.iso(now))) for i in pending],
-            [_slots(p, now, proven, failed) for p in providers.values()],
+            [_slots(p, now, proven, failed, probed) for p in providers.values()],
         )
+        probed.update(plan.values())
         if not plan:
             break
         by_id = {i.id: i for i in pending}
@@ -135,22 +150,39 @@ def _reserve_and_create(plan: dict[str, str], by_id, providers, requests) -> tup
     bounds = {name: threading.Semaphore(CREATES_PER_PROVIDER) for name in wanted}
 
     def launch_one(instance: models.Instance, provider: models.Provider) -> tuple[str, bool, bool, bool]:
-        # Claim only once a create slot is ours: a claim's age then measures its create alone,
-        # which is what the sweeper's stale-launch recovery assumes.
-        with bounds[provider.name]:
-            if not slots.claim(provider.name, instance):
-                return provider.name, False, False, False
-            outcome = create(instance, provider)
-            if isinstance(outcome, cloud.CloudError) and outcome.uncertain:
-                outcome = _settle_uncertain_create(instance, provider, outcome)
-        if outcome is None:
-            return provider.name, True, False, False
-        result = outcome.error_class if isinstance(outcome, cloud.CloudError) else "ok"
-        telemetry.metric("Launches", provider=provider.name, outcome=result)
-        if isinstance(outcome, cloud.CloudError):
-            fail_over(instance, outcome, provider)
-            return provider.name, True, False, False
-        return provider.name, True, True, _record_server(instance, outcome, provider)
+        """(provider, claimed, created, recorded); never raises, so every reserved slot is
+        either claimed or given back, and one instance's failure never stops the others."""
+        claimed = False
+        try:
+            # Claim only once a create slot is ours: a claim's age then measures its create alone,
+            # which is what the sweeper's stale-launch recovery assumes.
+            with bounds[provider.name]:
+                claimed = slots.claim(provider.name, instance)
+                if not claimed:
+                    return provider.name, False, False, False
+                outcome = create(instance, provider)
+                if isinstance(outcome, cloud.CloudError) and outcome.uncertain:
+                    outcome = _settle_uncertain_create(instance, provider, outcome)
+            if outcome is None:
+                return provider.name, True, False, False
+            result = outcome.error_class if isinstance(outcome, cloud.CloudError) else "ok"
+            telemetry.metric("Launches", provider=provider.name, outcome=result)
+            if isinstance(outcome, cloud.CloudError):
+                fail_over(instance, outcome, provider)
+                return provider.name, True, False, False
+            return provider.name, True, True, _record_server(instance, outcome, provider)
+        except Exception:
+            # A claimed instance left LAUNCHING is settled by the sweeper's stale-launch recovery;
+            # a claim that failed outright leaves its slot counted until the drift check.
+            log.exception("instance %s: launch on %s failed unexpectedly", instance.id, provider.name)
+            return provider.name, claimed, False, False
+
+    def reserve(name: str) -> int:
+        try:
+            return slots.reserve(providers[name], len(wanted[name]))
+        except Exception:
+            log.exception("reserving slots on %s failed", name)
+            return 0
 
     def create(instance: models.Instance, provider: models.Provider) -> str | cloud.CloudError:
         request = requests.get(instance.request_id)
@@ -171,8 +203,7 @@ def _reserve_and_create(plan: dict[str, str], by_id, providers, requests) -> tup
             return cloud.classify(error)
 
     with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(plan))) as pool:
-        reserve = telemetry.carry(lambda name: slots.reserve(providers[name], len(wanted[name])), "reserve")
-        granted = dict(zip(wanted, pool.map(reserve, wanted), strict=True))
+        granted = dict(zip(wanted, pool.map(telemetry.carry(reserve, "reserve"), wanted), strict=True))
         go = {i: name for name, ids in wanted.items() for i in ids[: granted[name]]}
         no_room = set(plan) - set(go)
         one = telemetry.carry(lambda item: launch_one(by_id[item[0]], providers[item[1]]), "launch_one")

@@ -43,7 +43,9 @@ class _Meta:
     billing_mode = PAY_PER_REQUEST_BILLING_MODE
     connect_timeout_seconds = 5
     read_timeout_seconds = 10
-    max_pool_connections = 64
+    # The local stack runs every function in one process: launches, teardowns, sweeps and watchers
+    # together can use more than a hundred threads, and a full pool only drops connections noisily.
+    max_pool_connections = 128
 
 
 def _index(name: str) -> type:

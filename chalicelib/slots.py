@@ -31,15 +31,19 @@ from chalicelib import models, timeutil
 HOLDING = (models.LAUNCHING, models.BUILDING, models.ACTIVE, models.DELETING)
 
 
-def _give_back(provider_name: str) -> None:
+def give_back(provider_name: str, count: int = 1) -> None:
+    """`in_use - count`, never below 0 (a provider re-created, or drift: then one at a time)."""
     try:
         models.Provider(provider_name).update(
-            actions=[models.Provider.in_use.add(-1), models.Provider.slot_changes.add(1)],
-            condition=models.Provider.in_use > 0,
+            actions=[models.Provider.in_use.add(-count), models.Provider.slot_changes.add(1)],
+            condition=models.Provider.in_use >= count,
         )
     except UpdateError as error:
         if not models.is_conditional_failure(error):
-            raise  # at 0 already (the provider was re-created, or drift): nothing to give back
+            raise
+        if count > 1:
+            for _ in range(count):
+                give_back(provider_name)
 
 
 def reserve(provider: models.Provider, wanted: int, tries: int = 3) -> int:
@@ -80,12 +84,13 @@ def claim(provider_name: str, instance: models.Instance) -> bool:
         actions=[models.Instance.provider.set(provider_name), models.Instance.launched_at.set(timeutil.now_iso())],
     )
     if not claimed:
-        _give_back(provider_name)
+        give_back(provider_name)
     return claimed
 
 
-def release(instance: models.Instance, to_state: str, actions: Iterable = ()) -> bool:
-    """Move a slot-holding instance to `to_state`, then give its slot back.
+def release(instance: models.Instance, to_state: str, actions: Iterable = (), *, give: bool = True) -> bool:
+    """Move a slot-holding instance to `to_state`, then give its slot back (unless `give` is
+    False: the caller gives several back in one write).
 
     False when the instance was no longer in the state (and version) we read: nothing changed.
     """
@@ -94,7 +99,8 @@ def release(instance: models.Instance, to_state: str, actions: Iterable = ()) ->
     provider_name = instance.provider
     if not models.transition(instance, to_state, expected=[instance.state], actions=actions):
         return False
-    _give_back(provider_name)
+    if give:
+        give_back(provider_name)
     return True
 
 

@@ -135,53 +135,57 @@ def watch(provider_name: str) -> None:
     """Poll one provider until its BUILDING instances are settled or the budget is spent."""
     deadline = time.monotonic() + settings.watch_budget_seconds
     while held := _lease_take(provider_name):
+        lease = [held]  # _poll renews it in place, so that even a raising round releases the current one
         try:
-            held = _poll(provider_name, held, deadline)
+            _poll(provider_name, lease, deadline)
         except DoesNotExist:
             return
         finally:
-            if held:
-                _lease_release(provider_name, held)
-        if not held:
+            if lease[0]:
+                _lease_release(provider_name, lease[0])
+        if not lease[0]:
             return  # another watcher has taken over
         # A launch may have added a BUILDING instance while we were leaving: look once more.
         if time.monotonic() >= deadline or not building_exists(provider_name):
             return
 
 
-def _poll(provider_name: str, held: str, deadline: float) -> str | None:
-    """The watcher's rounds under the lease `held`: one server list per round. The BUILDING
-    instances are read again only when a server of ours that is not one of theirs has finished
-    building since the last list (a later create's), when none is left, or after
-    REFRESH_SECONDS; most rounds cost the provider one call and DynamoDB nothing. Returns the
-    lease, or None once it is lost."""
+def _poll(provider_name: str, lease: list[str | None], deadline: float) -> None:
+    """The watcher's rounds under the lease `lease[0]` (set to None once lost): one server list
+    per round. The BUILDING instances are read again only when a server of ours that is not one of
+    theirs has finished building since the last list (a later create's), when none is left, or
+    after REFRESH_SECONDS; most rounds cost the provider one call and DynamoDB nothing."""
     instances: list[models.Instance] = []
+    seen: set[str] = set()  # every instance read so far, settled ones included
     read_at: float | None = None
     others: dict[str, str] | None = None  # status of the other servers of ours at the last list
+    reread_now = False
     while time.monotonic() < deadline:
         if read_at is None or time.monotonic() - read_at > REFRESH_SECONDS:
             provider = models.Provider.get(provider_name)
             instances, read_at = building(provider_name), time.monotonic()
             if not instances:
-                return held
+                return
+            seen.update(i.id for i in instances)
         try:
             servers = {s.id: s for s in cloud.our_servers(provider)}
         except cloud.CloudError as error:
             log.warning("watcher %s: list failed: %s", provider_name, error.message)
         else:
-            known = {i.id for i in instances}
             instances = reconcile_building(provider, instances, servers)
-            before, others = others, {s.id: s.status for s in servers.values() if s.instance_id not in known}
+            before, others = others, {s.id: s.status for s in servers.values() if s.instance_id not in seen}
             finished = before is not None and any(
                 status != "BUILD" and before.get(server_id, "BUILD") == "BUILD" for server_id, status in others.items()
             )
             if finished or not instances:
                 read_at = None
-                if "BUILD" not in others.values():
-                    continue  # nothing else builds: a read now says whether there is more to settle
+                # Nothing else builds: read now (once) whether there is more to settle.
+                reread_now = not reread_now and "BUILD" not in others.values()
+                if reread_now:
+                    continue
+        reread_now = False
         time.sleep(settings.watch_poll_seconds)
-        if _lease_due(held):
-            held = _lease_renew(provider_name, held)  # failed lists included
-            if not held:
-                return None
-    return held
+        if _lease_due(lease[0]):
+            lease[0] = _lease_renew(provider_name, lease[0])  # failed lists included
+            if not lease[0]:
+                return

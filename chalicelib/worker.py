@@ -8,6 +8,7 @@ own; an error on one is logged and written onto that instance, and never fails t
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -115,14 +116,7 @@ def handle(records: Iterable) -> list[str]:
     freed: Counter[str] = Counter()
     deletes = [c for c in found if c.new_state == models.DELETING]
     if deletes:
-        # In parallel: each teardown waits on its provider's DELETE call.
-        with ThreadPoolExecutor(max_workers=min(TEARDOWNS_AT_ONCE, len(deletes))) as pool:
-            outcomes = pool.map(telemetry.carry(_teardown_one, "teardown"), deletes)
-            for change, (released_on, failed) in zip(deletes, outcomes, strict=True):
-                if failed:
-                    retry.append(change.sequence_number)
-                elif released_on:
-                    freed[released_on] += 1
+        retry += _teardowns(deletes, freed)
     for provider_name, room in freed.items():
         # Freed slots go to instances waiting for room (fired again through the stream); if
         # this fails, the sweeper's re-drive catches up: never fail the batch over it.
@@ -139,31 +133,79 @@ def handle(records: Iterable) -> list[str]:
     return retry
 
 
-def _teardown_one(change: StateChange) -> tuple[str | None, bool]:
-    """(provider whose slot was released, whether it failed unexpectedly)."""
-    try:
-        return teardown(change.instance_id), False
-    except Exception:
-        log.exception("instance %s: teardown failed", change.instance_id)
-        return None, True
+def _teardowns(deletes: list[StateChange], freed: Counter[str]) -> list[str]:
+    """Tear a batch's instances down in parallel (each waits on its provider's DELETE call): one
+    consistent read of the batch, each provider read once, and each provider's slots given back
+    in one write. Counts the freed slots in `freed`; returns the records to retry."""
+    ids = list(dict.fromkeys(c.instance_id for c in deletes))
+    instances = {i.id: i for i in models.Instance.batch_get(ids, consistent_read=True)}
+    providers: dict[str, models.Provider | None] = {}
+    lock = threading.Lock()
+
+    def provider(name: str) -> models.Provider | None:
+        with lock:
+            if name not in providers:
+                try:
+                    providers[name] = models.Provider.get(name)
+                except DoesNotExist:
+                    providers[name] = None
+            return providers[name]
+
+    def one(change: StateChange) -> tuple[str | None, bool]:
+        instance = instances.get(change.instance_id)
+        if instance is None:
+            return None, False
+        try:
+            return teardown(instance.id, instance=instance, provider=provider, give=False), False
+        except Exception:
+            log.exception("instance %s: teardown failed", change.instance_id)
+            return None, True
+
+    retry = []
+    released: Counter[str] = Counter()
+    by_id = {c.instance_id: c for c in deletes}
+    with ThreadPoolExecutor(max_workers=min(TEARDOWNS_AT_ONCE, len(by_id))) as pool:
+        for change, (released_on, failed) in zip(
+            by_id.values(), pool.map(telemetry.carry(one, "teardown"), by_id.values()), strict=True
+        ):
+            if failed:
+                retry.append(change.sequence_number)
+            elif released_on:
+                released[released_on] += 1
+    for name, count in released.items():
+        slots.give_back(name, count)
+        freed[name] += count
+    return retry
 
 
-def teardown(instance_id: str, listed: dict[str, cloud.Server] | None = None) -> str | None:
+def teardown(
+    instance_id: str,
+    listed: dict[str, cloud.Server] | None = None,
+    *,
+    instance: models.Instance | None = None,
+    provider=None,
+    give: bool = True,
+) -> str | None:
     """Delete an instance's server (gone counts as deleted), give its slot back, mark it DELETED.
 
     `listed` is the provider's server list (the sweeper's), taken after the instance entered
     DELETING: a server missing from it is gone, and needs no call. A failed delete is left in
-    DELETING with a retry time that backs off. Returns the provider whose slot was released."""
-    try:
-        instance = models.Instance.get(instance_id, consistent_read=True)
-    except DoesNotExist:
-        return None
+    DELETING with a retry time that backs off. Returns the provider whose slot was released
+    (with `give=False` the caller gives it back). A batch passes the `instance` it read
+    consistently and a `provider(name)` lookup it shares."""
+    if instance is None:
+        try:
+            instance = models.Instance.get(instance_id, consistent_read=True)
+        except DoesNotExist:
+            return None
     if instance.state != models.DELETING:
         return None  # a repeated delivery: someone already moved it on
     if instance.provider is None:
         models.transition(instance, models.DELETED, expected=[models.DELETING])
         return None
-    provider = models.Provider.get(instance.provider)
+    provider = provider(instance.provider) if provider is not None else models.Provider.get(instance.provider)
+    if provider is None:
+        raise DoesNotExist(f"provider {instance.provider} of instance {instance.id}")
     server_id = instance.server_id
     if server_id is None and not stale(instance):
         return None  # its create may be in flight: the launcher deletes what it made and finishes this
@@ -179,7 +221,7 @@ def teardown(instance_id: str, listed: dict[str, cloud.Server] | None = None) ->
         _delete_failed(instance)
         return None
     fields = telemetry.about(instance, to=models.DELETED)
-    if not slots.release(instance, models.DELETED):
+    if not slots.release(instance, models.DELETED, give=give):
         return None
     log.info("instance %s: server deleted on %s", instance_id, provider.name, extra=fields)
     return provider.name
