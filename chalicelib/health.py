@@ -68,7 +68,7 @@ def record_problem(provider: models.Provider, error: cloud.CloudError) -> None:
 
 
 def builds_failing(provider: models.Provider) -> bool:
-    """Its last few builds all ended in ERROR: it gets one instance per launch round (a probe)."""
+    """Its last few builds all ended in ERROR: it gets one instance per launch pass (a probe)."""
     return int(provider.build_failures or 0) >= BUILD_FAILURES_TO_PROBATION
 
 

@@ -104,7 +104,7 @@ class Provider(Model):
     # When a create last succeeded here: a provider without a recent one is on probation.
     last_launch_ok_at = UnicodeAttribute(null=True)
     # Builds here that ended in ERROR since one last came up ACTIVE: past a few, the provider is
-    # on probation (one instance per launch round) until a build succeeds again.
+    # on probation (one instance per launch pass) until a build succeeds again.
     build_failures = NumberAttribute(default=0)
     # Our servers there that no live instance claimed at the last sweep: deleted if seen again.
     leak_suspects = UnicodeSetAttribute(null=True)
