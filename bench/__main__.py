@@ -43,7 +43,8 @@ def measure(raw: Path, runs: int, s2_runs: int, cold_runs: int, lanes: int) -> d
         steps.append((f"S1 run {n}/{runs}", lambda n=n: ("s1", _oms("S1", n, raw, sweep=False, profile=n == 1))))
     steps.append(("baseline", lambda: ("baseline", _baseline(raw, lanes))))
     for n in range(1, s2_runs + 1):
-        steps.append((f"S2 run {n}/{s2_runs}", lambda n=n: ("s2", _oms("S2", n, raw, sweep=True, profile=False))))
+        # The teardown of 1,000 takes longer than their launch: it is measured on the first run only.
+        steps.append((f"S2 run {n}/{s2_runs}", lambda n=n: ("s2", _oms("S2", n, raw, sweep=True, teardown=n == 1))))
     steps.append(("cold start", lambda: ("cold", _cold(raw, cold_runs))))
     steps.append(
         (
@@ -64,10 +65,14 @@ def measure(raw: Path, runs: int, s2_runs: int, cold_runs: int, lanes: int) -> d
     return results
 
 
-def _oms(scenario: str, n: int, raw: Path, *, sweep: bool, profile: bool) -> dict[str, Any]:
+def _oms(
+    scenario: str, n: int, raw: Path, *, sweep: bool, profile: bool = False, teardown: bool = True
+) -> dict[str, Any]:
     args = [scenario, "--seed", str(n)]
     if sweep:
         args.append("--sweep-pass")
+    if not teardown:
+        args.append("--no-teardown")
     if profile and report.py_spy():
         # The first S1 run is sampled by py-spy (it costs a few per cent of CPU); all runs count.
         args += ["--profile", str(raw / "profile")]

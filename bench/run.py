@@ -189,7 +189,9 @@ def percentile_times(times: list[float], count: int) -> dict[str, float | None]:
     return {"first": at(1), "half": at(count // 2), "p90": at(count * 9 // 10), "all": at(count)}
 
 
-def run(scenario: scenarios.Scenario, seed: int, sweep_pass: bool, profile: Path | None = None) -> dict[str, Any]:
+def run(
+    scenario: scenarios.Scenario, seed: int, sweep_pass: bool, profile: Path | None = None, teardown: bool = True
+) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="oms-bench-"))
     admin_key = configure(workdir)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -287,23 +289,15 @@ def run(scenario: scenarios.Scenario, seed: int, sweep_pass: bool, profile: Path
         )
         if sweep_pass:
             result["sweep"] = _sweep_pass(stack, sim, scenario, aws)
-        # Teardown: DELETE the request, then every instance must reach DELETED and no server stay.
-        deleted_from = time.time()
-        api.delete(f"{base}/requests/{request_id}", timeout=120).raise_for_status()
-
-        def all_deleted() -> bool:
-            return len(events.reached(models.DELETED)) >= len(active)
-
-        events.wait(all_deleted, scenario.timeout_seconds)
-        result["delete_seconds"] = round(time.time() - deleted_from, 3)
-        deleted = [i for i in models.Instance.by_request.query(request_id) if i.state != models.DELETED]
-        result["not_deleted"] = len(deleted)
-        result["leaks"] = {p.name: sim.state(p.name)["servers_live"] for p in scenario.providers}
         result["over_cap"] = {
             name: info["servers_peak"] - info["cap"]
             for name, info in result["providers"].items()
             if info["servers_peak"] > info["cap"]
         }
+        if teardown:
+            result.update(
+                _teardown(api, f"{base}/requests/{request_id}", request_id, events, len(active), sim, scenario)
+            )
     finally:
         stack.stop()
         sim.stop()
@@ -337,6 +331,22 @@ def _profile(folder: Path, pids: dict[str, int]) -> list[subprocess.Popen]:
     ]
     time.sleep(1.0)  # py-spy attaches
     return profilers
+
+
+def _teardown(api: Any, url: str, request_id: str, events: Events, active: int, sim: Sim, scenario) -> dict[str, Any]:
+    """DELETE the request; every instance must reach DELETED, and no server may stay behind."""
+    from chalicelib import models
+
+    started = time.time()
+    api.delete(url, timeout=300).raise_for_status()
+    events.wait(lambda: len(events.reached(models.DELETED)) >= active, scenario.timeout_seconds)
+    seconds = time.time() - started
+    left = [i for i in models.Instance.by_request.query(request_id) if i.state != models.DELETED]
+    return {
+        "delete_seconds": round(seconds, 3),
+        "not_deleted": len(left),
+        "leaks": {p.name: sim.state(p.name)["servers_live"] for p in scenario.providers},
+    }
 
 
 def _diff(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
@@ -409,10 +419,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("scenario", choices=sorted(scenarios.SCENARIOS))
     parser.add_argument("--seed", type=int, default=1, help="the simulator's seed (which builds fail)")
     parser.add_argument("--sweep-pass", action="store_true", help="also time one sweeper pass once all are up")
+    parser.add_argument(
+        "--no-teardown", dest="teardown", action="store_false", help="stop once all are up (no DELETE, no leak check)"
+    )
     parser.add_argument("--profile", type=Path, help="sample the app and moto with py-spy into this folder")
     parser.add_argument("--out", type=Path, help="write the result here as JSON (default: stdout)")
     args = parser.parse_args(argv)
-    result = run(scenarios.SCENARIOS[args.scenario](), args.seed, args.sweep_pass, args.profile)
+    result = run(scenarios.SCENARIOS[args.scenario](), args.seed, args.sweep_pass, args.profile, args.teardown)
     text = json.dumps(result, indent=1)
     if args.out:
         args.out.write_text(text)
