@@ -18,7 +18,6 @@ the durations of instances 1..n. `--lanes 1` runs the script exactly as written.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import threading
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import scenarios
-from bench.run import Sim, cpu_seconds, percentile_times
+from bench.run import Sim, cpu_seconds, emit, percentile_times
 
 
 def user_script(connections: list[tuple[str, Any]], indexes: list[int], results: dict[int, dict]) -> None:
@@ -144,14 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lanes", type=int, default=10, help="threads sharing the instances (1: as written)")
     parser.add_argument("--out", type=Path, help="write the result here as JSON (default: stdout)")
     args = parser.parse_args(argv)
-    result = run(
-        scenarios.SCENARIOS[args.scenario](), args.seed, args.lanes, Path(tempfile.mkdtemp(prefix="oms-baseline-"))
-    )
-    text = json.dumps(result, indent=1)
-    if args.out:
-        args.out.write_text(text)
-    else:
-        print(text)
+    workdir = Path(tempfile.mkdtemp(prefix="oms-baseline-"))
+    emit(run(scenarios.SCENARIOS[args.scenario](), args.seed, args.lanes, workdir), args.out)
     return 0
 
 

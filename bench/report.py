@@ -293,7 +293,7 @@ def _floor(s1: list[dict], raw: Path) -> list[str]:
     for name, title in (("app", "the app process"), ("moto", "moto")):
         ours, spent = profile_summary(raw / "profile" / f"{name}.txt")
         if spent:
-            out.append(f"py-spy's samples of {title} in the first S1 run, as shares of its busy samples:")
+            out.append(f"py-spy's samples of {title} in an extra S1 run (not timed), as shares of its busy samples:")
             out.append("")
             if ours:
                 out.append("- on the stack: " + "; ".join(f"`{key}` {share:.0f}%" for share, key in ours))

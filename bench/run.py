@@ -414,6 +414,15 @@ def _sweep_pass(stack: Any, sim: Sim, scenario: scenarios.Scenario, aws: AwsCall
     return {"seconds": round(seconds, 3), "openstack_calls": dict(calls), "aws_calls": dict(aws_during)}
 
 
+def emit(result: dict[str, Any], out: Path | None) -> None:
+    """A result as JSON, to `out` or to stdout."""
+    text = json.dumps(result, indent=1)
+    if out:
+        out.write_text(text)
+    else:
+        print(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("scenario", choices=sorted(scenarios.SCENARIOS))
@@ -425,12 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", type=Path, help="sample the app and moto with py-spy into this folder")
     parser.add_argument("--out", type=Path, help="write the result here as JSON (default: stdout)")
     args = parser.parse_args(argv)
-    result = run(scenarios.SCENARIOS[args.scenario](), args.seed, args.sweep_pass, args.profile, args.teardown)
-    text = json.dumps(result, indent=1)
-    if args.out:
-        args.out.write_text(text)
-    else:
-        print(text)
+    emit(run(scenarios.SCENARIOS[args.scenario](), args.seed, args.sweep_pass, args.profile, args.teardown), args.out)
     return 0
 
 

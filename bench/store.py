@@ -11,7 +11,6 @@ seconds moto spent per operation.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -20,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench.run import configure, cpu_seconds
+from bench.run import configure, cpu_seconds, emit
 
 THREADS = 16
 
@@ -91,11 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.store", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
-    text = json.dumps(measure(), indent=1)
-    if args.out:
-        args.out.write_text(text)
-    else:
-        print(text)
+    emit(measure(), args.out)
     return 0
 
 
