@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -425,6 +426,23 @@ def _method(base: dict) -> list[str]:
         f"  are shared over {base['lanes']} threads each running the same sequential loop; the sequential script's",
         "  time to the n-th ACTIVE is the sum of the first n instances' durations.",
         "  `python -m bench.baseline S1 --lanes 1` runs it as written.",
+        *_sequential(base),
+    ]
+
+
+def _sequential(base: dict) -> list[str]:
+    """The check of the lanes' estimate against the script run as written, when kept."""
+    path = Path(__file__).with_name("baseline-sequential.json")
+    if not path.exists():
+        return []
+    written = json.loads(path.read_text())
+    estimate, real = base["times"]["all"], written["times"]["all"]
+    same = written["failures"] == base["failures"] and written["leaks"] == base["leaks"]
+    return [
+        f"- The estimate checked against the script run as written ({written.get('measured', 'date unknown')}, kept in",
+        f"  `bench/baseline-sequential.json`): 100 ACTIVE after {real:.0f} s, with {written['failures']} failed tries"
+        f" and {sum(written['leaks'].values())} servers leaked{' (the same)' if same else ''}; this run's",
+        f"  {base['lanes']}-lane estimate is {estimate:.0f} s ({100 * (estimate / real - 1):+.0f} %).",
     ]
 
 
