@@ -27,6 +27,7 @@ from typing import Any
 
 from bench import scenarios
 from bench.run import Sim, cpu_seconds, emit, percentile_times
+from sim.testing import connect_kwargs
 
 
 def user_script(connections: list[tuple[str, Any]], indexes: list[int], results: dict[int, dict]) -> None:
@@ -72,22 +73,14 @@ def run(scenario: scenarios.Scenario, seed: int, lanes: int, workdir: Path) -> d
     sim = Sim(scenario, seed, workdir)
     names = [p.name for p in scenario.providers]
     try:
+        before = {n: sim.state(n) for n in names}
 
         def connect(name: str) -> Any:
+            state = before[name]
             return openstack.connect(
-                auth_url=sim.auth_url(name),
-                username="demo",
-                password="secret",
-                project_name="demo",
-                user_domain_name="Default",
-                project_domain_name="Default",
-                region_name="RegionOne",
-                load_yaml_config=False,
-                load_envvars=False,
-                api_timeout=30,
+                **connect_kwargs(sim.auth_url(name), state["credentials"], state["region"], api_timeout=30)
             )
 
-        before = {n: sim.state(n) for n in names}
         cpu_before = cpu_seconds(sim.process.pid)
         results: dict[int, dict] = {}
         threads = []

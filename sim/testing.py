@@ -45,19 +45,7 @@ class Simulator:
     def connect_kwargs(self, provider: str, version: str = "v3", **overrides: Any) -> dict[str, Any]:
         """Keyword arguments for ``openstack.connect`` that ignore clouds.yaml and OS_* env vars."""
         cfg = self.server.providers[provider].config
-        kwargs: dict[str, Any] = {
-            "auth_url": self.auth_url(provider, version),
-            "username": cfg.username,
-            "password": cfg.password,
-            "project_name": cfg.project_name,
-            "region_name": cfg.region,
-            "load_yaml_config": False,
-            "load_envvars": False,
-        }
-        if version == "v3":
-            kwargs.update(user_domain_name=cfg.user_domain_name, project_domain_name=cfg.project_domain_name)
-        kwargs.update(overrides)
-        return kwargs
+        return connect_kwargs(self.auth_url(provider, version), vars(cfg), cfg.region, v3=version == "v3", **overrides)
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
         """Call the control API (path relative to ``/_sim/``) and return the decoded JSON."""
@@ -105,6 +93,29 @@ class Simulator:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def connect_kwargs(
+    auth_url: str, credentials: dict[str, Any], region: str, *, v3: bool = True, **overrides: Any
+) -> dict[str, Any]:
+    """``openstack.connect`` keyword arguments for one simulated provider, from its credentials
+    (a ProviderConfig's fields, or the control API's ``credentials``), ignoring clouds.yaml and
+    OS_* env vars."""
+    kwargs: dict[str, Any] = {
+        "auth_url": auth_url,
+        "username": credentials["username"],
+        "password": credentials["password"],
+        "project_name": credentials["project_name"],
+        "region_name": region,
+        "load_yaml_config": False,
+        "load_envvars": False,
+    }
+    if v3:
+        kwargs.update(
+            user_domain_name=credentials["user_domain_name"], project_domain_name=credentials["project_domain_name"]
+        )
+    kwargs.update(overrides)
+    return kwargs
 
 
 def start_simulator(
