@@ -21,21 +21,21 @@ from keystoneauth1 import exceptions as ks_exc
 from openstack import exceptions as os_exc
 
 from chalicelib import credentials, models, telemetry
+
+# The error classes and CloudError live in faults (importable without openstacksdk); the rest of
+# the code reads them through this adapter or from there.
+from chalicelib.faults import (  # noqa: F401 - re-exported as the adapter's vocabulary
+    AUTH,
+    BUILD_FAILED,
+    CAPACITY,
+    CONFIG,
+    QUOTA,
+    TIMEOUT,
+    UNAVAILABLE,
+    UNKNOWN,
+    CloudError,
+)
 from chalicelib.settings import settings
-
-QUOTA, CAPACITY, AUTH, UNAVAILABLE = "quota", "capacity", "auth", "unavailable"
-CONFIG, BUILD_FAILED, TIMEOUT, UNKNOWN = "config", "build_failed", "timeout", "unknown"
-
-
-class CloudError(Exception):
-    """A provider call failed; `error_class` says what that means for placement."""
-
-    def __init__(self, error_class: str, message: str, *, uncertain: bool = False) -> None:
-        super().__init__(message)
-        self.error_class = error_class
-        self.message = message
-        # True when the request may have been carried out all the same (its answer was lost).
-        self.uncertain = uncertain
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,11 @@ LIVE_STATES = (PENDING, LAUNCHING, BUILDING, ACTIVE, DELETING)
 ON_THE_WAY = (PENDING, LAUNCHING, BUILDING)
 TERMINAL_STATES = (DELETED, FAILED)
 
+# Provider health (the circuit breaker's view, DESIGN.md): never checked, answering, failing
+# some launches, circuit open.
+UNKNOWN_HEALTH, HEALTHY, DEGRADED, DOWN = "unknown", "healthy", "degraded", "down"
+HEALTH_STATES = (UNKNOWN_HEALTH, HEALTHY, DEGRADED, DOWN)
+
 
 class _Meta:
     region = settings.region
@@ -96,7 +101,7 @@ class Provider(Model):
     # between two sweeps.
     slot_changes = NumberAttribute(default=0)
     quota_instances = NumberAttribute(null=True)
-    health_state = UnicodeAttribute(default="unknown")
+    health_state = UnicodeAttribute(default=UNKNOWN_HEALTH)
     checked_at = UnicodeAttribute(null=True)
     last_error = UnicodeAttribute(null=True)
     consecutive_failures = NumberAttribute(default=0)
@@ -140,6 +145,11 @@ class Provider(Model):
         if self.quota_instances is None:
             return int(self.max_instances)
         return max(0, min(int(self.max_instances), int(self.quota_instances)))
+
+    @property
+    def free(self) -> int:
+        """Slots we may still take here, as read: the cap less what our instances hold."""
+        return max(0, self.cap - int(self.in_use))
 
 
 class RequestsByOwner(GlobalSecondaryIndex):

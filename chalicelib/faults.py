@@ -1,0 +1,22 @@
+"""What went wrong at a provider, in the words the rest of the code uses (DESIGN.md's error classes).
+
+The cloud adapter maps openstacksdk's exceptions to these; the API (which never imports
+openstacksdk), the lifecycle and placement read them from here.
+"""
+
+from __future__ import annotations
+
+QUOTA, CAPACITY, AUTH, UNAVAILABLE = "quota", "capacity", "auth", "unavailable"
+CONFIG, BUILD_FAILED, TIMEOUT, UNKNOWN = "config", "build_failed", "timeout", "unknown"
+ERROR_CLASSES = (QUOTA, CAPACITY, AUTH, UNAVAILABLE, CONFIG, BUILD_FAILED, TIMEOUT, UNKNOWN)
+
+
+class CloudError(Exception):
+    """A provider call failed; `error_class` says what that means for placement."""
+
+    def __init__(self, error_class: str, message: str, *, uncertain: bool = False) -> None:
+        super().__init__(message)
+        self.error_class = error_class
+        self.message = message
+        # True when the request may have been carried out all the same (its answer was lost).
+        self.uncertain = uncertain
