@@ -26,7 +26,7 @@ THREADS = 16
 
 def measure(count: int = 400) -> dict[str, Any]:
     configure(Path(tempfile.mkdtemp(prefix="oms-store-")))
-    from chalicelib import models, timeutil
+    from chalicelib import lifecycle, models, timeutil
     from chalicelib.settings import settings
     from local.stack import LocalStack, _aws_defaults
     from local.statefiles import ensure_dir
@@ -55,12 +55,7 @@ def measure(count: int = 400) -> dict[str, Any]:
                 batch.save(instance)
 
         def claim(instance: models.Instance) -> bool:
-            return models.transition(
-                instance,
-                models.LAUNCHING,
-                expected=[models.PENDING],
-                actions=[models.Instance.provider.set(f"p{hash(instance.id) % (count // 20)}")],
-            )
+            return lifecycle.claim(instance, f"p{hash(instance.id) % (count // 20)}")
 
         def query(n: int) -> int:
             return len(

@@ -196,6 +196,10 @@ class Server:
     def instance_id(self) -> str | None:
         return self.metadata.get(META_INSTANCE)
 
+    @property
+    def expires_at(self) -> str | None:
+        return self.metadata.get(META_EXPIRES)
+
 
 _resolved: dict[tuple, Resolved] = {}
 

@@ -1,8 +1,8 @@
 """Requests and their instances, as the API sees them: accept, list, extend, retire.
 
-Accepting a request only writes PENDING instances; the instances table's stream carries them to
-the launch worker. Retiring writes DELETING (or DELETED when nothing was placed yet), which the
-stream carries to teardown.
+Accepting a request writes its PENDING instances (`lifecycle.accept`); the instances table's
+stream carries them to the launch worker. Retiring (`lifecycle.retire`) writes DELETING (or
+DELETED when nothing was placed yet), which the stream carries to teardown.
 """
 
 from __future__ import annotations
@@ -14,12 +14,10 @@ from collections.abc import Mapping
 
 from pynamodb.exceptions import DoesNotExist, PutError
 
-from chalicelib import models, pages, providers, schemas, timeutil
+from chalicelib import lifecycle, models, pages, providers, schemas, timeutil
 from chalicelib.auth import Caller
 from chalicelib.errors import ApiError, invalid, not_found
 from chalicelib.settings import settings
-
-_WRITE_RETRIES = 10
 
 
 def _request_id(caller: Caller, client_token: str | None) -> str:
@@ -30,44 +28,12 @@ def _request_id(caller: Caller, client_token: str | None) -> str:
     return "r-" + digest[:16]
 
 
-def _instance_id(request_id: str, index: int) -> str:
-    return "i-" + hashlib.sha256(f"{request_id}/{index}".encode()).hexdigest()[:16]
-
-
 def _body_hash(body: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _instances_of(request_id: str) -> list[models.Instance]:
     return list(models.Instance.by_request.query(request_id))
-
-
-def _new_instances(request: models.Request, existing: set[str]) -> list[models.Instance]:
-    short = request.id[2:8]
-    return [
-        models.Instance(
-            _instance_id(request.id, index),
-            request_id=request.id,
-            owner=request.owner,
-            name=f"{request.name_prefix}-{short}-{index:03d}",
-            label=request.label,
-            state=models.PENDING,
-            created_at=request.created_at,
-            expires_at=request.expires_at,
-        )
-        for index in range(int(request.count))
-        if _instance_id(request.id, index) not in existing
-    ]
-
-
-def _write_missing_instances(request: models.Request, instances: list[models.Instance]) -> list[models.Instance]:
-    """Write whichever of the request's instances are not there yet (all, on first accept)."""
-    missing = _new_instances(request, {i.id for i in instances})
-    if missing:
-        with models.Instance.batch_write() as batch:
-            for instance in missing:
-                batch.save(instance)
-    return sorted([*instances, *missing], key=lambda i: i.name)
 
 
 def create_request(caller: Caller, body: dict) -> tuple[models.Request, list[models.Instance], bool]:
@@ -113,8 +79,8 @@ def create_request(caller: Caller, body: dict) -> tuple[models.Request, list[mod
             # Over: its ended instances may be gone already (the TTL); none is brought back.
             return request, instances, False
         # A retry: finish writing instances a crashed first attempt may have left out.
-        return request, _write_missing_instances(request, instances), False
-    return request, _write_missing_instances(request, []), True
+        return request, lifecycle.accept(request, instances), False
+    return request, lifecycle.accept(request, []), True
 
 
 def get_request(caller: Caller, request_id: str) -> tuple[models.Request, list[models.Instance]]:
@@ -149,20 +115,11 @@ def list_requests(caller: Caller, params: Mapping[str, str]) -> tuple[list[tuple
     return [(r, _instances_of(r.id)) for r in requests], cursor
 
 
-def retire(instance: models.Instance, expired_by: str | None = None) -> bool:
-    """Send one instance towards DELETED: straight there if nothing was placed, else via DELETING.
-
-    With `expired_by`, only while its `expires_at` is still at or before that time (an extension
-    that lands meanwhile wins). Returns True when this call moved it."""
-    for _ in range(_WRITE_RETRIES):
-        if instance.state not in models.LIVE_STATES or instance.state == models.DELETING:
-            return False
-        if expired_by is not None and instance.expires_at > expired_by:
-            return False
-        target = models.DELETED if instance.state == models.PENDING else models.DELETING
-        if models.transition(instance, target, expected=[instance.state]):
-            return True
-    raise ApiError("conflict", f"instance {instance.id} is changing too fast; try again")
+def _changing(write, *args) -> None:
+    try:
+        write(*args)
+    except lifecycle.ChangingTooFast as error:
+        raise ApiError("conflict", str(error)) from None
 
 
 def delete_request(caller: Caller, request_id: str) -> tuple[models.Request, list[models.Instance]]:
@@ -170,7 +127,7 @@ def delete_request(caller: Caller, request_id: str) -> tuple[models.Request, lis
     if not request.delete_requested:
         request.update(actions=[models.Request.delete_requested.set(True)])
     for instance in instances:
-        retire(instance)
+        _changing(lifecycle.retire, instance)
     return request, instances
 
 
@@ -183,25 +140,8 @@ def extend_request(caller: Caller, request_id: str, body: dict) -> tuple[models.
     expires_at = timeutil.in_minutes(body["minutes"], base)
     request.update(actions=[models.Request.expires_at.set(expires_at)])
     for instance in instances:
-        _set_expiry(instance, expires_at)
+        _changing(lifecycle.extend, instance, expires_at)
     return request, instances
-
-
-def _set_expiry(instance: models.Instance, expires_at: str) -> None:
-    for _ in range(_WRITE_RETRIES):
-        if instance.state not in models.LIVE_STATES or instance.state == models.DELETING:
-            return
-        try:
-            instance.update(
-                actions=[models.Instance.expires_at.set(expires_at)],
-                condition=models.Instance.state.is_in(*models.LIVE_STATES),
-            )
-            return
-        except Exception as error:  # noqa: BLE001 - only a lost condition is retried
-            if not models.is_conditional_failure(error):
-                raise
-            instance.refresh()
-    raise ApiError("conflict", f"instance {instance.id} is changing too fast; try again")
 
 
 _INSTANCE_FILTERS = ("state", "provider", "request_id", "label")
@@ -257,5 +197,5 @@ def get_instance(caller: Caller, instance_id: str) -> models.Instance:
 
 def delete_instance(caller: Caller, instance_id: str) -> models.Instance:
     instance = get_instance(caller, instance_id)
-    retire(instance)
+    _changing(lifecycle.retire, instance)
     return instance

@@ -12,7 +12,8 @@ from datetime import timedelta
 
 from pynamodb.exceptions import UpdateError
 
-from chalicelib import cloud, models, timeutil
+from chalicelib import cloud, models, placement, timeutil
+from chalicelib.models import DEGRADED, DOWN, HEALTHY
 from chalicelib.settings import settings
 
 FAILURES_TO_OPEN = 3
@@ -20,6 +21,12 @@ BUILD_FAILURES_TO_PROBATION = 3
 MAX_COOLDOWN_SECONDS = 600
 # Error classes that say something about the provider as a whole (others concern one server).
 PROVIDER_FAULTS = (cloud.AUTH, cloud.UNAVAILABLE, cloud.TIMEOUT)
+
+
+def circuit_open(provider: models.Provider) -> bool:
+    """True while an open circuit cools down: no call goes to the provider then."""
+    retry_at = timeutil.parse(provider.retry_at) if provider.retry_at else None
+    return placement.circuit_state(provider.health_state, retry_at, timeutil.now()) == placement.OPEN
 
 
 def cooldown_seconds(consecutive_failures: int, base: float | None = None) -> float:
@@ -42,13 +49,11 @@ def record_failure(provider: models.Provider, error: cloud.CloudError, *, open_n
     )
     failures = int(provider.consecutive_failures)
     # A failed half-open trial keeps the circuit open (with a longer cooldown).
-    down = (
-        open_now or error.error_class == cloud.AUTH or failures >= FAILURES_TO_OPEN or provider.health_state == "down"
-    )
+    down = open_now or error.error_class == cloud.AUTH or failures >= FAILURES_TO_OPEN or provider.health_state == DOWN
     retry_at = models.Provider.retry_at
     provider.update(
         actions=[
-            models.Provider.health_state.set("down" if down else "degraded"),
+            models.Provider.health_state.set(DOWN if down else DEGRADED),
             retry_at.set(timeutil.iso(now + timedelta(seconds=cooldown_seconds(failures))))
             if down
             else retry_at.remove(),
@@ -95,7 +100,7 @@ def record_launch_ok(provider: models.Provider) -> None:
     now = timeutil.now_iso()
     provider.update(
         actions=[
-            models.Provider.health_state.set("healthy"),
+            models.Provider.health_state.set(HEALTHY),
             models.Provider.consecutive_failures.set(0),
             models.Provider.retry_at.remove(),
             models.Provider.last_launch_ok_at.set(now),
@@ -119,7 +124,7 @@ def check(provider: models.Provider) -> models.Provider:
         quota = max(0, limits.max_instances - not_ours)
     provider.update(
         actions=[
-            models.Provider.health_state.set("healthy"),
+            models.Provider.health_state.set(HEALTHY),
             models.Provider.checked_at.set(timeutil.now_iso()),
             models.Provider.last_error.remove(),
             models.Provider.consecutive_failures.set(0),

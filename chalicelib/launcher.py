@@ -13,7 +13,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-from chalicelib import cloud, health, invoke, models, placement, slots, telemetry, timeutil
+from chalicelib import cloud, health, invoke, lifecycle, models, placement, slots, telemetry, timeutil
 from chalicelib.settings import settings
 
 log = logging.getLogger("oms.launcher")
@@ -37,7 +37,7 @@ def _slots(provider: models.Provider, now, proven: set[str], failed: set[str], p
     return placement.Slots(
         name=provider.name,
         priority=int(provider.priority),
-        free=max(0, provider.cap - int(provider.in_use)),
+        free=provider.free,
         labels=frozenset(provider.labels.as_dict()),
         # A provider whose builds keep failing gets one probe per pass (its build ends after the pass).
         enabled=bool(provider.enabled)
@@ -54,7 +54,7 @@ def _still_pending(instance_ids) -> list[models.Instance]:
 
 def _room(providers: dict[str, models.Provider], label: str) -> int:
     """Free slots for `label` on enabled providers, as read."""
-    return sum(max(0, p.cap - int(p.in_use)) for p in providers.values() if p.enabled and label in p.labels.as_dict())
+    return sum(p.free for p in providers.values() if p.enabled and label in p.labels.as_dict())
 
 
 def _waiting_with(pending: list[models.Instance], providers: dict[str, models.Provider]) -> list[models.Instance]:
@@ -127,13 +127,8 @@ def _fail_exhausted(pending: list[models.Instance]) -> list[models.Instance]:
     for instance in pending:
         if len(instance.attempts) < settings.max_attempts:
             keep.append(instance)
-            continue
-        reason = (
-            f"no provider could launch it in {len(instance.attempts)} attempts; last: {instance.attempts[-1].message}"
-        )
-        models.transition(
-            instance, models.FAILED, expected=[models.PENDING], actions=[models.Instance.failure_reason.set(reason)]
-        )
+        else:
+            lifecycle.give_up(instance)
     return keep
 
 
@@ -157,7 +152,7 @@ def _reserve_and_create(plan: dict[str, str], by_id, providers, requests) -> tup
             # Claim only once a create slot is ours: a claim's age then measures its create alone,
             # which is what the sweeper's stale-launch recovery assumes.
             with bounds[provider.name]:
-                claimed = slots.claim(provider.name, instance)
+                claimed = lifecycle.claim(instance, provider.name)
                 if not claimed:
                     return provider.name, False, False, False
                 outcome = create(instance, provider)
@@ -235,9 +230,7 @@ def _record_server(instance: models.Instance, server_id: str, provider: models.P
     """LAUNCHING -> BUILDING with the server's id. If the instance was deleted meanwhile, the server
     we just made is deleted here (nobody else knows of it) and the teardown is finished."""
     fields = telemetry.about(instance, provider.name, to=models.BUILDING)
-    if models.transition(
-        instance, models.BUILDING, expected=[models.LAUNCHING], actions=[models.Instance.server_id.set(server_id)]
-    ):
+    if lifecycle.record_server(instance, server_id):
         log.info("instance %s: server %s created on %s", instance.id, server_id, provider.name, extra=fields)
         return True
     if instance.server_id == server_id:
@@ -255,18 +248,8 @@ def _record_server(instance: models.Instance, server_id: str, provider: models.P
         )
         return False
     if instance.state == models.DELETING and instance.server_id is None:
-        slots.release(instance, models.DELETED)
+        lifecycle.end(instance)
     return False
-
-
-def attempt(provider: str, error: cloud.CloudError, *, excludes: bool = True) -> models.Attempt:
-    return models.Attempt(
-        provider=provider,
-        error=error.error_class,
-        message=error.message[:500],
-        at=timeutil.now_iso(),
-        excludes=excludes,
-    )
 
 
 def resume_stale_launch(instance: models.Instance, provider: models.Provider, servers: list[cloud.Server]) -> bool:
@@ -276,9 +259,7 @@ def resume_stale_launch(instance: models.Instance, provider: models.Provider, se
     server = next((s for s in servers if s.instance_id == instance.id), None)
     if server is not None:
         log.info("instance %s: adopting server %s found by its metadata", instance.id, server.id)
-        return models.transition(
-            instance, models.BUILDING, expected=[models.LAUNCHING], actions=[models.Instance.server_id.set(server.id)]
-        )
+        return lifecycle.record_server(instance, server.id)
     error = cloud.CloudError(cloud.UNKNOWN, "the launch was interrupted before a server was created")
     fail_over(instance, error, provider, provider_at_fault=False)
     return False
@@ -287,38 +268,10 @@ def resume_stale_launch(instance: models.Instance, provider: models.Provider, se
 def fail_over(
     instance: models.Instance, error: cloud.CloudError, provider: models.Provider, *, provider_at_fault: bool = True
 ) -> None:
-    """Give the slot back, record why, and send the instance back to PENDING (or FAILED when out
-    of attempts) so that the stream offers it to the next provider."""
-    out_of_attempts = len(instance.attempts) + 1 >= settings.max_attempts
-    to_state = models.FAILED if out_of_attempts else models.PENDING
-    log.info(
-        "instance %s: %s on %s (%s); failing over",
-        instance.id,
-        error.error_class,
-        provider.name,
-        error.message,
-        extra={**telemetry.about(instance, provider.name, to=to_state), "error_class": error.error_class},
-    )
-    telemetry.metric("Failovers", provider=provider.name, error_class=error.error_class)
-    actions = [
-        models.Instance.attempts.set(
-            models.Instance.attempts.append([attempt(provider.name, error, excludes=provider_at_fault)])
-        ),
-        # remove(), not set(None): pynamodb writes None as a NULL value, which still "exists".
-        models.Instance.provider.remove(),
-        models.Instance.server_id.remove(),
-        models.Instance.launched_at.remove(),
-        models.Instance.addresses.remove(),  # an ACTIVE instance whose server vanished had some
-        models.Instance.active_at.remove(),
-    ]
-    if out_of_attempts:
-        reason = f"no provider could launch it in {settings.max_attempts} attempts; last: {error.message}"
-        actions.append(models.Instance.failure_reason.set(reason[:500]))
-    if slots.release(instance, to_state, actions) and provider_at_fault:
+    """Send the instance on to the next provider (`lifecycle.fail_over`); an error that is the
+    provider's fault counts on its health."""
+    if lifecycle.fail_over(instance, error, provider_at_fault=provider_at_fault) and provider_at_fault:
         health.record_outcome(provider, error)
-    elif instance.state == models.DELETING and instance.server_id is None:
-        # Deleted while its launch failed: no server exists, so the teardown ends here.
-        slots.release(instance, models.DELETED)
 
 
 def _last_event(instance: models.Instance) -> str:
@@ -342,13 +295,6 @@ def redrive(provider: models.Provider, room: int, waited_seconds: float = 0) -> 
                 break
             if provider.name in excluded(instance, now) or _last_event(instance) > quiet_since:
                 continue
-            try:
-                instance.update(
-                    actions=[models.Instance.redrive_at.set(timeutil.now_iso())],
-                    condition=models.Instance.state == models.PENDING,
-                )
+            if lifecycle.redrive(instance):  # else it moved on meanwhile: fine
                 fired += 1
-            except Exception as error:  # noqa: BLE001 - a lost condition means it moved on: fine
-                if not models.is_conditional_failure(error):
-                    raise
     return fired

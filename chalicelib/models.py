@@ -1,14 +1,11 @@
-"""The data model: pynamodb declarations, their indexes, and the conditional writes.
+"""The data model: pynamodb declarations and their indexes.
 
-Invariants live in write conditions, not in checks before writes: an instance changes state
-only from the state (and version) its writer saw, so concurrent or repeated stream deliveries
-cannot both act on it.
+Invariants live in write conditions, not in checks before writes: an instance's state changes are
+written by `lifecycle` only, each conditioned on the state and claim its writer saw; a provider's
+slots by `slots`, conditioned on its cap.
 """
 
 from __future__ import annotations
-
-import time
-from collections.abc import Iterable
 
 from pynamodb.attributes import (
     BooleanAttribute,
@@ -17,15 +14,12 @@ from pynamodb.attributes import (
     NumberAttribute,
     UnicodeAttribute,
     UnicodeSetAttribute,
-    VersionAttribute,
 )
 from pynamodb.constants import PAY_PER_REQUEST_BILLING_MODE, STREAM_NEW_AND_OLD_IMAGE
 from pynamodb.exceptions import DeleteError, PutError, UpdateError
-from pynamodb.expressions.operand import Path
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
-from chalicelib import timeutil
 from chalicelib.settings import settings
 
 # Instance states (API.md). LIVE ones may hold a server or a slot, or are on their way to one.
@@ -35,6 +29,8 @@ STATES = (PENDING, LAUNCHING, BUILDING, ACTIVE, DELETING, DELETED, FAILED)
 LIVE_STATES = (PENDING, LAUNCHING, BUILDING, ACTIVE, DELETING)
 ON_THE_WAY = (PENDING, LAUNCHING, BUILDING)
 TERMINAL_STATES = (DELETED, FAILED)
+# States in which an instance holds a slot on its provider (counted in the provider's `in_use`).
+HOLDING = (LAUNCHING, BUILDING, ACTIVE, DELETING)
 
 # Provider health (the circuit breaker's view, DESIGN.md): never checked, answering, failing
 # some launches, circuit open.
@@ -268,7 +264,6 @@ class Instance(Model):
     # A delete that failed (DELETING): how often, and when the sweeper tries again (backoff).
     delete_failures = NumberAttribute(null=True)
     delete_retry_at = UnicodeAttribute(null=True)
-    version = VersionAttribute()
     by_request = InstancesByRequest()
     by_owner = InstancesByOwner()
     by_provider_state = InstancesByProviderState()
@@ -313,43 +308,3 @@ def is_conditional_failure(error: Exception) -> bool:
     return isinstance(error, UpdateError | PutError | DeleteError) and (
         getattr(error, "cause_response_code", None) == "ConditionalCheckFailedException"
     )
-
-
-def transition(
-    instance: Instance,
-    to_state: str,
-    *,
-    expected: Iterable[str],
-    actions: Iterable = (),
-) -> bool:
-    """Move `instance` to `to_state` if it is still in one of `expected`, with the same claim
-    (provider, server, launch) we read. Returns False, with `instance` re-read, when another
-    writer changed any of those first.
-
-    The condition names the claim rather than the item's version: edits that do not touch the
-    claim (an extended expiry, a re-drive touch) must not cancel a launch or a failover in flight.
-    """
-    expected = tuple(expected)
-    condition = Instance.state.is_in(*expected)
-    for attribute in (Instance.provider, Instance.server_id, Instance.launched_at):
-        value = getattr(instance, attribute.attr_name)
-        # An absent attribute may also have been written as NULL (pynamodb's set(None)).
-        condition &= (
-            (attribute.does_not_exist() | Path(attribute).is_type("NULL")) if value is None else attribute == value
-        )
-    now = timeutil.now_iso()
-    all_actions = [Instance.state.set(to_state), Instance.state_changed_at.set(now), *actions]
-    if to_state == ACTIVE:
-        all_actions.append(Instance.active_at.set(now))
-    if to_state == DELETED:
-        all_actions.append(Instance.deleted_at.set(now))
-    if to_state in TERMINAL_STATES:
-        all_actions.append(Instance.purge_at.set(int(time.time()) + settings.keep_ended_days * 86400))
-    try:
-        instance.update(actions=all_actions, condition=condition, add_version_condition=False)
-    except UpdateError as error:
-        if is_conditional_failure(error):
-            instance.refresh(consistent_read=True)
-            return False
-        raise
-    return True

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from chalicelib.models import DOWN
+
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 
 
@@ -40,7 +42,7 @@ class Need:
 
 def circuit_state(health_state: str, retry_at: datetime | None, now: datetime) -> str:
     """Closed unless the provider is down; down turns half-open once its cooldown has passed."""
-    if health_state != "down":
+    if health_state != DOWN:
         return CLOSED
     if retry_at is not None and retry_at > now:
         return OPEN

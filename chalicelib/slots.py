@@ -1,11 +1,10 @@
 """Slots: a provider's `in_use` counts the instances that hold (or are about to hold) a server there.
 
 Reserving is one conditional `in_use + n` per provider and launch round (only while that stays
-within the cap and quota), then each instance's claim (PENDING -> LAUNCHING at the claim read);
-a lost claim gives its slot straight back. Releasing
-is the instance's conditional transition out of a slot-holding state, then `in_use - 1`: only
-the writer whose transition won releases, so a slot is released exactly once however often a
-record is delivered.
+within the cap and quota), then each instance's claim (`lifecycle.claim`); a lost claim gives its
+slot straight back. Releasing is the instance's conditional transition out of a slot-holding
+state (`lifecycle`), then `give_back`: only the writer whose transition won releases, so a slot is
+released exactly once however often a record is delivered.
 
 The sweeper recomputes `in_use` from the instances table (`correct_drift`) and corrects it when
 two passes in a row find the very same difference with no slot change in between (every write
@@ -21,14 +20,11 @@ fails, dropping other writers' concurrent changes.)
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from pynamodb.exceptions import UpdateError
 
-from chalicelib import models, timeutil
+from chalicelib import models
 
-# States in which an instance holds a slot on its provider.
-HOLDING = (models.LAUNCHING, models.BUILDING, models.ACTIVE, models.DELETING)
+HOLDING = models.HOLDING
 
 
 def give_back(provider_name: str, count: int = 1) -> None:
@@ -56,8 +52,8 @@ def reserve(provider: models.Provider, wanted: int, tries: int = 3) -> int:
             provider.refresh(consistent_read=True)
         cap = int(provider.max_instances)
         quota = None if provider.quota_instances is None else int(provider.quota_instances)
-        limit = cap if quota is None else min(cap, quota)
-        take = min(wanted, limit - int(provider.in_use))
+        limit = provider.cap
+        take = min(wanted, provider.free)
         if take <= 0 or not provider.enabled:
             return 0
         condition = (item.max_instances == cap) & (item.in_use <= limit - take) & (item.enabled == True)  # noqa: E712
@@ -72,36 +68,6 @@ def reserve(provider: models.Provider, wanted: int, tries: int = 3) -> int:
             continue
         return take
     return 0
-
-
-def claim(provider_name: str, instance: models.Instance) -> bool:
-    """Claim `instance` for a slot reserved on the provider (PENDING -> LAUNCHING at the claim
-    we read). A lost claim (someone else moved the instance on) gives the slot straight back."""
-    claimed = models.transition(
-        instance,
-        models.LAUNCHING,
-        expected=[models.PENDING],
-        actions=[models.Instance.provider.set(provider_name), models.Instance.launched_at.set(timeutil.now_iso())],
-    )
-    if not claimed:
-        give_back(provider_name)
-    return claimed
-
-
-def release(instance: models.Instance, to_state: str, actions: Iterable = (), *, give: bool = True) -> bool:
-    """Move a slot-holding instance to `to_state`, then give its slot back (unless `give` is
-    False: the caller gives several back in one write).
-
-    False when the instance was no longer in the state (and version) we read: nothing changed.
-    """
-    if instance.state not in HOLDING or instance.provider is None:
-        raise ValueError(f"instance {instance.id} in {instance.state} holds no slot")
-    provider_name = instance.provider
-    if not models.transition(instance, to_state, expected=[instance.state], actions=actions):
-        return False
-    if give:
-        give_back(provider_name)
-    return True
 
 
 # The index's sort key is the state: the holding states are two ranges of it (ACTIVE..BUILDING and

@@ -19,23 +19,12 @@ from datetime import timedelta
 
 from pynamodb.exceptions import DoesNotExist
 
-from chalicelib import (
-    cloud,
-    fleet,
-    health,
-    invoke,
-    launcher,
-    models,
-    placement,
-    slots,
-    telemetry,
-    timeutil,
-    watcher,
-    worker,
-)
+from chalicelib import cloud, health, invoke, launcher, lifecycle, models, slots, teardown, telemetry, timeutil, watcher
 from chalicelib.settings import settings
 
 log = logging.getLogger("oms.sweeper")
+
+CHECKING = "checking"  # a job's health check has not answered yet
 
 # Threads of a pass that outlive its budget (a hung provider) must not block the next pass.
 _pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="sweep")
@@ -51,6 +40,7 @@ class ProviderPass:
     still_building: int = 0
     vanished: list[str] = field(default_factory=list)
     adopted: list[str] = field(default_factory=list)
+    retagged: list[str] = field(default_factory=list)  # servers whose oms_expires_at was behind
     deletes_retried: list[str] = field(default_factory=list)
     leaks_deleted: list[str] = field(default_factory=list)
     in_use_corrected: int | None = None
@@ -83,28 +73,22 @@ def expire(now: str | None = None) -> list[str]:
             state, range_key_condition=models.Instance.expires_at <= now
         ):
             try:
-                if fleet.retire(instance, expired_by=now):
+                if lifecycle.retire(instance, expired_by=now):
                     expired.append(instance.id)
             except Exception:  # one instance must not stop the pass
                 log.exception("sweep: expiring %s failed", instance.id)
     return expired
 
 
-def _circuit_open(provider: models.Provider) -> bool:
-    """True while an open circuit cools down: no call goes to the provider then."""
-    retry_at = timeutil.parse(provider.retry_at) if provider.retry_at else None
-    return placement.circuit_state(provider.health_state, retry_at, timeutil.now()) == placement.OPEN
-
-
 def sweep_provider(provider: models.Provider, part: ProviderPass) -> None:
     """One provider's share of the pass. Disabled providers are checked and reconciled too (their
     instances still end); only launching skips them."""
     counted = None
-    if not _circuit_open(provider):
-        part.checked = "checking"
+    if not health.circuit_open(provider):
+        part.checked = CHECKING
         health.check(provider)
         part.checked = provider.health_state
-        if provider.health_state == "healthy":
+        if provider.health_state == models.HEALTHY:
             counted = _reconcile(provider, part)
     try:
         part.in_use_corrected = slots.correct_drift(provider, counted)
@@ -133,17 +117,37 @@ def _reconcile(provider: models.Provider, part: ProviderPass) -> int:
     for instance in held[models.ACTIVE]:
         if instance.server_id not in servers and _relaunch_vanished(instance, provider):
             part.vanished.append(instance.id)
+    for instance in held[models.BUILDING] + held[models.ACTIVE]:
+        server = servers.get(instance.server_id)
+        if (
+            instance.state in (models.BUILDING, models.ACTIVE)
+            and server is not None
+            and server.expires_at != instance.expires_at
+            and _retag(provider, server, instance)
+        ):
+            part.retagged.append(instance.id)
     for instance in held[models.LAUNCHING]:
-        if worker.stale(instance) and launcher.resume_stale_launch(instance, provider, list(servers.values())):
+        if lifecycle.stale(instance) and launcher.resume_stale_launch(instance, provider, list(servers.values())):
             part.adopted.append(instance.id)
             part.still_building += 1
     owners = {i.id: i for instances in held.values() for i in instances}
     _delete_leaks(provider, list(servers.values()), owners, part)
     for instance in held[models.DELETING]:
-        if worker.delete_due(instance, now_iso, stuck_before):
-            worker.teardown(instance.id, listed=servers)
+        if lifecycle.delete_due(instance, now_iso, stuck_before):
+            teardown.teardown(instance, provider, listed=servers)
             part.deletes_retried.append(instance.id)
     return counted
+
+
+def _retag(provider: models.Provider, server: cloud.Server, instance: models.Instance) -> bool:
+    """Set a server's `oms_expires_at` to its instance's (an extension whose tag the stream left
+    behind: its provider did not answer then)."""
+    try:
+        cloud.set_expiry(provider, server.id, instance.expires_at)
+    except cloud.CloudError as error:
+        log.warning("sweep: re-tagging server %s on %s failed: %s", server.id, provider.name, error.message)
+        return False
+    return True
 
 
 def _relaunch_vanished(instance: models.Instance, provider: models.Provider) -> bool:
@@ -210,7 +214,7 @@ def _run_provider_jobs(report: SweepReport, budget: float) -> None:
     for future in late:
         provider = futures[future]
         report.providers[provider.name] = parts[provider.name]
-        if parts[provider.name].checked == "checking":  # it never answered: a failed check
+        if parts[provider.name].checked == CHECKING:  # it never answered: a failed check
             report.timed_out.append(provider.name)
             error = cloud.CloudError(cloud.UNAVAILABLE, f"health check: no answer within {budget:g} s")
             health.record_failure(provider, error, open_now=True)
@@ -228,11 +232,8 @@ def watch_building(report: SweepReport) -> None:
 def redrive(report: SweepReport) -> None:
     """Fire PENDING instances again where room has appeared (a provider came back, quota rose)."""
     for provider in models.Provider.by_kind.query("provider"):
-        if not provider.enabled or _circuit_open(provider):
-            continue
-        room = provider.cap - int(provider.in_use)
-        if room > 0:
-            report.redriven += launcher.redrive(provider, room, settings.redrive_after_seconds)
+        if provider.enabled and not health.circuit_open(provider) and provider.free > 0:
+            report.redriven += launcher.redrive(provider, provider.free, settings.redrive_after_seconds)
 
 
 def sweep(budget: float | None = None) -> SweepReport:
@@ -251,7 +252,7 @@ def sweep(budget: float | None = None) -> SweepReport:
         except Exception:  # one phase's failure must not cost the others their turn
             log.exception("sweep: %s failed", name)
         report.seconds[name] = round(time.monotonic() - started, 3)
-    down = [name for name, part in report.providers.items() if part.checked == "down" or name in report.timed_out]
+    down = [name for name, part in report.providers.items() if part.checked == models.DOWN or name in report.timed_out]
     telemetry.metric("ProvidersDown", len(down))
     if report.expired or report.timed_out or report.each("vanished") or report.each("leaks_deleted"):
         log.info(

@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from pynamodb.exceptions import DoesNotExist, UpdateError
 
-from chalicelib import cloud, health, launcher, models, telemetry, timeutil
+from chalicelib import cloud, health, launcher, lifecycle, models, timeutil
 from chalicelib.settings import settings
 
 log = logging.getLogger("oms.watcher")
@@ -39,17 +39,7 @@ def reconcile_building(
     for instance in instances:
         server = servers.get(instance.server_id)
         if server is not None and server.status == "ACTIVE":
-            fields = telemetry.about(instance, to=models.ACTIVE)
-            if models.transition(
-                instance,
-                models.ACTIVE,
-                expected=[models.BUILDING],
-                actions=[models.Instance.addresses.set({"ipv4": list(server.ipv4), "ipv6": list(server.ipv6)})],
-            ):
-                waited = (timeutil.now() - timeutil.parse(instance.created_at)).total_seconds()
-                log.info("instance %s: ACTIVE on %s after %.1f s", instance.id, provider.name, waited, extra=fields)
-                telemetry.metric("TimeToActive", waited, "Seconds", provider=provider.name)
-                came_up = True
+            came_up = lifecycle.came_up(instance, server.ipv4, server.ipv6) or came_up
             continue
         if server is None:
             error = cloud.CloudError(cloud.BUILD_FAILED, f"server {instance.server_id} vanished while building")

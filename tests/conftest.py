@@ -189,6 +189,16 @@ def dump_tables() -> str:
     return json.dumps(items)
 
 
+def arrange(instance, state: str, **fields) -> None:
+    """Put an instance in `state` (with `fields`) as if the pipeline had: a test's starting point.
+    The product writes states only through chalicelib.lifecycle."""
+    from chalicelib import models
+
+    actions = [models.Instance.state.set(state)]
+    actions += [getattr(models.Instance, name).set(value) for name, value in fields.items()]
+    instance.update(actions=actions)
+
+
 def unique(prefix: str = "p") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 

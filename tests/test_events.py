@@ -15,7 +15,7 @@ from chalicelib import aws, models, timeutil
 from chalicelib.settings import settings
 from local.pump import StreamPump
 from local.stack import _registered
-from tests.conftest import wait_for
+from tests.conftest import arrange, wait_for
 
 
 def make_pump(tmp_path, handler) -> StreamPump:
@@ -129,7 +129,7 @@ def test_a_batch_that_keeps_failing_is_skipped_after_bounded_retries(user_api, p
 def test_stack_pump_and_worker_finish_a_teardown(user_api, provider):
     request = user_api.post("/requests", json={"label": "ubuntu-small", "count": 1}).json()
     instance = models.Instance.get(request["instances"][0]["id"])
-    assert models.transition(instance, models.LAUNCHING, expected=[models.PENDING])
+    arrange(instance, models.LAUNCHING)  # claimed, before any provider was chosen
     response = user_api.delete(f"/instances/{instance.id}")
     assert response.json()["state"] == "DELETING"
     done = wait_for(lambda: (i := user_api.get(f"/instances/{instance.id}").json())["state"] == "DELETED" and i)

@@ -7,7 +7,7 @@ import json
 import boto3
 import pytest
 
-from chalicelib import credentials, models
+from chalicelib import credentials, lifecycle, models
 from chalicelib.settings import settings
 from tests.conftest import dump_tables, provider_body, unique
 
@@ -153,8 +153,7 @@ def test_delete_removes_provider_and_its_secret(admin_api, provider):
 def test_delete_with_live_instances_is_409(admin_api, provider):
     request = admin_api.post("/requests", json={"label": "ubuntu-small", "count": 1}).json()
     instance = models.Instance.get(request["instances"][0]["id"])
-    instance.update(actions=[models.Instance.provider.set(provider["name"])])
-    models.transition(instance, models.LAUNCHING, expected=[models.PENDING])
+    assert lifecycle.claim(instance, provider["name"])
     response = admin_api.delete(f"/providers/{provider['name']}")
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "conflict"

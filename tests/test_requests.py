@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chalicelib import models, timeutil
-from tests.conftest import provider_body, register_down, unique
+from tests.conftest import arrange, provider_body, register_down, unique
 
 SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl me@laptop"
 
@@ -170,9 +170,7 @@ def test_instance_filters_combine(admin_api, user_api, provider):
     b = user_api.post("/requests", json={"label": "ubuntu-small", "count": 3}).json()
     placed = models.Instance.get(b["instances"][0]["id"])
     # As if launched there (ACTIVE instances are left alone by the launch pipeline).
-    assert models.transition(
-        placed, models.ACTIVE, expected=[models.PENDING], actions=[models.Instance.provider.set(body["name"])]
-    )
+    arrange(placed, models.ACTIVE, provider=body["name"])
 
     def ids(**params):
         response = user_api.get("/instances", params=params)
@@ -223,7 +221,7 @@ def test_bad_paging_parameters_are_400(user_api, params):
 def test_delete_request_retires_every_instance(user_api, provider):
     request = user_api.post("/requests", json={"label": "ubuntu-small", "count": 3}).json()
     active = models.Instance.get(request["instances"][0]["id"])
-    models.transition(active, models.ACTIVE, expected=[models.PENDING])
+    arrange(active, models.ACTIVE)
     response = user_api.delete(f"/requests/{request['id']}")
     assert response.status_code == 202
     states = sorted(i["state"] for i in response.json()["instances"])

@@ -1,0 +1,316 @@
+"""The instance lifecycle: every change of an instance's state, and the condition it is written under.
+
+```
+PENDING --claim--> LAUNCHING --record_server--> BUILDING --came_up--> ACTIVE
+   ^                  |  fail_over                  |  fail_over        |  fail_over (server vanished)
+   +------------------+-----------------------------+-------------------+
+PENDING --give_up (out of attempts)--> FAILED        (fail_over past the last attempt: FAILED too)
+any live state --retire--> DELETING --end--> DELETED    (PENDING: retire goes straight to DELETED)
+```
+The API (accept, retire, extend), the stream adapter, the launcher, the build watcher and the
+sweeper call these; nothing else writes an instance's `state`.
+
+One concurrency scheme, conditions on what the writer read: a state change is written only while
+the item is still in the state the writer saw *and* holds the same claim (provider, server,
+launch time). Edits that leave the state alone (an extended expiry, a re-drive touch, a failed
+delete's back-off) are conditioned on the state only, so they never cancel a launch or a failover
+in flight, and no version number is kept. A writer that loses its condition gets False with the
+item re-read: someone else moved it on, and the turn is theirs.
+
+Slots: an instance that leaves a slot-holding state gives its slot back after its own transition
+won, so a slot is released exactly once however often a record is delivered (`slots`).
+
+No openstacksdk here: the callers make the cloud calls and tell the lifecycle what they found.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable
+from datetime import timedelta
+
+from pynamodb.exceptions import UpdateError
+from pynamodb.expressions.operand import Path
+
+from chalicelib import slots, telemetry, timeutil
+from chalicelib.faults import CloudError
+from chalicelib.models import (
+    ACTIVE,
+    BUILDING,
+    DELETED,
+    DELETING,
+    FAILED,
+    HOLDING,
+    LAUNCHING,
+    LIVE_STATES,
+    PENDING,
+    TERMINAL_STATES,
+    Attempt,
+    Instance,
+    Request,
+    is_conditional_failure,
+)
+from chalicelib.settings import settings
+
+log = logging.getLogger("oms.lifecycle")
+
+# A write that keeps losing its condition to other writers gives up after this many reads.
+WRITE_RETRIES = 10
+
+
+class ChangingTooFast(Exception):
+    """An instance kept changing under a writer: the API answers 409, try again."""
+
+
+# --- the one conditional write ----------------------------------------------------------------
+
+
+def _move(instance: Instance, to_state: str, *, expected: Iterable[str], actions: Iterable = ()) -> bool:
+    """Move `instance` to `to_state` if it is still in one of `expected`, with the same claim
+    (provider, server, launch) we read. Returns False, with `instance` re-read, when another
+    writer changed any of those first."""
+    condition = Instance.state.is_in(*tuple(expected))
+    for attribute in (Instance.provider, Instance.server_id, Instance.launched_at):
+        value = getattr(instance, attribute.attr_name)
+        # An absent attribute may also have been written as NULL (pynamodb's set(None)).
+        condition &= (
+            (attribute.does_not_exist() | Path(attribute).is_type("NULL")) if value is None else attribute == value
+        )
+    now = timeutil.now()
+    all_actions = [Instance.state.set(to_state), Instance.state_changed_at.set(timeutil.iso(now)), *actions]
+    if to_state == ACTIVE:
+        all_actions.append(Instance.active_at.set(timeutil.iso(now)))
+    if to_state == DELETED:
+        all_actions.append(Instance.deleted_at.set(timeutil.iso(now)))
+    if to_state in TERMINAL_STATES:
+        all_actions.append(Instance.purge_at.set(int(now.timestamp()) + settings.keep_ended_days * 86400))
+    return _update(instance, all_actions, condition)
+
+
+def _update(instance: Instance, actions: list, condition) -> bool:
+    try:
+        instance.update(actions=actions, condition=condition)
+    except UpdateError as error:
+        if is_conditional_failure(error):
+            instance.refresh(consistent_read=True)
+            return False
+        raise
+    return True
+
+
+def _release(instance: Instance, to_state: str, actions: Iterable = (), *, give: bool = True) -> bool:
+    """Move a slot-holding instance to `to_state`, then give its slot back (unless `give` is
+    False: the caller gives several back in one write)."""
+    if instance.state not in HOLDING or instance.provider is None:
+        raise ValueError(f"instance {instance.id} in {instance.state} holds no slot")
+    provider_name = instance.provider
+    if not _move(instance, to_state, expected=[instance.state], actions=actions):
+        return False
+    if give:
+        slots.give_back(provider_name)
+    return True
+
+
+# --- accept ------------------------------------------------------------------------------------
+
+
+def instance_id(request_id: str, index: int) -> str:
+    """A request's instances have ids derived from it, so a retried accept writes the same items."""
+    return "i-" + hashlib.sha256(f"{request_id}/{index}".encode()).hexdigest()[:16]
+
+
+def accept(request: Request, instances: list[Instance]) -> list[Instance]:
+    """Write the request's instances that are not there yet (all, on first accept) as PENDING:
+    their stream records ask for a launch. Returns all of them, by name."""
+    existing = {i.id for i in instances}
+    short = request.id[2:8]
+    missing = [
+        Instance(
+            instance_id(request.id, index),
+            request_id=request.id,
+            owner=request.owner,
+            name=f"{request.name_prefix}-{short}-{index:03d}",
+            label=request.label,
+            state=PENDING,
+            state_changed_at=request.created_at,
+            created_at=request.created_at,
+            expires_at=request.expires_at,
+        )
+        for index in range(int(request.count))
+        if instance_id(request.id, index) not in existing
+    ]
+    if missing:
+        with Instance.batch_write() as batch:
+            for instance in missing:
+                batch.save(instance)
+    return sorted([*instances, *missing], key=lambda i: i.name)
+
+
+# --- launch --------------------------------------------------------------------------------------
+
+
+def claim(instance: Instance, provider_name: str) -> bool:
+    """PENDING -> LAUNCHING on a slot reserved on the provider. A lost claim (someone else moved
+    the instance on) gives the slot straight back."""
+    claimed = _move(
+        instance,
+        LAUNCHING,
+        expected=[PENDING],
+        actions=[Instance.provider.set(provider_name), Instance.launched_at.set(timeutil.now_iso())],
+    )
+    if not claimed:
+        slots.give_back(provider_name)
+    return claimed
+
+
+def record_server(instance: Instance, server_id: str) -> bool:
+    """LAUNCHING -> BUILDING with the server made for it (by this launch, or found by its metadata
+    after the launch was interrupted). False when the instance moved on meanwhile: if it is being
+    deleted, the caller deletes the server nobody else knows of, then calls `end`."""
+    return _move(instance, BUILDING, expected=[LAUNCHING], actions=[Instance.server_id.set(server_id)])
+
+
+def came_up(instance: Instance, ipv4: Iterable[str], ipv6: Iterable[str]) -> bool:
+    """BUILDING -> ACTIVE with the server's addresses."""
+    fields = telemetry.about(instance, to=ACTIVE)
+    if not _move(
+        instance,
+        ACTIVE,
+        expected=[BUILDING],
+        actions=[Instance.addresses.set({"ipv4": list(ipv4), "ipv6": list(ipv6)})],
+    ):
+        return False
+    waited = (timeutil.now() - timeutil.parse(instance.created_at)).total_seconds()
+    log.info("instance %s: ACTIVE on %s after %.1f s", instance.id, instance.provider, waited, extra=fields)
+    telemetry.metric("TimeToActive", waited, "Seconds", provider=instance.provider or "")
+    return True
+
+
+def attempt(provider: str, error: CloudError, *, excludes: bool = True) -> Attempt:
+    return Attempt(
+        provider=provider,
+        error=error.error_class,
+        message=error.message[:500],
+        at=timeutil.now_iso(),
+        excludes=excludes,
+    )
+
+
+def fail_over(instance: Instance, error: CloudError, *, provider_at_fault: bool = True) -> bool:
+    """A slot-holding instance whose launch (or server) failed: give the slot back, record why,
+    and send it back to PENDING (or FAILED when out of attempts) so that the stream offers it to
+    the next provider. Returns True when this call moved it. One deleted meanwhile, with no
+    server, has its teardown finished here."""
+    provider_name = instance.provider or ""
+    out_of_attempts = len(instance.attempts) + 1 >= settings.max_attempts
+    to_state = FAILED if out_of_attempts else PENDING
+    log.info(
+        "instance %s: %s on %s (%s); failing over",
+        instance.id,
+        error.error_class,
+        provider_name,
+        error.message,
+        extra={**telemetry.about(instance, provider_name, to=to_state), "error_class": error.error_class},
+    )
+    telemetry.metric("Failovers", provider=provider_name, error_class=error.error_class)
+    actions = [
+        Instance.attempts.set(Instance.attempts.append([attempt(provider_name, error, excludes=provider_at_fault)])),
+        # remove(), not set(None): pynamodb writes None as a NULL value, which still "exists".
+        Instance.provider.remove(),
+        Instance.server_id.remove(),
+        Instance.launched_at.remove(),
+        Instance.addresses.remove(),  # an ACTIVE instance whose server vanished had some
+        Instance.active_at.remove(),
+    ]
+    if out_of_attempts:
+        reason = f"no provider could launch it in {settings.max_attempts} attempts; last: {error.message}"
+        actions.append(Instance.failure_reason.set(reason[:500]))
+    if instance.state in HOLDING and instance.state != DELETING and _release(instance, to_state, actions):
+        return True
+    if instance.state == DELETING and instance.server_id is None:
+        end(instance)  # deleted while its launch failed: no server exists, so the teardown ends here
+    return False
+
+
+def give_up(instance: Instance) -> bool:
+    """PENDING -> FAILED for an instance out of attempts."""
+    last = instance.attempts[-1].message if instance.attempts else "none"
+    reason = f"no provider could launch it in {len(instance.attempts)} attempts; last: {last}"
+    return _move(instance, FAILED, expected=[PENDING], actions=[Instance.failure_reason.set(reason[:500])])
+
+
+def redrive(instance: Instance) -> bool:
+    """Fire the stream again for a PENDING instance (a slot was freed, or the sweeper found room):
+    touch `redrive_at`, state unchanged. False when it is no longer PENDING."""
+    return _update(instance, [Instance.redrive_at.set(timeutil.now_iso())], Instance.state == PENDING)
+
+
+def stale(instance: Instance) -> bool:
+    """True when the launch that claimed this instance has had time to record its server."""
+    if instance.launched_at is None:
+        return True
+    age = (timeutil.now() - timeutil.parse(instance.launched_at)).total_seconds()
+    return age > settings.launch_stale_seconds
+
+
+# --- retire, extend, tear down -------------------------------------------------------------------
+
+
+def retire(instance: Instance, expired_by: str | None = None) -> bool:
+    """Send one instance towards DELETED: straight there if nothing was placed, else via DELETING
+    (whose stream record asks for the teardown). With `expired_by`, only while its `expires_at` is
+    still at or before that time (an extension that lands meanwhile wins). True when this call
+    moved it."""
+    for _ in range(WRITE_RETRIES):
+        if instance.state not in LIVE_STATES or instance.state == DELETING:
+            return False
+        if expired_by is not None and instance.expires_at > expired_by:
+            return False
+        target = DELETED if instance.state == PENDING else DELETING
+        if _move(instance, target, expected=[instance.state]):
+            return True
+    raise ChangingTooFast(f"instance {instance.id} is changing too fast; try again")
+
+
+def extend(instance: Instance, expires_at: str) -> None:
+    """Give a live instance a new `expires_at` (its request was extended); one on its way out
+    keeps its end."""
+    for _ in range(WRITE_RETRIES):
+        if instance.state not in LIVE_STATES or instance.state == DELETING:
+            return
+        if _update(instance, [Instance.expires_at.set(expires_at)], Instance.state.is_in(*LIVE_STATES)):
+            return
+    raise ChangingTooFast(f"instance {instance.id} is changing too fast; try again")
+
+
+def end(instance: Instance, *, give: bool = True) -> bool:
+    """DELETING -> DELETED once its server is gone (or none was made); its slot, if it held one,
+    is given back (by the caller when `give` is False)."""
+    if instance.provider is None:
+        return _move(instance, DELETED, expected=[DELETING])
+    return _release(instance, DELETED, give=give)
+
+
+def delete_backoff_seconds(failures: int) -> float:
+    return min(600.0, settings.delete_retry_seconds * 2 ** min(max(0, failures - 1), 16))
+
+
+def delete_failed(instance: Instance) -> None:
+    """A DELETING instance whose delete failed stays DELETING, with a retry time that backs off."""
+    failures = int(instance.delete_failures or 0) + 1
+    retry_at = timeutil.iso(timeutil.now() + timedelta(seconds=delete_backoff_seconds(failures)))
+    # A lost condition means it moved on (DELETED by another delivery): nothing to retry.
+    _update(
+        instance,
+        [Instance.delete_failures.set(failures), Instance.delete_retry_at.set(retry_at)],
+        Instance.state == DELETING,
+    )
+
+
+def delete_due(instance: Instance, now_iso: str, stuck_before: str) -> bool:
+    """A DELETING instance the sweeper should tear down now: its backoff has run out, or, with no
+    failure recorded, its teardown has not happened for too long (a lost event or a crash)."""
+    if instance.delete_retry_at:
+        return instance.delete_retry_at <= now_iso
+    return (instance.state_changed_at or instance.created_at) < stuck_before
