@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # The dashboard's browser tests drive Debian's Chromium (Playwright's own download is not used).
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run demo test bench lint format package clean
+.PHONY: run demo moto test bench lint format package clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ run: $(STAMP)  ## the local stack: moto, API, stream pump, scheduler on 127.0.0.
 
 demo: $(STAMP)  ## the local stack plus simulated OpenStack providers, ready to take requests
 	$(PY) -m local --demo
+
+moto: $(STAMP)  ## moto alone (tables, admin key) for `.venv/bin/chalice local --stage local` to serve the API on
+	$(PY) -m local --moto-only
 
 test: $(STAMP) $(CHROMIUM)  ## the whole test suite
 	OMS_CHROMIUM=$(CHROMIUM) $(PY) -m pytest

@@ -7,7 +7,7 @@ from chalice import Chalice, Rate, Response
 # The API's imports only: the event handlers import the launch path (and openstacksdk) when they
 # run, so that the API handler's cold start never pays for it.
 from chalicelib import auth, fleet, openapi, providers, schemas, telemetry, web
-from chalicelib.http import json_body, respond, shape_errors
+from chalicelib.http import json_body, respond, route_errors_to_middleware, shape_errors
 from chalicelib.settings import settings
 
 if telemetry.in_lambda() or settings.log_format == "json":
@@ -182,6 +182,9 @@ def delete_key(key_id: str) -> Response:
     admin()
     auth.delete_key(key_id)
     return respond(None, 204)
+
+
+route_errors_to_middleware(app)  # after the last route: a database that does not answer is a 503, not a 500
 
 
 # --- events --------------------------------------------------------------------------------

@@ -9,12 +9,20 @@ STATUS_BY_CODE = {
     "unauthorized": 401,
     "forbidden": 403,
     "not_found": 404,
+    "method_not_allowed": 405,
     "conflict": 409,
     "payload_too_large": 413,
     "unprocessable": 422,
     "internal": 500,
+    # DynamoDB or Secrets Manager does not answer (locally: moto is not running).
+    "unavailable": 503,
 }
 CODE_BY_STATUS = {status: code for code, status in STATUS_BY_CODE.items()}
+
+
+def code_for_status(status: int) -> str:
+    """Our code for an HTTP status answered by a layer below our routes (Chalice, the HTTP server)."""
+    return CODE_BY_STATUS.get(status, "internal" if status >= 500 else "validation_error")
 
 
 # Subclassing ChaliceUnhandledError lets Chalice pass it through to our middleware, which

@@ -2,6 +2,7 @@
 
     python -m local            # moto + API + stream pump + scheduler on 127.0.0.1
     python -m local --demo     # ... plus the OpenStack simulator with three providers registered
+    python -m local --moto-only   # moto with the tables and admin key only, for `chalice local --stage local`
 
 Settings come from the environment (see README: OMS_PORT, OMS_STATE_DIR, OMS_SWEEP_SECONDS,
 OMS_BOOTSTRAP_ADMIN_KEY, ...).
@@ -29,7 +30,16 @@ def main(argv: list[str] | None = None) -> int:
         help="also run the OpenStack simulator (on OMS_SIM_PORT, default OMS_PORT+2) with providers "
         "demo-p1..demo-p3 registered, all offering label ubuntu-small",
     )
+    parser.add_argument(
+        "--moto-only",
+        action="store_true",
+        help="run only moto (DynamoDB and Secrets Manager on OMS_MOTO_PORT, default OMS_PORT+1) with the tables "
+        "and the admin key, for `chalice local --stage local` to serve the API on; no stream pump or scheduler, "
+        "so requests wait in PENDING",
+    )
     args = parser.parse_args(argv)
+    if args.moto_only and args.demo:
+        parser.error("--moto-only and --demo exclude each other")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     for chatty in ("botocore", "pynamodb", "urllib3"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
@@ -41,6 +51,16 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if args.moto_only:
+        stack.start_backend()
+        print(f"moto (DynamoDB, Secrets Manager) is running at {stack.moto_url}", flush=True)
+        print("serve the API on it with: .venv/bin/chalice local --stage local", flush=True)
+        print(f"admin key: {stack.admin_key}", flush=True)
+        print(f"state folder: {stack.state_dir.resolve()} (Ctrl-C stops it)", flush=True)
+        stop.wait()
+        print("stopping...", flush=True)
+        stack.stop()
+        return 0
     simulator = None
     if args.demo:
         from local import demo

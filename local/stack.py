@@ -43,6 +43,7 @@ class LocalStack:
         self.settings = settings
         self.state_dir = Path(settings.state_dir)
         self.url = f"http://{settings.host}:{settings.port}/"
+        self.moto_url = f"http://{settings.host}:{settings.moto_port}"
         self.admin_key: str | None = None
         self.pump: Any = None
         self.scheduler: Any = None
@@ -54,6 +55,13 @@ class LocalStack:
     # --- start ---------------------------------------------------------------------------
 
     def start(self) -> LocalStack:
+        self.start_backend()
+        self._start_http()
+        self._start_events()
+        return self
+
+    def start_backend(self) -> LocalStack:
+        """moto with the tables and the admin key, and nothing else: what `chalice local --stage local` needs."""
         from local.statefiles import ensure_dir
 
         _aws_defaults()
@@ -63,8 +71,6 @@ class LocalStack:
 
         models.ensure_tables()
         self.admin_key = self._bootstrap_admin()
-        self._start_http()
-        self._start_events()
         return self
 
     def _start_moto(self) -> None:
@@ -114,11 +120,12 @@ class LocalStack:
 
     def _start_http(self) -> None:
         from chalice.config import Config
-        from chalice.local import create_local_server
+
+        from local.httpserver import create_server
 
         app_module = importlib.import_module("app")
         config = Config.create(chalice_stage="local", app_name=app_module.app.app_name, lambda_timeout=60)
-        self._http = create_local_server(app_module.app, config, self.settings.host, self.settings.port)
+        self._http = create_server(app_module.app, config, self.settings.host, self.settings.port)
         self._http_thread = threading.Thread(target=self._http.server.serve_forever, name="http", daemon=True)
         self._http_thread.start()
 
