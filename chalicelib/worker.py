@@ -22,7 +22,7 @@ log = logging.getLogger("oms.worker")
 
 # How long a batch waits for its expiry tags: a provider that does not answer by then delays
 # nothing else, and the sweeper sets the tag once the provider answers again.
-TAG_WAIT_SECONDS = 3.0
+TAG_WAIT_SECONDS = 1.5
 # One tagging job per provider runs beside the launch pass; a call hung on a provider may outlive
 # its batch (it ends at the OpenStack timeout) without holding the next one.
 _tagging = ThreadPoolExecutor(max_workers=16, thread_name_prefix="tags")

@@ -128,3 +128,28 @@ def test_a_worker_killed_mid_batch_neither_leaks_nor_launches_twice(sim, tmp_pat
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=60)
+
+
+def test_a_hung_provider_delays_only_its_own_work(admin_api, user_api, sim):
+    """Extends for a provider that stops answering share the stream with a launch elsewhere: the
+    launch's server is made at once, and the hung provider's tags are set once it answers again."""
+    hung_label, other_label = unique("lbl"), unique("lbl")
+    register_sim_provider(admin_api, sim, "p1", hung_label)
+    register_sim_provider(admin_api, sim, "p2", other_label)
+    first = user_api.post("/requests", json={"label": hung_label, "count": 3}).json()
+    wait_for(lambda: request_state(user_api, first["id"])["state"] == "ready", what="3 ACTIVE on p1")
+
+    sim.control("p1", mode="hang")  # every call to p1 now waits until its client gives up
+    extended = user_api.post(f"/requests/{first['id']}/extend", json={"minutes": 30}).json()
+    asked = time.monotonic()
+    user_api.post("/requests", json={"label": other_label, "count": 1})
+    wait_for(lambda: sim.state("p2")["servers_created"] >= 1, timeout=60, interval=0.05, what="a server on p2")
+    assert time.monotonic() - asked < 5, "the launch on p2 waited for the hung provider"
+
+    sim.control("p1", mode="normal")
+
+    def tagged() -> bool:
+        servers = sim.servers("p1")
+        return len(servers) == 3 and all(s["metadata"]["oms_expires_at"] == extended["expires_at"] for s in servers)
+
+    wait_for(tagged, timeout=120, what="p1's servers tagged with the new expiry")
