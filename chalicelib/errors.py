@@ -16,6 +16,23 @@ STATUS_BY_CODE = {
 }
 CODE_BY_STATUS = {status: code for code, status in STATUS_BY_CODE.items()}
 
+# The shape of ApiError.body(), for `/openapi.json`.
+ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string", "enum": list(STATUS_BY_CODE)},
+                "message": {"type": "string"},
+                "field": {"type": "string"},
+            },
+        }
+    },
+}
+
 
 # Subclassing ChaliceUnhandledError lets Chalice pass it through to our middleware, which
 # shapes it; any other exception becomes `internal`.
