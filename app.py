@@ -1,4 +1,8 @@
-"""OpenMultiStack: the table of contents. Routes and event handlers only; the logic is in chalicelib."""
+"""OpenMultiStack: the table of contents. Routes and event handlers only; the logic is in chalicelib.
+
+Each route's declaration is its contract: who may call it (and the route enforces that), the body
+schema that validates its body, and what it answers; `/openapi.json` documents these declarations.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,9 @@ from chalice import Chalice, Rate, Response
 # The API's imports only: the event handlers import the launch path (and openstacksdk) when they
 # run, so that the API handler's cold start never pays for it.
 from chalicelib import auth, fleet, openapi, providers, schemas, telemetry, web
-from chalicelib.http import json_body, respond, route_errors_to_middleware, shape_errors
+from chalicelib.auth import ADMIN, USER
+from chalicelib.http import respond, shape_errors
+from chalicelib.routes import PUBLIC, Call, Routes
 from chalicelib.settings import settings
 
 if telemetry.in_lambda() or settings.log_format == "json":
@@ -16,175 +22,222 @@ if telemetry.in_lambda() or settings.log_format == "json":
 app = Chalice(app_name="openmultistack")
 app.debug = False
 app.register_middleware(shape_errors, "http")
-
-# Bodies are parsed by json_body whatever the Content-Type says (curl -d sends a form type).
-BODY = {"content_types": ["*/*"]}
-
-
-def caller() -> auth.Caller:
-    return auth.authenticate(app.current_request.headers.get("authorization"))
-
-
-def admin() -> auth.Caller:
-    who = caller()
-    auth.require_admin(who)
-    return who
-
-
-def params() -> dict:
-    return app.current_request.query_params or {}
-
-
-def listing(items: list, cursor: str | None) -> Response:
-    return respond({"items": items, "next": cursor})
+api = Routes(app)
 
 
 # --- service -------------------------------------------------------------------------------
 
 
-@app.route("/health", methods=["GET"])
-def health() -> Response:
-    return respond({"status": "ok"})
+@api.route("GET", "/health", "Liveness", role=PUBLIC, answer=schemas.HEALTH)
+def health(call: Call) -> dict:
+    return schemas.health_view()
 
 
-@app.route("/openapi.json", methods=["GET"])
-def openapi_document() -> Response:
-    return respond(openapi.document())
+@api.route("GET", "/openapi.json", "This document", role=PUBLIC)
+def openapi_document(call: Call) -> dict:
+    return openapi.document(api.declared.values())
 
 
-@app.route("/", methods=["GET"])
-def dashboard() -> Response:
+@api.route("GET", "/", "The web dashboard (HTML)", role=PUBLIC, answer={"type": "string"}, media=("text/html",))
+def dashboard(call: Call) -> Response:
     return web.page()
 
 
-@app.route("/static/{name}", methods=["GET"])
-def dashboard_asset(name: str) -> Response:
+@api.route(
+    "GET",
+    "/static/{name}",
+    "The dashboard's script and style sheet",
+    role=PUBLIC,
+    answer={"type": "string"},
+    media=("text/javascript", "text/css"),
+    errors=(404,),
+)
+def dashboard_asset(call: Call, name: str) -> Response:
     return web.asset(name)
 
 
 # --- providers -----------------------------------------------------------------------------
 
 
-@app.route("/providers", methods=["POST"], **BODY)
-def create_provider() -> Response:
-    admin()
-    return respond(schemas.provider_view(providers.create(json_body(app.current_request)), admin=True), 201)
+@api.route(
+    "POST",
+    "/providers",
+    "Register a provider account",
+    role=ADMIN,
+    body=schemas.PROVIDER_CREATE,
+    status=201,
+    answer=schemas.PROVIDER,
+    errors=(409,),
+)
+def create_provider(call: Call) -> dict:
+    return schemas.provider_view(providers.create(call.body), admin=True)
 
 
-@app.route("/providers", methods=["GET"])
-def list_providers() -> Response:
-    who = caller()
-    items, cursor = providers.list_page(params())
-    return listing([schemas.provider_view(p, admin=who.is_admin) for p in items], cursor)
+@api.route("GET", "/providers", "List providers", role=USER, answer=schemas.PROVIDER_LIST, query=schemas.LIST_QUERY)
+def list_providers(call: Call) -> dict:
+    items, cursor = providers.list_page(call.params)
+    return schemas.list_view([schemas.provider_view(p, admin=call.caller.is_admin) for p in items], cursor)
 
 
-@app.route("/providers/{name}", methods=["GET"])
-def get_provider(name: str) -> Response:
-    who = caller()
-    return respond(schemas.provider_view(providers.get(name), admin=who.is_admin))
+@api.route("GET", "/providers/{name}", "Get a provider", role=USER, answer=schemas.PROVIDER)
+def get_provider(call: Call, name: str) -> dict:
+    return schemas.provider_view(providers.get(name), admin=call.caller.is_admin)
 
 
-@app.route("/providers/{name}", methods=["PATCH"], **BODY)
-def update_provider(name: str) -> Response:
-    admin()
-    return respond(schemas.provider_view(providers.update(name, json_body(app.current_request)), admin=True))
+@api.route(
+    "PATCH",
+    "/providers/{name}",
+    "Change a provider (credentials too)",
+    role=ADMIN,
+    body=schemas.PROVIDER_PATCH,
+    answer=schemas.PROVIDER,
+)
+def update_provider(call: Call, name: str) -> dict:
+    return schemas.provider_view(providers.update(name, call.body), admin=True)
 
 
-@app.route("/providers/{name}", methods=["DELETE"])
-def delete_provider(name: str) -> Response:
-    admin()
+@api.route(
+    "DELETE", "/providers/{name}", "Remove a provider without live instances", role=ADMIN, status=204, errors=(409,)
+)
+def delete_provider(call: Call, name: str) -> None:
     providers.delete(name)
-    return respond(None, 204)
 
 
-@app.route("/providers/{name}/check", methods=["POST"], **BODY)
-def check_provider(name: str) -> Response:
-    admin()
-    return respond(schemas.provider_view(providers.check(name), admin=True))
+@api.route("POST", "/providers/{name}/check", "Run a health check now", role=ADMIN, answer=schemas.PROVIDER)
+def check_provider(call: Call, name: str) -> dict:
+    return schemas.provider_view(providers.check(name), admin=True)
 
 
 # --- requests ------------------------------------------------------------------------------
 
 
-@app.route("/requests", methods=["POST"], **BODY)
-def create_request() -> Response:
-    who = caller()
-    request, instances, created = fleet.create_request(who, json_body(app.current_request))
+@api.route(
+    "POST",
+    "/requests",
+    "Request instances",
+    role=USER,
+    body=schemas.REQUEST_CREATE,
+    status=202,
+    answer=schemas.REQUEST,
+    errors=(409, 422),
+)
+def create_request(call: Call) -> Response:
+    request, instances, created = fleet.create_request(call.caller, call.body)
+    # A repeated client_token finds the request it made: nothing new is accepted.
     return respond(schemas.request_view(request, instances), 202 if created else 200)
 
 
-@app.route("/requests", methods=["GET"])
-def list_requests() -> Response:
-    pairs, cursor = fleet.list_requests(caller(), params())
-    return listing([schemas.request_view(r, i) for r, i in pairs], cursor)
+@api.route(
+    "GET",
+    "/requests",
+    "List requests",
+    role=USER,
+    answer=schemas.REQUEST_LIST,
+    query=schemas.LIST_QUERY + schemas.OWNER_FILTER,
+    errors=(403,),
+)
+def list_requests(call: Call) -> dict:
+    pairs, cursor = fleet.list_requests(call.caller, call.params)
+    return schemas.list_view([schemas.request_view(r, i) for r, i in pairs], cursor)
 
 
-@app.route("/requests/{request_id}", methods=["GET"])
-def get_request(request_id: str) -> Response:
-    return respond(schemas.request_view(*fleet.get_request(caller(), request_id)))
+@api.route("GET", "/requests/{request_id}", "Get a request with its instances", role=USER, answer=schemas.REQUEST)
+def get_request(call: Call, request_id: str) -> dict:
+    return schemas.request_view(*fleet.get_request(call.caller, request_id))
 
 
-@app.route("/requests/{request_id}", methods=["DELETE"])
-def delete_request(request_id: str) -> Response:
-    return respond(schemas.request_view(*fleet.delete_request(caller(), request_id)), 202)
+@api.route(
+    "DELETE",
+    "/requests/{request_id}",
+    "Delete every instance of a request",
+    role=USER,
+    status=202,
+    answer=schemas.REQUEST,
+    errors=(409,),
+)
+def delete_request(call: Call, request_id: str) -> dict:
+    return schemas.request_view(*fleet.delete_request(call.caller, request_id))
 
 
-@app.route("/requests/{request_id}/extend", methods=["POST"], **BODY)
-def extend_request(request_id: str) -> Response:
-    who = caller()
-    return respond(schemas.request_view(*fleet.extend_request(who, request_id, json_body(app.current_request))))
+@api.route(
+    "POST",
+    "/requests/{request_id}/extend",
+    "Extend a request's lifetime",
+    role=USER,
+    body=schemas.EXTEND,
+    answer=schemas.REQUEST,
+    errors=(409,),
+)
+def extend_request(call: Call, request_id: str) -> dict:
+    return schemas.request_view(*fleet.extend_request(call.caller, request_id, call.body))
 
 
 # --- instances -----------------------------------------------------------------------------
 
 
-@app.route("/instances", methods=["GET"])
-def list_instances() -> Response:
-    items, cursor = fleet.list_instances(caller(), params())
-    return listing([schemas.instance_view(i) for i in items], cursor)
+@api.route(
+    "GET",
+    "/instances",
+    "List instances",
+    role=USER,
+    answer=schemas.INSTANCE_LIST,
+    query=schemas.LIST_QUERY + schemas.INSTANCE_FILTERS,
+)
+def list_instances(call: Call) -> dict:
+    items, cursor = fleet.list_instances(call.caller, call.params)
+    return schemas.list_view([schemas.instance_view(i) for i in items], cursor)
 
 
-@app.route("/instances/{instance_id}", methods=["GET"])
-def get_instance(instance_id: str) -> Response:
-    return respond(schemas.instance_view(fleet.get_instance(caller(), instance_id)))
+@api.route("GET", "/instances/{instance_id}", "Get an instance", role=USER, answer=schemas.INSTANCE)
+def get_instance(call: Call, instance_id: str) -> dict:
+    return schemas.instance_view(fleet.get_instance(call.caller, instance_id))
 
 
-@app.route("/instances/{instance_id}", methods=["DELETE"])
-def delete_instance(instance_id: str) -> Response:
-    return respond(schemas.instance_view(fleet.delete_instance(caller(), instance_id)), 202)
+@api.route(
+    "DELETE",
+    "/instances/{instance_id}",
+    "Delete an instance",
+    role=USER,
+    status=202,
+    answer=schemas.INSTANCE,
+    errors=(409,),
+)
+def delete_instance(call: Call, instance_id: str) -> dict:
+    return schemas.instance_view(fleet.delete_instance(call.caller, instance_id))
 
 
 # --- API keys ------------------------------------------------------------------------------
 
 
-@app.route("/keys", methods=["POST"], **BODY)
-def create_key() -> Response:
-    admin()
-    key, secret = auth.create_key_from_body(json_body(app.current_request))
-    return respond(schemas.key_view(key, secret), 201)
+@api.route(
+    "POST",
+    "/keys",
+    "Create an API key (shown once)",
+    role=ADMIN,
+    body=schemas.KEY_CREATE,
+    status=201,
+    answer=schemas.KEY,
+)
+def create_key(call: Call) -> dict:
+    return schemas.key_view(*auth.create_key(call.body["name"], call.body["role"]))
 
 
-@app.route("/keys", methods=["GET"])
-def list_keys() -> Response:
-    admin()
-    items, cursor = auth.list_page(params())
-    return listing([schemas.key_view(k) for k in items], cursor)
+@api.route(
+    "GET", "/keys", "List API keys (without the keys)", role=ADMIN, answer=schemas.KEY_LIST, query=schemas.LIST_QUERY
+)
+def list_keys(call: Call) -> dict:
+    items, cursor = auth.list_page(call.params)
+    return schemas.list_view([schemas.key_view(k) for k in items], cursor)
 
 
-@app.route("/me", methods=["GET"])
-def whoami() -> Response:
-    who = caller()
-    return respond({"id": who.key_id, "name": who.name, "role": who.role})
+@api.route("GET", "/me", "The key making the call: its id, name and role", role=USER, answer=schemas.KEY)
+def whoami(call: Call) -> dict:
+    return schemas.caller_view(call.caller)
 
 
-@app.route("/keys/{key_id}", methods=["DELETE"])
-def delete_key(key_id: str) -> Response:
-    admin()
+@api.route("DELETE", "/keys/{key_id}", "Revoke an API key", role=ADMIN, status=204)
+def delete_key(call: Call, key_id: str) -> None:
     auth.delete_key(key_id)
-    return respond(None, 204)
-
-
-route_errors_to_middleware(app)  # after the last route: a database that does not answer is a 503, not a 500
 
 
 # --- events --------------------------------------------------------------------------------

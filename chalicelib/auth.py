@@ -16,10 +16,11 @@ from dataclasses import dataclass
 
 from pynamodb.exceptions import DoesNotExist
 
-from chalicelib import models, pages, schemas, timeutil
+from chalicelib import models, pages, timeutil
 from chalicelib.errors import ApiError
 
 ADMIN, USER = "admin", "user"
+ROLES = (USER, ADMIN)
 _KEY_FORM = re.compile(r"^oms_([0-9a-f]{16})_[A-Za-z0-9_-]{43}$")
 
 
@@ -104,11 +105,6 @@ def authenticate(authorization: str | None) -> Caller:
 def require_admin(caller: Caller) -> None:
     if not caller.is_admin:
         raise ApiError("forbidden", "this needs an admin key")
-
-
-def create_key_from_body(body: dict) -> tuple[models.ApiKey, str]:
-    schemas.validate(body, schemas.KEY_CREATE)
-    return create_key(body["name"], body["role"])
 
 
 def list_page(params: Mapping[str, str]) -> tuple[list[models.ApiKey], str | None]:

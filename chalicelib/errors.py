@@ -19,6 +19,23 @@ STATUS_BY_CODE = {
 }
 CODE_BY_STATUS = {status: code for code, status in STATUS_BY_CODE.items()}
 
+# The shape of ApiError.body(), for `/openapi.json`.
+ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string", "enum": list(STATUS_BY_CODE)},
+                "message": {"type": "string"},
+                "field": {"type": "string"},
+            },
+        }
+    },
+}
+
 
 def code_for_status(status: int) -> str:
     """Our code for an HTTP status answered by a layer below our routes (Chalice, the HTTP server)."""

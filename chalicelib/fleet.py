@@ -38,7 +38,6 @@ def _instances_of(request_id: str) -> list[models.Instance]:
 
 def create_request(caller: Caller, body: dict) -> tuple[models.Request, list[models.Instance], bool]:
     """Accept a request. Returns (request, instances, created); created is False for a retry."""
-    schemas.validate(body, schemas.REQUEST_CREATE)
     schemas.check_request(body)
     fields = {
         "lifetime_minutes": settings.default_lifetime_minutes,
@@ -132,7 +131,6 @@ def delete_request(caller: Caller, request_id: str) -> tuple[models.Request, lis
 
 
 def extend_request(caller: Caller, request_id: str, body: dict) -> tuple[models.Request, list[models.Instance]]:
-    schemas.validate(body, schemas.EXTEND)
     request, instances = get_request(caller, request_id)
     if request.delete_requested:
         raise ApiError("conflict", f"request {request_id} is being deleted")

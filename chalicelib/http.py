@@ -104,7 +104,11 @@ class _ViewFailed(ChaliceUnhandledError):
     """Carries a view's exception (as __cause__) past Chalice to `shape_errors`."""
 
 
-def _reaching_middleware(view: Callable[..., Any]) -> Callable[..., Any]:
+def reaching_middleware(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Let a view's exceptions reach `shape_errors`: Chalice answers an exception from a view with
+    its own 500 before any middleware sees it, so a database that does not answer would leave as
+    "internal error" instead of a 503 naming what to start."""
+
     @functools.wraps(view)
     def run(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -114,20 +118,7 @@ def _reaching_middleware(view: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as error:
             raise _ViewFailed() from error
 
-    run.reaches_middleware = True  # type: ignore[attr-defined]
     return run
-
-
-def route_errors_to_middleware(app: Any) -> None:
-    """Let every route's exceptions reach `shape_errors`. Call it once every route is declared.
-
-    Chalice answers an exception from a view with its own 500 before any middleware sees it, so a
-    database that does not answer would leave as "internal error" instead of a 503 naming what to start.
-    """
-    for views in app.routes.values():
-        for entry in views.values():
-            if not getattr(entry.view_function, "reaches_middleware", False):
-                entry.view_function = _reaching_middleware(entry.view_function)
 
 
 def shape_errors(event: Any, get_response: Any) -> Response:

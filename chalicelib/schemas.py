@@ -1,11 +1,11 @@
-"""The one place that knows the API's JSON: body schemas, their validation, response shapes.
+"""The one place that knows the API's JSON: body schemas, answer schemas, and the views that shape answers.
 
-Body schemas are plain JSON Schema; `validate` enforces exactly what `/openapi.json` shows, so
-the contract a client reads is the one the server applies. The rules that need more than types,
-ranges and patterns are checked after, in this module, with messages naming the field: the
-choice of one credential (documented as the schema's `oneOf`, which `validate` leaves to
-`check_provider`), a parseable SSH key (documented as format `openssh-public-key`), and a URL
-that is http(s) without credentials (format `uri` plus a pattern).
+Body schemas are plain JSON Schema, enforced by `validate` keyword for keyword, so the contract a
+client reads at `/openapi.json` is the one the server applies. Where a rule needs words a schema
+cannot say, the schema still states it and a function here explains it: the choice of one
+credential (`oneOf`, explained by `check_provider`), a parseable SSH key (format
+`openssh-public-key`), and an http(s) URL without credentials (format `uri` plus a pattern).
+Each answer's schema sits next to the view that produces it, and a test holds one to the other.
 """
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ import base64
 import binascii
 import re
 import struct
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from chalicelib import models
-from chalicelib.errors import invalid
+from chalicelib import auth, faults, models, pages
+from chalicelib.errors import ERROR, invalid
+from chalicelib.validator import REF_PREFIX, Explained, Validator
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -124,18 +126,41 @@ def _all_of(*parts: dict) -> dict:
     return {"allOf": list(parts)}
 
 
+def check_provider(merged: dict) -> None:
+    """One complete kind of credential, in words naming the field: PROVIDER_CREATE's `oneOf`,
+    and the same rule on a PATCH once merged with the provider it changes."""
+    has_password = any(merged.get(k) for k in PASSWORD_FIELDS)
+    has_app_cred = any(merged.get(k) for k in APP_CREDENTIAL_FIELDS)
+    if has_password and has_app_cred:
+        raise invalid(
+            "give either username + password or application_credential_id + application_credential_secret, not both",
+            "password" if merged.get("password") else "username",
+        )
+    if not has_password and not has_app_cred:
+        raise invalid("credentials are required: username + password, or an application credential", "username")
+    fields = PASSWORD_FIELDS if has_password else APP_CREDENTIAL_FIELDS
+    for key in fields:
+        if not merged.get(key):
+            raise invalid(f"{key} is required with this kind of credential", key)
+    if has_password and not (merged.get("project_name") or merged.get("project_id")):
+        raise invalid("project_name or project_id is required with password credentials", "project_name")
+
+
 PROVIDER_CREATE = body_schema(
     PROVIDER_FIELDS,
     required=("name", "auth_url"),
-    # Exactly one kind of credential (enforced by check_provider, which names the field).
-    oneOf=[
-        _all_of(
-            _given(*PASSWORD_FIELDS),
-            _not_given(*APP_CREDENTIAL_FIELDS),
-            {"anyOf": [_given("project_name"), _given("project_id")]},
-        ),
-        _all_of(_given(*APP_CREDENTIAL_FIELDS), _not_given(*PASSWORD_FIELDS)),
-    ],
+    # Exactly one kind of credential; check_provider says which field is wrong, and why.
+    oneOf=Explained(
+        [
+            _all_of(
+                _given(*PASSWORD_FIELDS),
+                _not_given(*APP_CREDENTIAL_FIELDS),
+                {"anyOf": [_given("project_name"), _given("project_id")]},
+            ),
+            _all_of(_given(*APP_CREDENTIAL_FIELDS), _not_given(*PASSWORD_FIELDS)),
+        ],
+        check_provider,
+    ),
 )
 # The name is the provider's key: it is in the path, and cannot be changed.
 # The URL has no default to go back to, so a PATCH cannot null it.
@@ -163,105 +188,13 @@ EXTEND = body_schema({"minutes": {"type": "integer", "minimum": 1, "maximum": 14
 KEY_CREATE = body_schema(
     {
         "name": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": r"^[^\x00-\x1f]+$"},
-        "role": {"type": "string", "enum": ["user", "admin"]},
+        "role": {"type": "string", "enum": list(auth.ROLES)},
     },
     required=("name", "role"),
 )
 
-_TYPE_NAMES = {
-    "null": "null",
-    "object": "an object",
-    "array": "a list",
-    "string": "a string",
-    "integer": "an integer",
-    "boolean": "true or false",
-}
 
-
-def _is_type(value: Any, kind: str) -> bool:
-    if kind == "object":
-        return isinstance(value, dict)
-    if kind == "array":
-        return isinstance(value, list)
-    if kind == "string":
-        return isinstance(value, str)
-    if kind == "integer":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == "boolean":
-        return isinstance(value, bool)
-    if kind == "null":
-        return value is None
-    raise ValueError(f"schema type {kind} is not supported")
-
-
-def validate(value: Any, schema: dict, field: str = "") -> None:
-    """Raise a 400 naming the first field that breaks `schema` (the subset of JSON Schema we use)."""
-    name = field or "body"
-    kinds = schema.get("type", [])
-    kinds = [kinds] if isinstance(kinds, str) else kinds
-    if value is None and "null" in kinds:
-        return
-    if kinds and not any(_is_type(value, k) for k in kinds):
-        raise invalid(f"{name} must be {_TYPE_NAMES[kinds[0]]}", field or None)
-    kind = next((k for k in kinds if _is_type(value, k)), None)
-    if "enum" in schema and value not in schema["enum"]:
-        allowed = ", ".join(repr(v) for v in schema["enum"])
-        raise invalid(f"{name} must be one of {allowed}", field or None)
-    if isinstance(value, str):
-        _validate_string(value, schema, name, field)
-    if kind == "integer" and ("minimum" in schema or "maximum" in schema):
-        low, high = schema.get("minimum"), schema.get("maximum")
-        if (low is not None and value < low) or (high is not None and value > high):
-            raise invalid(f"{name} must be between {low} and {high}", field)
-    if kind == "array":
-        if len(value) > schema.get("maxItems", len(value)):
-            raise invalid(f"{name} may have at most {schema['maxItems']} items", field)
-        for index, item in enumerate(value):
-            validate(item, schema["items"], f"{field}[{index}]")
-    if kind == "object":
-        _validate_object(value, schema, field)
-
-
-def _validate_string(value: str, schema: dict, name: str, field: str) -> None:
-    if len(value) < schema.get("minLength", 0):
-        raise invalid(f"{name} must not be empty", field or None)
-    if "maxLength" in schema and len(value) > schema["maxLength"]:
-        raise invalid(f"{name} must be at most {schema['maxLength']} characters", field or None)
-    # The format first: its checks say what is wrong in words; the pattern is the documented form.
-    if schema.get("format") == "uri":
-        _validate_http_url(value, field)
-    if schema.get("format") == "openssh-public-key":
-        check_ssh_public_key(value, field)
-    if "pattern" in schema and not re.search(_ecma(schema["pattern"]), value):
-        raise invalid(f"{name} must match {schema['pattern']}", field or None)
-
-
-def _ecma(pattern: str) -> str:
-    """JSON Schema patterns are ECMA-262: a final `$` is the very end, where Python's `$` would
-    also match before a final newline ("name\\n" must not pass `^[a-z]+$`)."""
-    return pattern[:-1] + r"\Z" if pattern.endswith("$") and not pattern.endswith(r"\$") else pattern
-
-
-def _validate_object(value: dict, schema: dict, field: str) -> None:
-    prefix = f"{field}." if field else ""
-    properties = schema.get("properties", {})
-    extra = schema.get("additionalProperties", True)
-    if len(value) > schema.get("maxProperties", len(value)):
-        raise invalid(f"{field or 'body'} may have at most {schema['maxProperties']} entries", field)
-    for key in schema.get("required", []):
-        if key not in value or value[key] is None:
-            raise invalid(f"{prefix}{key} is required", f"{prefix}{key}")
-    for key, item in value.items():
-        if key in properties:
-            validate(item, properties[key], f"{prefix}{key}")
-        elif extra is False:
-            raise invalid(f"unknown field {prefix}{key}", f"{prefix}{key}")
-        else:
-            names = schema.get("propertyNames")
-            if names and not re.search(names["pattern"], key):
-                raise invalid(f"{prefix}{key} is not a valid name: it must match {names['pattern']}", f"{prefix}{key}")
-            if isinstance(extra, dict):
-                validate(item, extra, f"{prefix}{key}")
+# --- formats: the checks that say in words what is wrong ------------------------------------
 
 
 def _validate_http_url(value: str, field: str) -> None:
@@ -276,29 +209,20 @@ def _validate_http_url(value: str, field: str) -> None:
         raise invalid(f"{field} must not carry credentials: use the credential fields", field)
 
 
-# --- provider rules beyond the schema -------------------------------------------------------
+_DATE_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)\Z")
 
 
-def check_provider(merged: dict) -> None:
-    """Rules on a whole provider (after defaults and, for PATCH, after merging the change)."""
-    has_password = any(merged.get(k) for k in PASSWORD_FIELDS)
-    has_app_cred = any(merged.get(k) for k in APP_CREDENTIAL_FIELDS)
-    if has_password and has_app_cred:
-        raise invalid(
-            "give either username + password or application_credential_id + application_credential_secret, not both",
-            "password" if merged.get("password") else "username",
-        )
-    if not has_password and not has_app_cred:
-        raise invalid("credentials are required: username + password, or an application credential", "username")
-    fields = PASSWORD_FIELDS if has_password else APP_CREDENTIAL_FIELDS
-    for key in fields:
-        if not merged.get(key):
-            raise invalid(f"{key} is required with this kind of credential", key)
-    if has_password and not (merged.get("project_name") or merged.get("project_id")):
-        raise invalid("project_name or project_id is required with password credentials", "project_name")
+def _check_date_time(value: str, field: str) -> None:
+    """RFC 3339, as every timestamp of ours is written (`timeutil.iso`)."""
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        valid = False
+    else:
+        valid = _DATE_TIME.match(value) is not None
+    if not valid:
+        raise invalid(f"{field} must be a date-time such as 2026-11-25T17:00:00Z", field)
 
-
-# --- request rules beyond the schema --------------------------------------------------------
 
 _SSH_KEY_TYPES = (
     "ssh-rsa",
@@ -329,19 +253,83 @@ def check_ssh_public_key(text: str, field: str = "ssh_public_key") -> None:
         raise invalid(f"{field}'s key data does not match its type", field)
 
 
+# --- request rules beyond the schema --------------------------------------------------------
+
+
 def check_request(body: dict) -> None:
     if body.get("user_data") is not None and len(body["user_data"].encode()) > USER_DATA_MAX_BYTES:
         raise invalid("user_data must be at most 16 KiB", "user_data")
 
 
-# --- responses -------------------------------------------------------------------------------
+# --- answers: each view next to the schema of what it returns -------------------------------
+
+
+def ref(name: str) -> dict:
+    return {"$ref": REF_PREFIX + name}
+
+
+_ts = {"type": ["string", "null"], "format": "date-time"}
+_str_or_null = {"type": ["string", "null"]}
+
+
+def _list_of(name: str) -> dict:
+    return {
+        "type": "object",
+        "required": ["items", "next"],
+        "properties": {"items": {"type": "array", "items": ref(name)}, "next": _str_or_null},
+    }
+
+
+def list_view(items: list, cursor: str | None) -> dict:
+    return {"items": items, "next": cursor}
+
+
+HEALTH = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}
+
+
+def health_view() -> dict:
+    return {"status": "ok"}
+
 
 USER_PROVIDER_FIELDS = ("name", "region", "enabled", "labels", "health", "capacity")
+PROVIDER = {
+    "type": "object",
+    "required": list(USER_PROVIDER_FIELDS),
+    "properties": {
+        **{k: v for k, v in PROVIDER_FIELDS.items() if k not in SECRET_FIELDS},
+        "region": _str_or_null,
+        "project_name": _str_or_null,
+        "project_id": _str_or_null,
+        "auth_type": {"type": "string", "enum": ["password", "application_credential"]},
+        "health": {
+            "type": "object",
+            "required": ["state", "checked_at", "last_error", "consecutive_failures", "retry_at"],
+            "properties": {
+                "state": {"type": "string", "enum": list(models.HEALTH_STATES)},
+                "checked_at": _ts,
+                "last_error": _str_or_null,
+                "consecutive_failures": {"type": "integer"},
+                "retry_at": _ts,
+            },
+        },
+        "capacity": {
+            "type": "object",
+            "required": ["max_instances", "quota_instances", "in_use", "available"],
+            "properties": {
+                "max_instances": {"type": "integer"},
+                "quota_instances": {"type": ["integer", "null"]},
+                "in_use": {"type": "integer"},
+                "available": {"type": "integer"},
+            },
+        },
+        "created_at": _ts,
+        "updated_at": _ts,
+    },
+}
+PROVIDER_LIST = _list_of("Provider")
 
 
 def provider_view(provider: models.Provider, *, admin: bool) -> dict:
-    cap = provider.cap
-    in_use = int(provider.in_use)
     view = {
         "name": provider.name,
         "auth_url": provider.auth_url,
@@ -367,8 +355,8 @@ def provider_view(provider: models.Provider, *, admin: bool) -> dict:
         "capacity": {
             "max_instances": int(provider.max_instances),
             "quota_instances": None if provider.quota_instances is None else int(provider.quota_instances),
-            "in_use": in_use,
-            "available": max(0, cap - in_use),
+            "in_use": int(provider.in_use),
+            "available": provider.free,
         },
         "created_at": provider.created_at,
         "updated_at": provider.updated_at,
@@ -380,6 +368,47 @@ def provider_view(provider: models.Provider, *, admin: bool) -> dict:
     if not admin:
         view = {key: view[key] for key in USER_PROVIDER_FIELDS}
     return view
+
+
+INSTANCE = {
+    "type": "object",
+    "required": ["id", "request_id", "owner", "name", "label", "state", "provider", "server_id", "addresses"],
+    "properties": {
+        "id": {"type": "string"},
+        "request_id": {"type": "string"},
+        "owner": {"type": "string"},
+        "name": {"type": "string"},
+        "label": {"type": "string"},
+        "state": {"type": "string", "enum": list(models.STATES)},
+        "provider": _str_or_null,
+        "server_id": _str_or_null,
+        "addresses": {
+            "type": "object",
+            "properties": {
+                "ipv4": {"type": "array", "items": {"type": "string"}},
+                "ipv6": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+        "attempts": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "provider": {"type": "string"},
+                    "error": {"type": "string", "enum": list(faults.ERROR_CLASSES)},
+                    "message": {"type": "string"},
+                    "at": {"type": "string", "format": "date-time"},
+                },
+            },
+        },
+        "failure_reason": _str_or_null,
+        "created_at": _ts,
+        "active_at": _ts,
+        "expires_at": _ts,
+        "deleted_at": _ts,
+    },
+}
+INSTANCE_LIST = _list_of("Instance")
 
 
 def instance_view(instance: models.Instance) -> dict:
@@ -405,6 +434,31 @@ def instance_view(instance: models.Instance) -> dict:
     }
 
 
+# A request's summary state, derived from its instances' states (never stored).
+REQUEST_PENDING, REQUEST_PARTIAL, REQUEST_READY = "pending", "partial", "ready"
+REQUEST_FAILED, REQUEST_DELETING, REQUEST_DELETED = "failed", "deleting", "deleted"
+REQUEST_STATES = (REQUEST_PENDING, REQUEST_PARTIAL, REQUEST_READY, REQUEST_FAILED, REQUEST_DELETING, REQUEST_DELETED)
+
+REQUEST = {
+    "type": "object",
+    "required": ["id", "owner", "label", "count", "state", "counts", "instances"],
+    "properties": {
+        "id": {"type": "string"},
+        "owner": {"type": "string"},
+        "label": {"type": "string"},
+        "count": {"type": "integer"},
+        "lifetime_minutes": {"type": "integer"},
+        "name_prefix": {"type": "string"},
+        "created_at": _ts,
+        "expires_at": _ts,
+        "state": {"type": "string", "enum": list(REQUEST_STATES)},
+        "counts": {"type": "object", "properties": {s: {"type": "integer"} for s in models.STATES}},
+        "instances": {"type": "array", "items": ref("Instance")},
+    },
+}
+REQUEST_LIST = _list_of("Request")
+
+
 def count_states(instances: list[models.Instance]) -> dict[str, int]:
     counts = dict.fromkeys(models.STATES, 0)
     for instance in instances:
@@ -413,19 +467,18 @@ def count_states(instances: list[models.Instance]) -> dict[str, int]:
 
 
 def request_state(count: int, counts: dict[str, int], delete_requested: bool) -> str:
-    """The request's summary state, derived from its instances' states (never stored)."""
     on_the_way = sum(counts[s] for s in models.ON_THE_WAY)
     if counts[models.DELETING]:
-        return "deleting"
+        return REQUEST_DELETING
     if on_the_way:
-        return "partial" if counts[models.ACTIVE] else "pending"
+        return REQUEST_PARTIAL if counts[models.ACTIVE] else REQUEST_PENDING
     if counts[models.ACTIVE] == count:
-        return "ready"
+        return REQUEST_READY
     if counts[models.FAILED] and not delete_requested:
-        return "failed"
+        return REQUEST_FAILED
     if counts[models.ACTIVE]:
-        return "partial"
-    return "deleted"
+        return REQUEST_PARTIAL
+    return REQUEST_DELETED
 
 
 def request_view(request: models.Request, instances: list[models.Instance]) -> dict:
@@ -446,8 +499,78 @@ def request_view(request: models.Request, instances: list[models.Instance]) -> d
     }
 
 
+KEY = {
+    "type": "object",
+    "required": ["id", "name", "role"],
+    "properties": {
+        "id": {"type": "string"},
+        "name": {"type": "string"},
+        "role": {"type": "string", "enum": list(auth.ROLES)},
+        "created_at": _ts,
+        "key": {"type": "string", "description": "the key itself, shown only in the answer to POST /keys"},
+    },
+}
+KEY_LIST = _list_of("Key")
+
+
 def key_view(key: models.ApiKey, secret: str | None = None) -> dict:
     view = {"id": key.id, "name": key.name, "role": key.role, "created_at": key.created_at}
     if secret is not None:
         view["key"] = secret
     return view
+
+
+def caller_view(caller: auth.Caller) -> dict:
+    """The key making the call, in the shape of a key (without its created_at)."""
+    return {"id": caller.key_id, "name": caller.name, "role": caller.role}
+
+
+# Every schema with a name: what `$ref` points to, and `/openapi.json`'s components.
+NAMED: dict[str, dict] = {
+    "Error": ERROR,
+    "Health": HEALTH,
+    "ProviderCreate": PROVIDER_CREATE,
+    "ProviderPatch": PROVIDER_PATCH,
+    "Provider": PROVIDER,
+    "ProviderList": PROVIDER_LIST,
+    "RequestCreate": REQUEST_CREATE,
+    "Extend": EXTEND,
+    "Instance": INSTANCE,
+    "InstanceList": INSTANCE_LIST,
+    "Request": REQUEST,
+    "RequestList": REQUEST_LIST,
+    "KeyCreate": KEY_CREATE,
+    "Key": KEY,
+    "KeyList": KEY_LIST,
+}
+
+VALIDATOR = Validator(
+    NAMED,
+    formats={"uri": _validate_http_url, "openssh-public-key": check_ssh_public_key, "date-time": _check_date_time},
+)
+validate = VALIDATOR.validate
+
+
+# --- query parameters (checked where they are read: pages and fleet, which name the parameter) --
+
+_filter = {"type": "string", "minLength": 1}
+LIST_QUERY = (
+    {
+        "name": "limit",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1, "maximum": pages.MAX_LIMIT, "default": pages.DEFAULT_LIMIT},
+    },
+    {
+        "name": "next",
+        "in": "query",
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"},
+        "description": "the opaque cursor `next` of the previous page (any other value is a 400)",
+    },
+)
+OWNER_FILTER = ({"name": "owner", "in": "query", "schema": _filter, "description": "admin only"},)
+INSTANCE_FILTERS = (
+    {"name": "state", "in": "query", "schema": {"type": "string", "enum": list(models.STATES)}},
+    {"name": "provider", "in": "query", "schema": _filter},
+    {"name": "request_id", "in": "query", "schema": _filter},
+    {"name": "label", "in": "query", "schema": _filter},
+)
