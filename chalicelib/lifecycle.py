@@ -300,12 +300,19 @@ def delete_failed(instance: Instance) -> None:
     """A DELETING instance whose delete failed stays DELETING, with a retry time that backs off."""
     failures = int(instance.delete_failures or 0) + 1
     retry_at = timeutil.iso(timeutil.now() + timedelta(seconds=delete_backoff_seconds(failures)))
+    _delete_later(instance, retry_at, [Instance.delete_failures.set(failures)])
+
+
+def delete_deferred(instance: Instance, until: str | None) -> None:
+    """A DELETING instance on a provider whose circuit is open stays DELETING until the circuit
+    half-opens (`until`): the sweeper deletes it then, once the provider answers its check."""
+    retry_at = until or timeutil.iso(timeutil.now() + timedelta(seconds=settings.delete_retry_seconds))
+    _delete_later(instance, retry_at, [])
+
+
+def _delete_later(instance: Instance, retry_at: str, actions: list) -> None:
     # A lost condition means it moved on (DELETED by another delivery): nothing to retry.
-    _update(
-        instance,
-        [Instance.delete_failures.set(failures), Instance.delete_retry_at.set(retry_at)],
-        Instance.state == DELETING,
-    )
+    _update(instance, [*actions, Instance.delete_retry_at.set(retry_at)], Instance.state == DELETING)
 
 
 def delete_due(instance: Instance, now_iso: str, stuck_before: str) -> bool:

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
-from chalicelib import cloud, health, launcher, models, teardown, telemetry
+from chalicelib import cloud, health, launcher, lifecycle, models, teardown, telemetry
 
 log = logging.getLogger("oms.worker")
 
@@ -164,10 +164,11 @@ def _teardowns(deletes: list[StateChange], provider: teardown.ProviderLookup) ->
     if not deletes:
         return Counter(), []
     ids = list(dict.fromkeys(c.instance_id for c in deletes))
-    instances = models.Instance.batch_get(ids, consistent_read=True)
-    now_due = [
-        i
-        for i in instances
-        if i.provider is None or provider(i.provider) is None or not health.circuit_open(provider(i.provider))
-    ]
+    now_due = []
+    for instance in models.Instance.batch_get(ids, consistent_read=True):
+        where = provider(instance.provider) if instance.provider else None
+        if where is not None and health.circuit_open(where):
+            lifecycle.delete_deferred(instance, where.retry_at)
+        else:
+            now_due.append(instance)
     return teardown.teardown_batch(now_due, provider)

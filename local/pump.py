@@ -73,6 +73,9 @@ class StreamPump:
         self._max_attempts = max_attempts
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # One pass at a time: a caller's pump_once waits for the thread's pass, then drains the rest,
+        # so that when it returns everything written before the call has been handled.
+        self._passing = threading.Lock()
         self._positions: dict[str, str] = json.loads(read(checkpoint) or "{}")
         self.delivered = 0
         self._layout: tuple[str, list[str]] | None = None
@@ -103,6 +106,10 @@ class StreamPump:
 
     def pump_once(self) -> int:
         """Deliver whatever is waiting on every shard; returns how many records were delivered."""
+        with self._passing:
+            return self._pass()
+
+    def _pass(self) -> int:
         now = time.monotonic()
         if self._layout is None or now - self._layout_at > self.LAYOUT_SECONDS:
             stream_arn = self._dynamodb.describe_table(TableName=self._table)["Table"]["LatestStreamArn"]

@@ -160,14 +160,20 @@ def user_api(admin_api) -> Api:
     return admin_api.as_key(response.json()["key"])
 
 
-def wait_for(predicate, timeout: float = 180.0, interval: float = 0.2, what: str = "condition"):
-    """Poll `predicate` until it returns something truthy (returned), or fail after `timeout` s."""
+def wait_for(predicate, timeout: float = 180.0, interval: float = 0.2, what: str = "condition", advance: float = 0.0):
+    """Poll `predicate` until it returns something truthy (returned), or fail after `timeout` s.
+    With `advance`, the clock moves that many seconds ahead between polls: waits that the product
+    measures on it (a re-drive's, a cooldown) pass without being waited out."""
+    from chalicelib import timeutil
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
+        if advance:
+            timeutil.clock.advance(advance)
     raise AssertionError(f"{what} not met in {timeout} s")
 
 

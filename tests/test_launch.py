@@ -6,9 +6,10 @@ when a provider is in maintenance, out of quota or breaks builds; deleting tears
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 
+from chalicelib import sweeper, timeutil
+from chalicelib.settings import settings
 from sim.testing import start_simulator
 from tests.conftest import register_sim_provider, request_state, unique, wait_for
 
@@ -48,6 +49,7 @@ def test_hundred_instances_across_failing_providers(admin_api, user_api, sim):
         lambda: (r := request_state(user_api, request["id"]))["counts"]["ACTIVE"] == 100 and r,
         timeout=300,
         what="100 ACTIVE",
+        advance=1,  # re-drives and cooldowns come sooner; boots still take their real time
     )
     assert done["state"] == "ready"
     assert all(i["addresses"]["ipv4"] for i in done["instances"])
@@ -73,13 +75,17 @@ def test_hundred_instances_across_failing_providers(admin_api, user_api, sim):
         assert admin_api.get(f"/providers/{name}").json()["capacity"]["in_use"] == 0
 
 
-def test_a_request_larger_than_the_room_waits_for_room(admin_api, user_api, sim):
+def test_a_request_larger_than_the_room_waits_for_room(stack, admin_api, user_api, sim):
     label = unique("lbl")
     register_sim_provider(admin_api, sim, "p1", label, max_instances=4)
     first = user_api.post("/requests", json={"label": label, "count": 4}).json()
     wait_for(lambda: request_state(user_api, first["id"])["state"] == "ready", what="first ready")
     second = user_api.post("/requests", json={"label": label, "count": 3}).json()
-    time.sleep(2)
+    with stack.scheduler.paused():
+        stack.pump.pump_once()  # its launch pass found no room
+        timeutil.clock.advance(settings.redrive_after_seconds + 1)
+        sweeper.sweep()  # nor does a pass's re-drive
+        stack.pump.pump_once()
     waiting = request_state(user_api, second["id"])
     assert waiting["counts"]["PENDING"] == 3 and waiting["state"] == "pending"
     user_api.delete(f"/requests/{first['id']}")
@@ -162,7 +168,10 @@ def test_a_provider_whose_builds_keep_failing_gets_only_probes_until_one_comes_u
 
     def ready(count: int) -> list[dict]:
         request = user_api.post("/requests", json={"label": label, "count": count}).json()
-        wait_for(lambda: request_state(user_api, request["id"])["state"] == "ready", timeout=300, what="ready")
+        # Instances that found no room wait for a re-drive: the clock moves on instead of us.
+        wait_for(
+            lambda: request_state(user_api, request["id"])["state"] == "ready", timeout=300, what="ready", advance=2
+        )
         return request_state(user_api, request["id"])["instances"]
 
     ready(10)  # spread over both; those on p1 fail over to p2
