@@ -23,8 +23,24 @@ _CONFIG = Config(
 )
 
 
+# Where DynamoDB and Secrets Manager answer: settings' endpoint, unless `point_at` moved it.
+_endpoint = [settings.aws_endpoint]
+
+
 @functools.cache
 def client(service: str) -> Any:
     return boto3.session.Session().client(
-        service, region_name=settings.region, endpoint_url=settings.aws_endpoint, config=_CONFIG
+        service, region_name=settings.region, endpoint_url=_endpoint[0], config=_CONFIG
     )
+
+
+def point_at(endpoint: str | None) -> None:
+    """Send the models' and the clients' calls to `endpoint` from now on (None: AWS's own, which is
+    where moto in-process answers). Tests of the API in-process use it; nothing deployed does."""
+    from chalicelib import models
+
+    _endpoint[0] = endpoint
+    client.cache_clear()
+    for model in models.MODELS:
+        model.Meta.host = endpoint
+        model._connection = None  # pynamodb builds it again, for the new host, at the next call

@@ -70,6 +70,9 @@ os.environ.update(
     OMS_OPENSTACK_TIMEOUT_SECONDS="5",
     OMS_CIRCUIT_COOLDOWN_SECONDS="2",
     OMS_DELETE_RETRY_SECONDS="1",
+    # Instances that found no room are fired again this soon once room appears (30 s deployed):
+    # a test's moments of waiting for room are a few seconds, like its cooldowns.
+    OMS_REDRIVE_AFTER_SECONDS="2",
     OMS_BOOTSTRAP_ADMIN_KEY=ADMIN_KEY,
     # Traced as deployed: the local stack opens a segment per invocation, sent to XRAY.
     OMS_TRACING="on",
@@ -113,6 +116,13 @@ class Api:
         return Api(self.base_url, key)
 
 
+def pytest_collection_modifyitems(items: list) -> None:
+    """tests/api first: they point the models at moto in-process, which must not happen while a
+    live stack's pump and scheduler (started by the first test that needs them) are at work."""
+    in_process = Path(__file__).parent / "api"
+    items.sort(key=lambda item: not Path(str(item.path)).is_relative_to(in_process))
+
+
 @pytest.fixture(scope="session")
 def stack():
     from chalicelib.settings import settings
@@ -130,12 +140,12 @@ def admin_api(stack) -> Api:
 @pytest.fixture(autouse=True)
 def _forget_providers(request):
     """Delete the providers a test registered once it ends, so that later passes do not sweep them
-    too. Best effort: one whose instances are still being torn down gets a few seconds; one a
-    test left instances on stays."""
+    too. Instances a test left on them are retired first; on the live stack their teardowns get a
+    few seconds (in-process nothing tears them down, and such a provider stays)."""
     if "admin_api" not in request.fixturenames:
         yield
         return
-    from chalicelib import models
+    from chalicelib import lifecycle, models
 
     if "sim" in request.fixturenames:
         request.getfixturevalue("sim")  # set up first, so torn down after this: deletes can finish
@@ -146,10 +156,13 @@ def _forget_providers(request):
     before = names()
     yield
     admin_api = request.getfixturevalue("admin_api")
+    patience = 0 if "aws_in_process" in request.fixturenames else 3
     for name in names() - before:
-        deadline = time.monotonic() + 3
+        for instance in models.Instance.by_provider_state.query(name):
+            lifecycle.retire(instance)
+        deadline = time.monotonic() + patience
         while admin_api.delete(f"/providers/{name}").status_code == 409 and time.monotonic() < deadline:
-            time.sleep(0.5)
+            time.sleep(0.2)
 
 
 @pytest.fixture
@@ -160,20 +173,15 @@ def user_api(admin_api) -> Api:
     return admin_api.as_key(response.json()["key"])
 
 
-def wait_for(predicate, timeout: float = 180.0, interval: float = 0.2, what: str = "condition", advance: float = 0.0):
+def wait_for(predicate, timeout: float = 180.0, interval: float = 0.2, what: str = "condition"):
     """Poll `predicate` until it returns something truthy (returned), or fail after `timeout` s.
-    With `advance`, the clock moves that many seconds ahead between polls: waits that the product
-    measures on it (a re-drive's, a cooldown) pass without being waited out."""
-    from chalicelib import timeutil
-
+    (A wait the product measures on its clock is not waited out: the test moves timeutil.clock.)"""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
-        if advance:
-            timeutil.clock.advance(advance)
     raise AssertionError(f"{what} not met in {timeout} s")
 
 
@@ -183,11 +191,10 @@ def request_state(api: Api, request_id: str) -> dict:
 
 def dump_tables() -> str:
     """Every item of every table, as text: where a secret must never be found."""
-    import boto3
-
+    from chalicelib import aws
     from chalicelib.settings import settings
 
-    client = boto3.client("dynamodb", endpoint_url=settings.aws_endpoint, region_name=settings.region)
+    client = aws.client("dynamodb")
     items = []
     for table in (settings.providers_table, settings.requests_table, settings.instances_table, settings.keys_table):
         for page in client.get_paginator("scan").paginate(TableName=table):

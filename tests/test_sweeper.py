@@ -70,10 +70,8 @@ def test_maintenance_takes_a_provider_down_in_one_pass_and_it_comes_back_after_i
     assert sim.state("p2")["calls"].get("server_create", 0) == 0
 
     sim.control("p2", mode="normal")  # healthy again once its cooldown ends: a check or a trial launch
-    wait_for(lambda: provider_state(admin_api, name)["health"]["state"] == "healthy", what="healthy again", advance=5)
-    done = wait_for(
-        lambda: (r := request_state(user_api, request["id"]))["state"] == "ready" and r, what="launched", advance=5
-    )
+    wait_for(lambda: provider_state(admin_api, name)["health"]["state"] == "healthy", what="healthy again")
+    done = wait_for(lambda: (r := request_state(user_api, request["id"]))["state"] == "ready" and r, what="launched")
     assert {i["provider"] for i in done["instances"]} == {name}
     user_api.delete(f"/requests/{request['id']}")
 

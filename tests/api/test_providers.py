@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 
-import boto3
 import pytest
 
-from chalicelib import credentials, lifecycle, models
-from chalicelib.settings import settings
+from chalicelib import aws, credentials, lifecycle, models
 from tests.conftest import dump_tables, provider_body, unique
 
 
@@ -145,7 +143,7 @@ def test_delete_removes_provider_and_its_secret(admin_api, provider):
     assert admin_api.delete(f"/providers/{name}").status_code == 204
     assert admin_api.get(f"/providers/{name}").status_code == 404
     assert admin_api.delete(f"/providers/{name}").status_code == 404
-    client = boto3.client("secretsmanager", endpoint_url=settings.aws_endpoint, region_name=settings.region)
+    client = aws.client("secretsmanager")
     with pytest.raises(client.exceptions.ResourceNotFoundException):
         client.get_secret_value(SecretId=arn)
 
