@@ -6,6 +6,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # The dashboard's browser tests drive Debian's Chromium (Playwright's own download is not used).
 CHROMIUM ?= /usr/bin/chromium
+# Test processes: each runs the in-process API tests it is given, then a local stack of its own (on
+# free ports) for the rest. Most live-stack tests wait on boots and passes, so two share 2 cores well.
+TEST_WORKERS ?= 2
 
 .PHONY: run demo moto test bench lint format package clean
 
@@ -34,7 +37,7 @@ moto: $(STAMP)  ## moto alone (tables, admin key) for `.venv/bin/chalice local -
 	$(PY) -m local --moto-only
 
 test: $(STAMP) $(CHROMIUM)  ## the whole test suite
-	OMS_CHROMIUM=$(CHROMIUM) $(PY) -m pytest
+	OMS_CHROMIUM=$(CHROMIUM) $(PY) -m pytest -n $(TEST_WORKERS)
 
 bench: $(STAMP)  ## benchmarks on the local stack and the simulator: bench/RESULTS.md and its plot
 	$(PY) -m bench
