@@ -6,7 +6,6 @@ run `sweeper.sweep()` themselves, in the same process as the stack.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 
 from chalicelib import cloud, models, sweeper, timeutil
@@ -295,7 +294,9 @@ def test_a_pass_over_50_providers_and_1000_instances_costs_a_few_calls_per_provi
         with stack.scheduler.paused():
             fleet = seed_fleet(sim, names, label, per_provider=20)
             try:
-                time.sleep(0.5)  # every server past its boot: ACTIVE
+                wait_for(
+                    lambda: all(not sim.state(s)["servers_by_status"].get("BUILD") for s in names), what="all ACTIVE"
+                )
                 start = calls_by_provider(sim, names)
                 cold = sweeper.sweep()  # the first pass of a process also authenticates and discovers
                 warm_start = calls_by_provider(sim, names)
