@@ -235,9 +235,11 @@ def whoami(call: Call) -> dict:
     return schemas.caller_view(call.caller)
 
 
-@api.route("DELETE", "/keys/{key_id}", "Revoke an API key", role=ADMIN, status=204)
+@api.route(
+    "DELETE", "/keys/{key_id}", "Revoke an API key (not the one making the call)", role=ADMIN, status=204, errors=(409,)
+)
 def delete_key(call: Call, key_id: str) -> None:
-    auth.delete_key(key_id)
+    auth.delete_key(call.caller, key_id)
 
 
 # --- events --------------------------------------------------------------------------------

@@ -108,10 +108,14 @@ def require_admin(caller: Caller) -> None:
 
 
 def list_page(params: Mapping[str, str]) -> tuple[list[models.ApiKey], str | None]:
-    return pages.page(lambda **kw: models.ApiKey.by_kind.query("key", **kw), params)
+    return pages.page("keys", lambda **kw: models.ApiKey.by_kind.query("key", **kw), params)
 
 
-def delete_key(key_id: str) -> None:
+def delete_key(caller: Caller, key_id: str) -> None:
+    """Revoke a key. Not the one making the call: an admin who revoked their own last key would be
+    locked out (the stateful fuzz did just that, through GET /me then DELETE /keys/{id})."""
+    if key_id == caller.key_id:
+        raise ApiError("conflict", "this is the key making the call: revoke it with another admin key")
     try:
         models.ApiKey.get(key_id).delete()
     except DoesNotExist:

@@ -37,10 +37,11 @@ def client(service: str) -> Any:
 def point_at(endpoint: str | None) -> None:
     """Send the models' and the clients' calls to `endpoint` from now on (None: AWS's own, which is
     where moto in-process answers). Tests of the API in-process use it; nothing deployed does."""
-    from chalicelib import models
+    from chalicelib import credentials, models
 
     _endpoint[0] = endpoint
     client.cache_clear()
+    credentials.cursor_key.cache_clear()  # that store's own
     for model in models.MODELS:
         model.Meta.host = endpoint
         model._connection = None  # pynamodb builds it again, for the new host, at the next call

@@ -6,7 +6,10 @@ records which version is current, so an old version stops being used the moment 
 
 from __future__ import annotations
 
+import base64
+import functools
 import json
+import secrets
 
 from botocore.exceptions import ClientError
 
@@ -53,3 +56,30 @@ def delete(provider: str) -> None:
     except ClientError as error:
         if error.response["Error"]["Code"] != "ResourceNotFoundException":
             raise
+
+
+def cursor_key_name() -> str:
+    return f"{settings.secrets_prefix}cursor-key"
+
+
+@functools.cache
+def cursor_key() -> bytes:
+    """The key that signs list cursors: this deployment's, made on first use and read once per
+    process. Two processes making it at once agree on the one that was stored first."""
+    client = aws.client("secretsmanager")
+    try:
+        return base64.b64decode(client.get_secret_value(SecretId=cursor_key_name())["SecretString"])
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "ResourceNotFoundException":
+            raise
+    try:
+        client.create_secret(
+            Name=cursor_key_name(),
+            SecretString=base64.b64encode(secrets.token_bytes(32)).decode(),
+            Description="OpenMultiStack: signs list cursors",
+            Tags=[{"Key": "oms:deployment", "Value": settings.deployment}],
+        )
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "ResourceExistsException":
+            raise
+    return base64.b64decode(client.get_secret_value(SecretId=cursor_key_name())["SecretString"])

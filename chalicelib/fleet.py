@@ -110,7 +110,7 @@ def list_requests(caller: Caller, params: Mapping[str, str]) -> tuple[list[tuple
         query = lambda **kw: models.Request.by_owner.query(owner, scan_index_forward=False, **kw)  # noqa: E731
     else:
         query = lambda **kw: models.Request.by_kind.query("request", scan_index_forward=False, **kw)  # noqa: E731
-    requests, cursor = pages.page(query, params)
+    requests, cursor = pages.page("requests", query, params, {"owner": owner or ""})
     return [(r, _instances_of(r.id)) for r in requests], cursor
 
 
@@ -148,6 +148,7 @@ _INSTANCE_FILTERS = ("state", "provider", "request_id", "label")
 def list_instances(caller: Caller, params: Mapping[str, str]) -> tuple[list[models.Instance], str | None]:
     """One page of instances, through the most selective index the filters allow."""
     filters = _filters(params, _INSTANCE_FILTERS)
+    scope = {**filters, "owner": "" if caller.is_admin else caller.owner}
     if "state" in filters and filters["state"] not in models.STATES:
         raise invalid(f"state must be one of {', '.join(models.STATES)}", "state")
     condition = None
@@ -178,8 +179,10 @@ def list_instances(caller: Caller, params: Mapping[str, str]) -> tuple[list[mode
     for name, value in filters.items():
         narrow(getattr(models.Instance, name), value)
     return pages.page(
+        "instances",
         lambda **kw: index.query(key, range_key_condition=range_condition, filter_condition=condition, **kw),
         params,
+        scope,
     )
 
 

@@ -40,7 +40,7 @@ def get(name: str) -> models.Provider:
 
 
 def list_page(params: Mapping[str, str]) -> tuple[list[models.Provider], str | None]:
-    return pages.page(lambda **kw: models.Provider.by_kind.query("provider", **kw), params)
+    return pages.page("providers", lambda **kw: models.Provider.by_kind.query("provider", **kw), params)
 
 
 def all_providers() -> list[models.Provider]:

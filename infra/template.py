@@ -106,8 +106,12 @@ def role() -> dict:
                 "secretsmanager:DeleteSecret",
                 "secretsmanager:TagResource",
             ],
-            # Only this deployment's secrets (the name's random suffix is the last six characters).
-            "Resource": _arn("secretsmanager", f"secret:{settings.secrets_prefix}providers/*"),
+            # Only this deployment's secrets (the name's random suffix is the last six characters):
+            # its providers' credentials and the key that signs list cursors.
+            "Resource": [
+                _arn("secretsmanager", f"secret:{settings.secrets_prefix}providers/*"),
+                _arn("secretsmanager", f"secret:{settings.secrets_prefix}cursor-key-??????"),
+            ],
         },
         {
             "Sid": "StartBuildWatcher",

@@ -183,7 +183,7 @@ def _public_key(path: str) -> str:
 
 
 def cmd_request(args: argparse.Namespace, client: Client) -> int:
-    timeout = output.minutes(args.timeout) * 60  # every argument is checked before anything is created
+    timeout = output.seconds(args.timeout)  # every argument is checked before anything is created
     body: dict[str, Any] = {"label": args.label, "count": args.count, "lifetime_minutes": output.minutes(args.lifetime)}
     if args.ssh_key:
         body["ssh_public_key"] = _public_key(args.ssh_key)
@@ -375,7 +375,7 @@ def parser() -> argparse.ArgumentParser:
     request.add_argument(
         "--wait", action="store_true", help="show progress until all are ACTIVE; exit 1 if not all came up"
     )
-    request.add_argument("--timeout", default="15m", help="how long --wait waits (default 15m)")
+    request.add_argument("--timeout", default="15m", help="how long --wait waits: 40s, 15m, 1h (default 15m)")
 
     ls = command("ls", cmd_ls, "list instances", commands)
     ls.add_argument("--state", choices=STATES)

@@ -11,18 +11,27 @@ from typing import Any
 
 from oms_cli.client import CliError
 
-_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?$")
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def seconds(text: str) -> int:
+    """'40s', '45m', '1h', '1h30m', '2m30s' or a bare number of minutes, as seconds."""
+    text = text.strip().lower()
+    if text.isascii() and text.isdigit():
+        return int(text) * 60
+    match = _DURATION.match(text)
+    if not text or not match:
+        raise CliError(f"{text!r} is not a duration: use 40s, 45m, 90 (minutes), 1h or 1h30m", 2)
+    hours, mins, secs = (int(part or 0) for part in match.groups())
+    return hours * 3600 + mins * 60 + secs
 
 
 def minutes(text: str) -> int:
-    """'45m', '1h', '1h30m' or a bare number of minutes, as minutes."""
-    text = text.strip().lower()
-    if text.isascii() and text.isdigit():
-        return int(text)
-    match = _DURATION.match(text)
-    if not text or not match:
-        raise CliError(f"{text!r} is not a duration: use minutes such as 45m, 90, 1h or 1h30m", 2)
-    return int(match.group(1) or 0) * 60 + int(match.group(2) or 0)
+    """A duration the API counts in minutes (a lifetime, an extension): whole minutes only."""
+    total = seconds(text)
+    if total % 60:
+        raise CliError(f"{text!r} is not a whole number of minutes: lifetimes are counted in minutes (e.g. 2m)", 2)
+    return total // 60
 
 
 def dump(data: Any) -> str:

@@ -10,15 +10,27 @@ from oms_cli import output
 from oms_cli.client import CliError
 
 
-@pytest.mark.parametrize(("text", "minutes"), [("45m", 45), ("90", 90), ("1h", 60), ("1h30m", 90), ("2H", 120)])
+@pytest.mark.parametrize(
+    ("text", "minutes"), [("45m", 45), ("90", 90), ("1h", 60), ("1h30m", 90), ("2H", 120), ("120s", 2)]
+)
 def test_durations(text, minutes):
     assert output.minutes(text) == minutes
 
 
-@pytest.mark.parametrize("text", ["", "soon", "45s", "1d", "m", "-5", "\u00b2"])
+@pytest.mark.parametrize(("text", "seconds"), [("40s", 40), ("15m", 900), ("2m30s", 150), ("1h0m5s", 3605), ("3", 180)])
+def test_waits_may_be_in_seconds(text, seconds):
+    assert output.seconds(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "1d", "m", "s", "-5", "\u00b2", "5s3m"])
 def test_bad_durations_name_the_form(text):
     with pytest.raises(CliError, match="not a duration"):
-        output.minutes(text)
+        output.seconds(text)
+
+
+def test_a_lifetime_is_whole_minutes():
+    with pytest.raises(CliError, match="whole number of minutes"):
+        output.minutes("45s")
 
 
 def instance(name, state, provider, attempts=(), ipv4=("10.0.0.1",)):

@@ -258,3 +258,26 @@ def test_edit_switch_off_and_delete_a_provider_and_extend_a_request(page, admin_
     row.wait_for(state="detached")
     assert len(deletes) == 1 and admin_api.get(f"/providers/{name}").status_code == 404
     assert page.console.unexpected() == []
+
+
+def test_a_notice_fades_and_an_error_stays(page, admin_api, provider):
+    page.clock.install()  # the page's own timers move only when the test moves them
+    page.reload()
+    sign_in(page, ADMIN_KEY)
+    show(page, "providers")
+    name = provider["name"]
+    row = page.locator(f'tr[data-provider="{name}"]')
+    status = page.locator("#status")
+    row.get_by_role("checkbox").uncheck()
+    expect(status).to_have_text(f"{name} disabled.")
+    page.clock.run_for(5_000)
+    expect(status).to_have_text(f"{name} disabled.")
+    page.clock.run_for(2_500)  # past the notice's 6 s and its 1 s fade
+    expect(status).to_have_text("")
+
+    assert admin_api.delete(f"/providers/{name}").status_code == 204
+    row.get_by_role("checkbox").check()
+    expect(status).to_contain_text(f"Could not change {name}")
+    page.clock.run_for(60_000)
+    expect(status).to_contain_text(f"Could not change {name}")
+    assert page.console.unexpected(allowed="404") == []

@@ -97,3 +97,38 @@ def test_the_fuzzed_document_is_the_served_one(admin_api):
 @schema.parametrize()
 def test_every_operation_answers_as_documented(stack, admin_api, case):
     case.call_and_validate()
+
+
+# The stateful phase: sequences of calls where one answer feeds the next call's inputs (the links
+# schemathesis infers from the document: a created request's id into its instances' listing, a
+# listed provider's name into its path, ...). It runs on schemathesis' own engine, which knows that
+# replaying a sequence against a stack whose state has moved on draws other steps.
+def _stateful_schema():
+    config = _config()
+    document = openapi.document(app_module.api.declared.values())
+    stateful = schemathesis.openapi.from_dict(document, config=config)
+    for hook in (map_body, map_case, filter_case):
+        stateful.hook(hook)
+    phases = stateful.config.phases
+    for phase in (phases.examples, phases.coverage, phases.fuzzing):
+        phase.enabled = False
+    phases.stateful.enabled = True
+    phases.stateful.max_steps = 6
+    return stateful
+
+
+def test_call_sequences_answer_as_documented(stack, admin_api):
+    from schemathesis.engine import Status, events, from_schema
+
+    problems, scenarios = [], 0
+    for event in from_schema(_stateful_schema()).execute():
+        if isinstance(event, events.ScenarioFinished) and event.phase.name == "STATEFUL_TESTING":
+            scenarios += 1
+            if event.status in (Status.FAILURE, Status.ERROR):
+                problems.append((event.status, [(c.value.method, c.value.path) for c in event.recorder.cases.values()]))
+        elif isinstance(event, events.NonFatalError | events.FatalError):
+            problems.append(("error", str(getattr(event, "info", event))))
+        elif isinstance(event, events.EngineFinished):
+            problems.extend(("failure", str(f)) for f in event.failures)
+    assert scenarios > 0, "the stateful phase ran no scenario"
+    assert not problems, problems

@@ -32,10 +32,23 @@ function h(tag, attrs = {}, ...children) {
   return el;
 }
 
+// A notice says what just happened, and fades once that is old news; an error stays until the
+// next message, since it asks for something to be done.
+const NOTICE_MS = 6000;
+const FADE_MS = 1000;
+let noticeTimer = null;
+
 function say(message, isError = false) {
   const status = $("#status");
+  clearTimeout(noticeTimer);
   status.textContent = message;
   status.classList.toggle("error", isError);
+  status.classList.remove("fading");
+  if (!message || isError) return;
+  noticeTimer = setTimeout(() => {
+    status.classList.add("fading");
+    noticeTimer = setTimeout(() => say(""), FADE_MS);
+  }, NOTICE_MS);
 }
 
 function ago(ts, suffix = " ago") {

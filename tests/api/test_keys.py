@@ -71,3 +71,15 @@ def test_keys_are_stored_as_hashes_only(admin_api):
     stored = str(item.attribute_values)
     assert key["key"] not in stored
     assert len(item.key_hash) == 64
+
+
+def test_the_key_making_the_call_cannot_revoke_itself(admin_api):
+    other_admin = admin_api.as_key(
+        admin_api.post("/keys", json={"name": "second-admin", "role": "admin"}).json()["key"]
+    )
+    me = other_admin.get("/me").json()
+    refused = other_admin.delete(f"/keys/{me['id']}")
+    assert refused.status_code == 409 and "another admin key" in refused.json()["error"]["message"]
+    assert other_admin.get("/me").status_code == 200  # still works
+    assert admin_api.delete(f"/keys/{me['id']}").status_code == 204  # another admin revokes it
+    assert other_admin.get("/me").status_code == 401
