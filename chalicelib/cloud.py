@@ -112,6 +112,21 @@ def connection(provider: models.Provider) -> openstack.connection.Connection:
         return _connection(provider.name, provider.secret_version, key)
 
 
+# What services say, in their own words (REAL-CLOUDS.md), when the answer's status alone misleads.
+# A quota reached through Nova on ports: 403 without the word "quota".
+_QUOTA_WORDS = ("maximum number of ports exceeded",)
+# Nova's faults for no room anywhere (its scheduler's, and its retry limit's).
+_CAPACITY_WORDS = ("no valid host", "exhausted all hosts available")
+# The label's settings do not fit this cloud (409s and 403s included): fix them, never "unknown".
+_CONFIG_WORDS = (
+    "more than one possible network",
+    "multiple possible networks found",
+    "unable to automatically allocate a network",
+    "only volume-backed servers are allowed",
+    "is not reachable from subnet",
+)
+
+
 def classify(error: Exception) -> CloudError:
     """Map an openstacksdk/keystoneauth exception to an error class (DESIGN.md's table)."""
     if isinstance(error, CloudError):
@@ -127,10 +142,12 @@ def classify(error: Exception) -> CloudError:
     ):
         return CloudError(UNAVAILABLE, message)
     status = getattr(error, "status_code", None) or getattr(error, "http_status", None)
-    if "quota" in text and ("exceed" in text or status in (403, 413)):
+    if ("quota" in text and ("exceed" in text or status in (403, 413))) or any(w in text for w in _QUOTA_WORDS):
         return CloudError(QUOTA, message)
-    if "no valid host" in text:
+    if any(words in text for words in _CAPACITY_WORDS):
         return CloudError(CAPACITY, message)
+    if any(words in text for words in _CONFIG_WORDS):
+        return CloudError(CONFIG, message)
     if status == 401:
         return CloudError(AUTH, message)
     if status in (400, 404) or isinstance(error, os_exc.ResourceNotFound | os_exc.BadRequestException):
@@ -359,6 +376,6 @@ def delete_server(provider: models.Provider, server_id: str) -> None:
 def classify_fault(fault: str | None) -> CloudError:
     """A server that went ERROR: no valid host is a capacity problem, anything else a failed build."""
     message = fault or "server went to ERROR"
-    if "no valid host" in message.lower():
+    if any(words in message.lower() for words in _CAPACITY_WORDS):
         return CloudError(CAPACITY, message)
     return CloudError(BUILD_FAILED, message)
