@@ -12,8 +12,6 @@ import functools
 import json
 import threading
 from dataclasses import dataclass
-from email.mime.multipart import MIMEMultipart
-from email.mime.text import MIMEText
 from urllib.parse import urlsplit
 
 import openstack
@@ -244,22 +242,6 @@ def resolve(provider: models.Provider, label: str) -> Resolved:
     )
     _resolved[key] = resolved
     return resolved
-
-
-def cloud_init(ssh_public_key: str | None, user_data: str | None) -> str | None:
-    """The user data a server boots with: the SSH key as cloud-config, plus the user's own part."""
-    key_part = f"#cloud-config\nssh_authorized_keys:\n  - {ssh_public_key.strip()}\n" if ssh_public_key else None
-    if not user_data:
-        return key_part
-    if not key_part:
-        return user_data
-    message = MIMEMultipart()
-    message.attach(MIMEText(key_part, "cloud-config"))
-    subtype = "cloud-config" if user_data.lstrip().startswith("#cloud-config") else "x-shellscript"
-    if not user_data.startswith(("#cloud-config", "#!")):
-        subtype = "plain"
-    message.attach(MIMEText(user_data, subtype))
-    return message.as_string()
 
 
 def server_metadata(instance_id: str, request_id: str, expires_at: str) -> dict[str, str]:

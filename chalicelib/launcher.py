@@ -13,7 +13,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-from chalicelib import cloud, health, invoke, lifecycle, models, placement, slots, telemetry, timeutil
+from chalicelib import cloud, health, invoke, lifecycle, models, placement, slots, telemetry, timeutil, userdata
 from chalicelib.settings import settings
 
 log = logging.getLogger("oms.launcher")
@@ -187,7 +187,7 @@ def _reserve_and_create(plan: dict[str, str], by_id, providers, requests) -> tup
                 name=instance.name,
                 label=instance.label,
                 metadata=cloud.server_metadata(instance.id, instance.request_id, instance.expires_at),
-                user_data=cloud.cloud_init(
+                user_data=userdata.compose(
                     request.ssh_public_key if request else None, request.user_data if request else None
                 ),
             )

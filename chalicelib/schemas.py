@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from chalicelib import auth, faults, models, pages
+from chalicelib import auth, faults, models, pages, userdata
 from chalicelib.errors import ERROR, invalid
 from chalicelib.validator import REF_PREFIX, Explained, Validator
 
@@ -257,8 +257,17 @@ def check_ssh_public_key(text: str, field: str = "ssh_public_key") -> None:
 
 
 def check_request(body: dict) -> None:
-    if body.get("user_data") is not None and len(body["user_data"].encode()) > USER_DATA_MAX_BYTES:
+    user_data = body.get("user_data")
+    if user_data is None:
+        return
+    if len(user_data.encode()) > USER_DATA_MAX_BYTES:
         raise invalid("user_data must be at most 16 KiB", "user_data")
+    if user_data.startswith(userdata.CLOUD_CONFIG):
+        # It is merged with the SSH key into one #cloud-config: it must be one cloud-init can read.
+        try:
+            userdata.parse_cloud_config(user_data)
+        except userdata.NotCloudConfig as error:
+            raise invalid(f"user_data: {error}", "user_data") from None
 
 
 # --- answers: each view next to the schema of what it returns -------------------------------

@@ -254,3 +254,11 @@ def test_extend_moves_the_expiry_of_request_and_live_instances(user_api, provide
         assert user_api.post(f"/requests/{request['id']}/extend", json=bad).status_code == 400
     user_api.delete(f"/requests/{request['id']}")
     assert user_api.post(f"/requests/{request['id']}/extend", json={"minutes": 5}).status_code == 409
+
+
+def test_a_cloud_config_that_is_not_yaml_is_refused_when_requested(user_api, provider):
+    body = {"label": "ubuntu-small", "count": 1, "user_data": "#cloud-config\npackages: [htop\n"}
+    answer = user_api.post("/requests", json=body)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["field"] == "user_data"
+    assert "not valid YAML" in answer.json()["error"]["message"]
