@@ -18,7 +18,8 @@ import openstack
 from keystoneauth1 import exceptions as ks_exc
 from openstack import exceptions as os_exc
 
-from chalicelib import credentials, models, telemetry
+from chalicelib import addresses, credentials, models, telemetry
+from chalicelib.addresses import Address
 
 # The error classes and CloudError live in faults (importable without openstacksdk); the rest of
 # the code reads them through this adapter or from there.
@@ -203,8 +204,7 @@ class Server:
     id: str
     status: str
     metadata: dict
-    ipv4: tuple[str, ...]
-    ipv6: tuple[str, ...]
+    addresses: tuple[Address, ...]
     fault: str | None
 
     @property
@@ -286,23 +286,13 @@ def create_server(
         raise failure from error
 
 
-def _addresses(addresses: dict | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    ipv4, ipv6 = [], []
-    for entries in (addresses or {}).values():
-        for entry in entries:
-            (ipv6 if entry.get("version") == 6 else ipv4).append(entry.get("addr"))
-    return tuple(ipv4), tuple(ipv6)
-
-
 def _server(raw: dict) -> Server:
-    ipv4, ipv6 = _addresses(raw.get("addresses"))
     fault = raw.get("fault")
     return Server(
         raw["id"],
         raw.get("status", ""),
         dict(raw.get("metadata") or {}),
-        ipv4,
-        ipv6,
+        addresses.typed(raw.get("addresses")),
         fault.get("message") if isinstance(fault, dict) else None,
     )
 

@@ -33,7 +33,7 @@ from datetime import timedelta
 from pynamodb.exceptions import UpdateError
 from pynamodb.expressions.operand import Path
 
-from chalicelib import slots, telemetry, timeutil
+from chalicelib import addresses, slots, telemetry, timeutil
 from chalicelib.faults import CloudError
 from chalicelib.models import (
     ACTIVE,
@@ -48,6 +48,7 @@ from chalicelib.models import (
     TERMINAL_STATES,
     Attempt,
     Instance,
+    IpAddress,
     Request,
     is_conditional_failure,
 )
@@ -171,15 +172,19 @@ def record_server(instance: Instance, server_id: str) -> bool:
     return _move(instance, BUILDING, expected=[LAUNCHING], actions=[Instance.server_id.set(server_id)])
 
 
-def came_up(instance: Instance, ipv4: Iterable[str], ipv6: Iterable[str]) -> bool:
-    """BUILDING -> ACTIVE with the server's addresses."""
+def came_up(instance: Instance, found: Iterable[addresses.Address]) -> bool:
+    """BUILDING -> ACTIVE with the server's addresses and the one to reach it at."""
+    found = list(found)
     fields = telemetry.about(instance, to=ACTIVE)
-    if not _move(
-        instance,
-        ACTIVE,
-        expected=[BUILDING],
-        actions=[Instance.addresses.set({"ipv4": list(ipv4), "ipv6": list(ipv6)})],
-    ):
+    actions = [
+        Instance.addresses.set(
+            {family: [a.addr for a in found if a.family == family] for family in addresses.FAMILIES}
+        ),
+        Instance.ips.set([IpAddress(**a.as_dict()) for a in found]),
+    ]
+    reach = addresses.access_ip(found)
+    actions.append(Instance.access_ip.set(reach) if reach else Instance.access_ip.remove())
+    if not _move(instance, ACTIVE, expected=[BUILDING], actions=actions):
         return False
     waited = (timeutil.now() - timeutil.parse(instance.created_at)).total_seconds()
     log.info("instance %s: ACTIVE on %s after %.1f s", instance.id, instance.provider, waited, extra=fields)
@@ -221,6 +226,8 @@ def fail_over(instance: Instance, error: CloudError, *, provider_at_fault: bool 
         Instance.server_id.remove(),
         Instance.launched_at.remove(),
         Instance.addresses.remove(),  # an ACTIVE instance whose server vanished had some
+        Instance.ips.remove(),
+        Instance.access_ip.remove(),
         Instance.active_at.remove(),
     ]
     if out_of_attempts:

@@ -194,6 +194,15 @@ class Attempt(MapAttribute):
     excludes = BooleanAttribute(default=True)
 
 
+class IpAddress(MapAttribute):
+    """One of a server's addresses, typed (addresses.Address)."""
+
+    addr = UnicodeAttribute()
+    version = NumberAttribute()
+    type = UnicodeAttribute()
+    network = UnicodeAttribute()
+
+
 class InstancesByRequest(GlobalSecondaryIndex):
     Meta = _index("by_request")
     request_id = UnicodeAttribute(hash_key=True)
@@ -246,7 +255,10 @@ class Instance(Model):
     state = UnicodeAttribute(default=PENDING)
     provider = UnicodeAttribute(null=True)
     server_id = UnicodeAttribute(null=True)
-    addresses = MapAttribute(default=dict)
+    addresses = MapAttribute(default=dict)  # {"ipv4": [...], "ipv6": [...]}
+    # Every address, typed (fixed/floating, v4/v6, network), and the one to SSH to.
+    ips = ListAttribute(of=IpAddress, null=True)
+    access_ip = UnicodeAttribute(null=True)
     attempts = ListAttribute(of=Attempt, default=list)
     failure_reason = UnicodeAttribute(null=True)
     created_at = UnicodeAttribute()

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from chalicelib import auth, faults, models, pages, userdata
+from chalicelib import addresses, auth, faults, models, pages, userdata
 from chalicelib.errors import ERROR, invalid
 from chalicelib.validator import REF_PREFIX, Explained, Validator
 
@@ -398,6 +398,20 @@ INSTANCE = {
                 "ipv6": {"type": "array", "items": {"type": "string"}},
             },
         },
+        "access_ip": {**_str_or_null, "description": "the address to SSH to: floating first, then public, IPv4 first"},
+        "ips": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["addr", "version", "type", "network"],
+                "properties": {
+                    "addr": {"type": "string"},
+                    "version": {"type": "integer", "enum": [4, 6]},
+                    "type": {"type": "string", "enum": [addresses.FIXED, addresses.FLOATING]},
+                    "network": {"type": "string"},
+                },
+            },
+        },
         "attempts": {
             "type": "array",
             "items": {
@@ -421,7 +435,7 @@ INSTANCE_LIST = _list_of("Instance")
 
 
 def instance_view(instance: models.Instance) -> dict:
-    addresses = instance.addresses.as_dict() if hasattr(instance.addresses, "as_dict") else dict(instance.addresses)
+    known = instance.addresses.as_dict() if hasattr(instance.addresses, "as_dict") else dict(instance.addresses)
     return {
         "id": instance.id,
         "request_id": instance.request_id,
@@ -431,7 +445,12 @@ def instance_view(instance: models.Instance) -> dict:
         "state": instance.state,
         "provider": instance.provider,
         "server_id": instance.server_id,
-        "addresses": {"ipv4": list(addresses.get("ipv4", [])), "ipv6": list(addresses.get("ipv6", []))},
+        "addresses": {"ipv4": list(known.get("ipv4", [])), "ipv6": list(known.get("ipv6", []))},
+        "access_ip": instance.access_ip,
+        "ips": [
+            {"addr": a.addr, "version": int(a.version), "type": a.type, "network": a.network}
+            for a in instance.ips or []
+        ],
         "attempts": [
             {"provider": a.provider, "error": a.error, "message": a.message, "at": a.at} for a in instance.attempts
         ],

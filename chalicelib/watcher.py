@@ -39,7 +39,7 @@ def reconcile_building(
     for instance in instances:
         server = servers.get(instance.server_id)
         if server is not None and server.status == "ACTIVE":
-            came_up = lifecycle.came_up(instance, server.ipv4, server.ipv6) or came_up
+            came_up = lifecycle.came_up(instance, server.addresses) or came_up
             continue
         if server is None:
             error = cloud.CloudError(cloud.BUILD_FAILED, f"server {instance.server_id} vanished while building")

@@ -134,7 +134,10 @@ FORMATS = ("ansible", "ssh-config", "json", "csv")
 
 
 def _address(instance: dict) -> str | None:
-    addresses = instance["addresses"]
+    """The address to connect to: the service's `access_ip` (chosen by type and family)."""
+    if instance.get("access_ip"):
+        return instance["access_ip"]
+    addresses = instance["addresses"]  # a record from before access_ip was kept
     return (addresses["ipv4"] or addresses["ipv6"] or [None])[0]
 
 

@@ -23,6 +23,12 @@ def test_one_instance_goes_active_with_addresses_and_is_torn_down(admin_api, use
     instance = done["instances"][0]
     assert instance["provider"] == provider["name"] and instance["server_id"]
     assert instance["addresses"]["ipv4"] and instance["active_at"]
+    # The simulator's one public network: a fixed IPv4 address is the one to reach.
+    assert instance["access_ip"] == instance["addresses"]["ipv4"][0]
+    assert {(ip["addr"], ip["type"], ip["version"]) for ip in instance["ips"]} == {
+        *((a, "fixed", 4) for a in instance["addresses"]["ipv4"]),
+        *((a, "fixed", 6) for a in instance["addresses"]["ipv6"]),
+    }
     [server] = sim.servers("p1")
     assert server["id"] == instance["server_id"]
     assert server["metadata"]["oms_instance_id"] == instance["id"]

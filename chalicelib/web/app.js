@@ -560,7 +560,8 @@ function renderInstances() {
   if (!changed("instances", state.instances)) return;
   const open = new Set($$("#instance-table details[open]").map((d) => d.dataset.instance));
   const rows = state.instances.map((i) => {
-    const ips = i.addresses.ipv4.concat(i.addresses.ipv6);
+    // The address to SSH to first (the service chose it by type and family), then the others.
+    const ips = [...new Set([i.access_ip, ...i.addresses.ipv4, ...i.addresses.ipv6].filter(Boolean))];
     const attempts = i.attempts.length
       ? h("details", { "data-instance": i.id, open: open.has(i.id) },
         h("summary", {}, `${i.attempts.length} attempt${i.attempts.length > 1 ? "s" : ""}`),
