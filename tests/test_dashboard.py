@@ -251,7 +251,9 @@ def test_edit_switch_off_and_delete_a_provider_and_extend_a_request(page, admin_
     show(page, "providers")
     page.once("dialog", lambda dialog: dialog.dismiss())
     row.get_by_role("button", name="Delete").click()
-    page.wait_for_timeout(500)
+    # The page sends in order: once a later call (a check) has gone out, a DELETE would have too.
+    with page.expect_response(lambda r: r.url.endswith(f"/providers/{name}/check")):
+        row.get_by_role("button", name="Check now").click()
     assert deletes == [] and admin_api.get(f"/providers/{name}").status_code == 200  # dismissed: nothing sent
     page.once("dialog", lambda dialog: dialog.accept())
     row.get_by_role("button", name="Delete").click()
