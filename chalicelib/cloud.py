@@ -32,6 +32,7 @@ from chalicelib.faults import (  # noqa: F401 - re-exported as the adapter's voc
     TIMEOUT,
     UNAVAILABLE,
     UNKNOWN,
+    UNREACHABLE,
     CloudError,
 )
 from chalicelib.settings import settings
@@ -334,6 +335,16 @@ def set_expiry(provider: models.Provider, server_id: str, expires_at: str) -> No
         connection(provider).compute.set_server_metadata(server_id, **{META_EXPIRES: expires_at})
     except Exception as error:
         raise classify(error) from error
+
+
+@_operation("console_output")
+def console_output(provider: models.Provider, server_id: str) -> str:
+    """The server's console log (what cloud-init printed: its SSH host keys among it)."""
+    try:
+        answer = connection(provider).compute.get_server_console_output(server_id)
+    except Exception as error:
+        raise classify(error) from error
+    return (answer or {}).get("output") or ""
 
 
 @_operation("delete_server")

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 QUOTA, CAPACITY, AUTH, UNAVAILABLE = "quota", "capacity", "auth", "unavailable"
 CONFIG, BUILD_FAILED, TIMEOUT, UNKNOWN = "config", "build_failed", "timeout", "unknown"
-ERROR_CLASSES = (QUOTA, CAPACITY, AUTH, UNAVAILABLE, CONFIG, BUILD_FAILED, TIMEOUT, UNKNOWN)
+# ACTIVE, but its sshd never answered within the boot timeout (closed port 22, no way in, no sshd).
+UNREACHABLE = "unreachable"
+ERROR_CLASSES = (QUOTA, CAPACITY, AUTH, UNAVAILABLE, CONFIG, BUILD_FAILED, TIMEOUT, UNREACHABLE, UNKNOWN)
 
 
 class CloudError(Exception):

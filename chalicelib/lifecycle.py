@@ -172,9 +172,9 @@ def record_server(instance: Instance, server_id: str) -> bool:
     return _move(instance, BUILDING, expected=[LAUNCHING], actions=[Instance.server_id.set(server_id)])
 
 
-def came_up(instance: Instance, found: Iterable[addresses.Address]) -> bool:
-    """BUILDING -> ACTIVE with the server's addresses and the one to reach it at."""
-    found = list(found)
+def came_up(instance: Instance, found: Iterable[addresses.Address], host_keys: Iterable[str] = ()) -> bool:
+    """BUILDING -> ACTIVE with the server's addresses, the one to reach it at, and its host keys."""
+    found, host_keys = list(found), list(host_keys)
     fields = telemetry.about(instance, to=ACTIVE)
     actions = [
         Instance.addresses.set(
@@ -184,6 +184,7 @@ def came_up(instance: Instance, found: Iterable[addresses.Address]) -> bool:
     ]
     reach = addresses.access_ip(found)
     actions.append(Instance.access_ip.set(reach) if reach else Instance.access_ip.remove())
+    actions.append(Instance.host_keys.set(host_keys) if host_keys else Instance.host_keys.remove())
     if not _move(instance, ACTIVE, expected=[BUILDING], actions=actions):
         return False
     waited = (timeutil.now() - timeutil.parse(instance.created_at)).total_seconds()
@@ -228,6 +229,7 @@ def fail_over(instance: Instance, error: CloudError, *, provider_at_fault: bool 
         Instance.addresses.remove(),  # an ACTIVE instance whose server vanished had some
         Instance.ips.remove(),
         Instance.access_ip.remove(),
+        Instance.host_keys.remove(),
         Instance.active_at.remove(),
     ]
     if out_of_attempts:

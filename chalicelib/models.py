@@ -259,6 +259,8 @@ class Instance(Model):
     # Every address, typed (fixed/floating, v4/v6, network), and the one to SSH to.
     ips = ListAttribute(of=IpAddress, null=True)
     access_ip = UnicodeAttribute(null=True)
+    # The server's SSH host keys ("type base64"), read from its console once sshd answered.
+    host_keys = ListAttribute(of=UnicodeAttribute, null=True)
     attempts = ListAttribute(of=Attempt, default=list)
     failure_reason = UnicodeAttribute(null=True)
     created_at = UnicodeAttribute()

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from chalicelib import addresses, auth, faults, models, pages, userdata
+from chalicelib import addresses, auth, faults, models, pages, reach, userdata
 from chalicelib.errors import ERROR, invalid
 from chalicelib.validator import REF_PREFIX, Explained, Validator
 
@@ -46,6 +46,12 @@ LABEL_MAPPING = {
         "flavor": _text,
         "network": _text,
         "security_groups": {"type": "array", "maxItems": 20, "items": _text},
+        "ready": {
+            "type": "string",
+            "enum": list(reach.READINESS),
+            "description": "ssh: ACTIVE once sshd answers on ssh_port (host keys read); active: once Nova says so",
+        },
+        "ssh_port": {"type": "integer", "minimum": 1, "maximum": 65535},
     },
 }
 
@@ -399,6 +405,11 @@ INSTANCE = {
             },
         },
         "access_ip": {**_str_or_null, "description": "the address to SSH to: floating first, then public, IPv4 first"},
+        "host_keys": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "the server's SSH host keys (type base64), read from its console once sshd answered",
+        },
         "ips": {
             "type": "array",
             "items": {
@@ -447,6 +458,7 @@ def instance_view(instance: models.Instance) -> dict:
         "server_id": instance.server_id,
         "addresses": {"ipv4": list(known.get("ipv4", [])), "ipv6": list(known.get("ipv6", []))},
         "access_ip": instance.access_ip,
+        "host_keys": list(instance.host_keys or []),
         "ips": [
             {"addr": a.addr, "version": int(a.version), "type": a.type, "network": a.network}
             for a in instance.ips or []

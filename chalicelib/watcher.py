@@ -11,15 +11,18 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from pynamodb.exceptions import DoesNotExist, UpdateError
 
-from chalicelib import cloud, health, launcher, lifecycle, models, timeutil
+from chalicelib import addresses, cloud, health, launcher, lifecycle, models, reach, telemetry, timeutil
 from chalicelib.settings import settings
 
 log = logging.getLogger("oms.watcher")
 
+SSH_CHECK_SECONDS = 3.0  # connect and banner, each; a filtered port costs this much per round
+SSH_CHECKS_AT_ONCE = 16
 REFRESH_SECONDS = 10.0  # how long a watcher trusts its list of BUILDING instances
 RENEW_SECONDS = 10.0  # how often a watcher renews its lease (it lasts 5 polls + 30 s)
 
@@ -32,14 +35,21 @@ def reconcile_building(
     provider: models.Provider, instances: list[models.Instance], servers: dict[str, cloud.Server]
 ) -> list[models.Instance]:
     """Settle BUILDING instances against one server list taken *after* they were read (so every
-    server of theirs existed when the list was made); returns those that still build."""
-    still_building = []
+    server of theirs existed when the list was made); returns those that still build.
+
+    A server that is ACTIVE makes its instance ACTIVE, unless the label asks for `ready: ssh`: then
+    only once its sshd answers (`reach`), all such checks of a round in parallel."""
+    still_building: list[models.Instance] = []
     came_up = False
     now = timeutil.now()
+    waiting_for_ssh = []
     for instance in instances:
         server = servers.get(instance.server_id)
         if server is not None and server.status == "ACTIVE":
-            came_up = lifecycle.came_up(instance, server.addresses) or came_up
+            if _mapping(provider, instance).get("ready") == reach.READY_SSH:
+                waiting_for_ssh.append((instance, server))
+            else:
+                came_up = lifecycle.came_up(instance, server.addresses) or came_up
             continue
         if server is None:
             error = cloud.CloudError(cloud.BUILD_FAILED, f"server {instance.server_id} vanished while building")
@@ -50,17 +60,67 @@ def reconcile_building(
         else:
             still_building.append(instance)
             continue
-        try:
-            if server is not None:
-                cloud.delete_server(provider, server.id)
-        except cloud.CloudError as delete_error:
-            log.warning("instance %s: could not delete failed server: %s", instance.id, delete_error.message)
+        if not _give_up(provider, instance, server, error):
             still_building.append(instance)
-            continue
-        launcher.fail_over(instance, error, provider)
+    for (instance, server), answer in zip(waiting_for_ssh, _ssh_checks(provider, waiting_for_ssh), strict=True):
+        if answer is not None:
+            came_up = lifecycle.came_up(instance, server.addresses, answer) or came_up
+        elif _booting_for(instance, now) > settings.boot_timeout_seconds:
+            where = f"{addresses.access_ip(server.addresses) or 'no address'}:{_ssh_port(provider, instance)}"
+            error = cloud.CloudError(
+                cloud.UNREACHABLE,
+                f"ACTIVE, but no SSH banner from {where} within {settings.boot_timeout_seconds} s of its launch "
+                "(is tcp/22 open in its security groups, and is the address reachable?)",
+            )
+            if not _give_up(provider, instance, server, error):
+                still_building.append(instance)
+        else:
+            still_building.append(instance)
     if came_up:
         health.record_build_ok(provider)
     return still_building
+
+
+def _give_up(provider: models.Provider, instance: models.Instance, server, error: cloud.CloudError) -> bool:
+    """Delete the instance's failed server and fail it over; False when the delete failed (it is
+    tried again next round)."""
+    try:
+        if server is not None:
+            cloud.delete_server(provider, server.id)
+    except cloud.CloudError as delete_error:
+        log.warning("instance %s: could not delete failed server: %s", instance.id, delete_error.message)
+        return False
+    launcher.fail_over(instance, error, provider)
+    return True
+
+
+def _mapping(provider: models.Provider, instance: models.Instance) -> dict:
+    labels = provider.labels.as_dict() if hasattr(provider.labels, "as_dict") else dict(provider.labels)
+    return labels.get(instance.label) or {}
+
+
+def _ssh_port(provider: models.Provider, instance: models.Instance) -> int:
+    return int(_mapping(provider, instance).get("ssh_port") or 22)
+
+
+def _ssh_checks(provider: models.Provider, waiting: list[tuple]) -> list[list[str] | None]:
+    """For each (instance, server): its host keys (possibly none) once its sshd answers, else None."""
+
+    def check(item: tuple) -> list[str] | None:
+        instance, server = item
+        ip = addresses.access_ip(server.addresses)
+        if ip is None or reach.ssh_banner(ip, _ssh_port(provider, instance), SSH_CHECK_SECONDS) is None:
+            return None
+        try:
+            return reach.host_keys(cloud.console_output(provider, server.id))
+        except cloud.CloudError as error:
+            log.warning("instance %s: console output unreadable (%s); no host keys", instance.id, error.message)
+            return []
+
+    if not waiting:
+        return []
+    with ThreadPoolExecutor(max_workers=min(SSH_CHECKS_AT_ONCE, len(waiting))) as pool:
+        return list(pool.map(telemetry.carry(check, "ssh_check"), waiting))
 
 
 def _booting_for(instance: models.Instance, now) -> float:

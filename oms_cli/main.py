@@ -276,7 +276,17 @@ def cmd_delete_request(args: argparse.Namespace, client: Client) -> int:
 
 def cmd_inventory(args: argparse.Namespace, client: Client) -> int:
     request = client.get(f"/requests/{quote(args.id)}")
-    out(output.inventory(request["instances"], args.format, args.user))
+    known = None
+    if args.known_hosts:
+        if args.format != "ssh-config":
+            raise CliError("--known-hosts goes with --format ssh-config", 2)
+        known = os.path.abspath(args.known_hosts)
+        try:
+            with open(known, "w", encoding="utf-8") as file:
+                file.write(output.known_hosts(request["instances"]))
+        except OSError as error:
+            raise CliError(f"cannot write {args.known_hosts}: {error.strerror}") from None
+    out(output.inventory(request["instances"], args.format, args.user, known))
     return 0
 
 
@@ -394,6 +404,12 @@ def parser() -> argparse.ArgumentParser:
     inv.add_argument("id", metavar="REQUEST_ID")
     inv.add_argument("--format", choices=output.FORMATS, default="ansible")
     inv.add_argument("--user", help="the login user to put in the inventory (ansible_user, ssh User)")
+    inv.add_argument(
+        "--known-hosts",
+        metavar="FILE",
+        help="with --format ssh-config: write the instances' host keys (read from their consoles) to FILE "
+        "and have the config trust exactly those, so ssh never asks",
+    )
     return root
 
 

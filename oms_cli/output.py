@@ -141,8 +141,19 @@ def _address(instance: dict) -> str | None:
     return (addresses["ipv4"] or addresses["ipv6"] or [None])[0]
 
 
-def inventory(instances: list[dict], fmt: str, user: str | None = None) -> str:
-    """ACTIVE instances with an address, as the next tool takes them."""
+def known_hosts(instances: list[dict]) -> str:
+    """known_hosts lines for the ACTIVE instances whose host keys the service read from their
+    consoles: ssh then trusts them without asking (no trust on first use)."""
+    lines = []
+    for i in instances:
+        if i["state"] == "ACTIVE" and _address(i):
+            lines += [f"{_address(i)} {key}" for key in i.get("host_keys") or []]
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def inventory(instances: list[dict], fmt: str, user: str | None = None, known_hosts_file: str | None = None) -> str:
+    """ACTIVE instances with an address, as the next tool takes them. With `known_hosts_file`, the
+    ssh-config trusts exactly the host keys written there."""
     running = [i for i in instances if i["state"] == "ACTIVE" and _address(i)]
     if fmt == "ansible":
         # Ansible's YAML/JSON inventory file (`ansible -i hosts.json`): hosts map to their variables.
@@ -158,6 +169,8 @@ def inventory(instances: list[dict], fmt: str, user: str | None = None) -> str:
             lines = [f"Host {i['name']}", f"    HostName {_address(i)}"]
             if user:
                 lines.append(f"    User {user}")
+            if known_hosts_file and i.get("host_keys"):
+                lines += [f"    UserKnownHostsFile {known_hosts_file}", "    StrictHostKeyChecking yes"]
             blocks.append("\n".join(lines))
         return "\n\n".join(blocks)
     if fmt == "json":

@@ -79,3 +79,21 @@ def test_inventories_hold_only_active_instances_with_an_address():
     assert list(ansible["all"]["hosts"]) == ["a"] and ansible["all"]["hosts"]["a"]["ansible_host"] == "10.0.0.1"
     assert output.inventory(instances, "ssh-config", user="ubuntu") == "Host a\n    HostName 10.0.0.1\n    User ubuntu"
     assert output.inventory(instances, "csv").splitlines()[1] == "a,i-a,p1,10.0.0.1,10.0.0.1,"
+
+
+def test_known_hosts_lines_and_an_ssh_config_that_trusts_exactly_them():
+    with_keys = {
+        **instance("web-1", "ACTIVE", "p1"),
+        "access_ip": "203.0.113.7",
+        "host_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5", "ecdsa-sha2-nistp256 AAAAE2VjZHNh"],
+    }
+    without = {**instance("web-2", "ACTIVE", "p1", ipv4=("10.0.0.2",)), "host_keys": []}
+    gone = {**instance("web-3", "DELETED", "p1"), "host_keys": ["ssh-ed25519 AAAA"]}
+    assert output.known_hosts([with_keys, without, gone]) == (
+        "203.0.113.7 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5\n203.0.113.7 ecdsa-sha2-nistp256 AAAAE2VjZHNh\n"
+    )
+    config = output.inventory([with_keys, without], "ssh-config", "ubuntu", "/tmp/oms_known_hosts")
+    first, second = config.split("\n\n")
+    assert "HostName 203.0.113.7" in first and "UserKnownHostsFile /tmp/oms_known_hosts" in first
+    assert "StrictHostKeyChecking yes" in first
+    assert "UserKnownHostsFile" not in second  # no keys known: ssh's own rules apply
