@@ -195,8 +195,13 @@ def _inventory(key: str, extra: Any, defaults: tuple[dict[str, Any], ...]) -> li
         return items
     if not isinstance(extra, list) or not all(isinstance(i, dict) and isinstance(i.get("name"), str) for i in extra):
         raise ConfigError(f"{key} must be a list of mappings, each with a string 'name'")
-    known = {i["name"] for i in items}
-    items.extend(dict(i) for i in extra if i["name"] not in known)
+    by_name = {i["name"]: i for i in items}
+    for item in extra:
+        # Naming a default item changes its attributes (e.g. the "public" network unshared).
+        if item["name"] in by_name:
+            by_name[item["name"]].update(item)
+        else:
+            items.append(dict(item))
     return items
 
 

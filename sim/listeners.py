@@ -48,7 +48,8 @@ Verdict = Callable[[str], str]  # peer address -> BANNER | RESET | SILENT
 
 def mapped_v6(v4: str) -> str:
     """The IPv4-mapped IPv6 form (``::ffff:127.1.2.3``) under which an IPv6 face is shown."""
-    return str(ipaddress.IPv6Address(f"::ffff:{v4}"))
+    # Written out by hand: Python before 3.13 renders these as ::ffff:7f01:203, which hides the IPv4.
+    return f"::ffff:{ipaddress.IPv4Address(v4)}"
 
 
 def _raise_fd_limit() -> None:
@@ -138,14 +139,24 @@ class ListenerHub:
                 return candidate, None
             return candidate, last_error
 
-    def close(self, address: str) -> None:
-        """Stop listening on ``address`` and drop its connections (the server or floating IP is gone)."""
+    def close(self, addresses: list[str]) -> None:
+        """Stop listening on ``addresses`` and drop their connections (the server or floating IP is gone).
+
+        Returns once the loop has closed them, so a client connecting right after the DELETE is
+        refused rather than accepted by a socket about to go. Never call it holding a lock that a
+        verdict takes: the loop may be waiting for that lock.
+        """
+        done = threading.Event()
         with self._lock:
-            if self._thread is None or address not in self._bound:
+            wanted = [a for a in addresses if a in self._bound]
+            if self._thread is None or not wanted:
                 return
-            self._bound.discard(address)
-            self._pending.append(("close", address))
+            self._bound.difference_update(wanted)
+            self._pending.append(("close", (wanted, done)))
             self._wake()
+            loop = self._thread
+        if loop is not threading.current_thread():
+            done.wait(5)
 
     def addresses(self) -> set[str]:
         """Addresses with a live listener."""
@@ -220,12 +231,15 @@ class ListenerHub:
                 self._listeners[listener.address] = listener
                 self._selector.register(listener.sock, selectors.EVENT_READ, listener)
             elif op == "close":
-                listener = self._listeners.pop(str(arg), None)
-                if listener is not None:
-                    self._selector.unregister(listener.sock)
-                    listener.sock.close()
-                    for conn in list(listener.connections):
-                        self._drop(conn)
+                wanted, done = arg  # type: ignore[misc]
+                for address in wanted:
+                    listener = self._listeners.pop(address, None)
+                    if listener is not None:
+                        self._selector.unregister(listener.sock)
+                        listener.sock.close()
+                        for conn in list(listener.connections):
+                            self._drop(conn)
+                done.set()
         return True
 
     def _accept(self, listener: _Listener) -> None:
@@ -297,6 +311,8 @@ class ListenerHub:
             for op, arg in self._pending:
                 if op == "open":
                     arg.sock.close()  # type: ignore[union-attr]
+                elif op == "close":
+                    arg[1].set()  # type: ignore[index]
             self._pending.clear()
         self._selector.close()
         for sock in (self._wake_r, self._wake_w):

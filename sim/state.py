@@ -455,13 +455,19 @@ class Provider:
 
     def delete_server(self, server_id: str) -> bool:
         """Delete a server with its ports; its floating IPs stay allocated (a leak if nobody frees them)."""
+        server = self._forget_server(server_id)
+        if server is None:
+            return False
+        # Outside the lock: the listener loop may be waiting for it to judge a connection.
+        self.listeners.close([f.listen for f in server.faces])
+        return True
+
+    def _forget_server(self, server_id: str) -> Server | None:
         with self.lock:
             server = self.servers.pop(server_id, None)
             if server is None:
-                return False
+                return None
             self.servers_deleted += 1
-            for face in server.faces:
-                self.listeners.close(face.listen)
             gone_ports = {p for p, (sid, _) in self.ports.items() if sid == server_id}
             for port in gone_ports:
                 del self.ports[port]
@@ -479,7 +485,7 @@ class Provider:
                     self.volumes_deleted += 1
                 else:
                     volume.server_id = None  # detached and left "available": someone must delete it
-            return True
+            return server
 
     def addresses_of(self, server: Server) -> dict[str, list[dict[str, Any]]]:
         """The server's addresses as Nova shows them: fixed ones, plus floating IPs once visible."""
@@ -726,9 +732,9 @@ class Provider:
             fip = self.floating_ips.pop(fip_id, None)
             if fip is None:
                 raise NeutronError(404, "FloatingIPNotFound", f"Floating IP {fip_id} could not be found")
-            if fip.face is not None:
-                self.listeners.close(fip.face.listen)
             self.floating_ips_deleted += 1
+        if fip.face is not None:
+            self.listeners.close([fip.face.listen])
 
     def set_tags(
         self, fip_id: str, tags: list[str] | None, add: str | None = None, remove: str | None = None

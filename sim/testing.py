@@ -79,7 +79,7 @@ class Simulator:
         """Raw servers with metadata, as the provider holds them."""
         return self.request("GET", f"providers/{provider}/servers")["servers"]
 
-    def server(self, provider: str, server_id: str) -> dict[str, Any]:
+    def raw_server(self, provider: str, server_id: str) -> dict[str, Any]:
         """One raw server (see ``servers``), including ``reach`` and ``host_keys``."""
         for server in self.servers(provider):
             if server["id"] == server_id:
