@@ -23,6 +23,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--providers", type=int, default=3, help="number of providers p1..pN")
     parser.add_argument("--quota", type=int, default=20, help="instance quota per provider (-1: unlimited)")
     parser.add_argument("--boot-seconds", type=float, default=2.0, help="seconds a server stays in BUILD")
+    parser.add_argument(
+        "--network-layout", default="public", help="public, floating, multi or ipv6 (see sim/README.md)"
+    )
+    parser.add_argument("--ssh-port", type=int, default=22, help="port of each server's simulated sshd")
+    parser.add_argument("--ready-seconds", type=float, default=0.0, help="seconds from ACTIVE until sshd answers")
     parser.add_argument("--seed", type=int, default=None, help="seed for ids and error_rate decisions")
     parser.add_argument("--config", help="scenario YAML; replaces --providers/--quota/--boot-seconds")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
@@ -32,7 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def build_config(args: argparse.Namespace) -> SimConfig:
     if args.config:
         return load_config(args.config, seed=args.seed)
-    return default_config(args.providers, args.quota, args.boot_seconds, args.seed or 0)
+    settings = {"ssh_port": args.ssh_port, "ready_seconds": args.ready_seconds}
+    return default_config(args.providers, args.quota, args.boot_seconds, args.seed or 0, args.network_layout, settings)
 
 
 def main(argv: list[str] | None = None) -> int:

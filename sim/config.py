@@ -17,6 +17,10 @@ import yaml
 
 MODES = ("normal", "maintenance", "auth_fail", "hang")
 CREATE_ERRORS = (None, 500, 503)
+# How a provider's servers are reached (see sim/README.md, "Reachability"); fixed at start-up.
+NETWORK_LAYOUTS = ("public", "floating", "multi", "ipv6")
+# "no_multipart": only content cloud-init runs directly (ConoHa refuses MIME multipart).
+USER_DATA_FORMATS = ("any", "no_multipart")
 
 DEFAULT_IMAGES = ({"name": "ubuntu-22.04"}, {"name": "debian-12"})
 DEFAULT_FLAVORS = (
@@ -34,6 +38,14 @@ SETTING_NAMES = (
     "error_rate",
     "no_valid_host_rate",
     "create_error",
+    "floating_ip_quota",
+    "floating_ip_router",
+    "floating_ip_delay_seconds",
+    "security_groups_open",
+    "ssh_port",
+    "ready_seconds",
+    "user_data_formats",
+    "user_data_max_bytes",
 )
 # Fixed at start-up: identity and inventory of the provider.
 STATIC_NAMES = (
@@ -51,6 +63,7 @@ STATIC_NAMES = (
     "images",
     "flavors",
     "networks",
+    "network_layout",
 )
 ALIASES = {"quota": "quota_instances", "region_name": "region"}
 
@@ -70,6 +83,19 @@ class Settings:
     error_rate: float = 0.0
     no_valid_host_rate: float = 0.0
     create_error: int | None = None
+    floating_ip_quota: int = 10
+    # False plays a tenant subnet with no router to the external network: associating fails.
+    floating_ip_router: bool = True
+    # Real clouds take a moment before an attached floating IP shows in the server's addresses.
+    floating_ip_delay_seconds: float = 0.5
+    # OVH-like: every port is reachable whatever the security groups say.
+    security_groups_open: bool = False
+    # Port of the simulated sshd; applies to listeners opened after a change.
+    ssh_port: int = 22
+    # Seconds from ACTIVE until sshd answers and cloud-init prints the host keys.
+    ready_seconds: float = 0.0
+    user_data_formats: str = "any"
+    user_data_max_bytes: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -93,6 +119,7 @@ class ProviderConfig:
     images: list[dict[str, Any]] = field(default_factory=lambda: [dict(i) for i in DEFAULT_IMAGES])
     flavors: list[dict[str, Any]] = field(default_factory=lambda: [dict(f) for f in DEFAULT_FLAVORS])
     networks: list[dict[str, Any]] = field(default_factory=lambda: [dict(n) for n in DEFAULT_NETWORKS])
+    network_layout: str = "public"
     settings: Settings = field(default_factory=Settings)
 
 
@@ -135,6 +162,24 @@ def validate_settings(raw: Any) -> dict[str, Any]:
             out[key] = _number(key, value, low=0, high=600_000)
         elif key in ("error_rate", "no_valid_host_rate"):
             out[key] = _number(key, value, low=0, high=1)
+        elif key in ("floating_ip_quota",):
+            out[key] = int(_number(key, value, low=-1, integer=True))
+        elif key in ("floating_ip_router", "security_groups_open"):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{key} must be true or false, got {value!r}")
+            out[key] = value
+        elif key in ("floating_ip_delay_seconds", "ready_seconds"):
+            out[key] = _number(key, value, low=0, high=3600)
+        elif key == "ssh_port":
+            out[key] = int(_number(key, value, low=1, high=65535, integer=True))
+        elif key == "user_data_formats":
+            if value not in USER_DATA_FORMATS:
+                raise ConfigError(f"user_data_formats must be one of {', '.join(USER_DATA_FORMATS)}; got {value!r}")
+            out[key] = value
+        elif key == "user_data_max_bytes":
+            out[key] = None if value is None else int(_number(key, value, low=1, high=65535, integer=True))
+        elif key in STATIC_NAMES:
+            raise ConfigError(f"{key} is fixed when the simulator starts; it cannot be changed at runtime")
         elif key == "create_error":
             if isinstance(value, bool) or value not in CREATE_ERRORS:
                 raise ConfigError(f"create_error must be null, 500 or 503; got {value!r}")
@@ -150,9 +195,20 @@ def _inventory(key: str, extra: Any, defaults: tuple[dict[str, Any], ...]) -> li
         return items
     if not isinstance(extra, list) or not all(isinstance(i, dict) and isinstance(i.get("name"), str) for i in extra):
         raise ConfigError(f"{key} must be a list of mappings, each with a string 'name'")
-    known = {i["name"] for i in items}
-    items.extend(dict(i) for i in extra if i["name"] not in known)
+    by_name = {i["name"]: i for i in items}
+    for item in extra:
+        # Naming a default item changes its attributes (e.g. the "public" network unshared).
+        if item["name"] in by_name:
+            by_name[item["name"]].update(item)
+        else:
+            items.append(dict(item))
     return items
+
+
+def _layout(value: Any) -> str:
+    if value not in NETWORK_LAYOUTS:
+        raise ConfigError(f"network_layout must be one of {', '.join(NETWORK_LAYOUTS)}; got {value!r}")
+    return value
 
 
 def provider_from_mapping(raw: Any, defaults: Settings | None = None) -> ProviderConfig:
@@ -192,6 +248,8 @@ def provider_from_mapping(raw: Any, defaults: Settings | None = None) -> Provide
             setattr(cfg, key, _inventory(key, value, defaults_for[key]))
         elif key == "token_ttl_seconds":
             cfg.token_ttl_seconds = _number(key, value, low=1)
+        elif key == "network_layout":
+            cfg.network_layout = _layout(value)
         elif key in STATIC_NAMES:
             if value is not None and not isinstance(value, str):
                 raise ConfigError(f"{key} must be a string, got {value!r}")
@@ -203,14 +261,26 @@ def provider_from_mapping(raw: Any, defaults: Settings | None = None) -> Provide
     return cfg
 
 
-def default_config(providers: int = 3, quota: int = 20, boot_seconds: float = 2.0, seed: int = 0) -> SimConfig:
-    """The CLI's default scenario: providers p1..pN with the demo credentials."""
+def default_config(
+    providers: int = 3,
+    quota: int = 20,
+    boot_seconds: float = 2.0,
+    seed: int = 0,
+    network_layout: str = "public",
+    settings: dict[str, Any] | None = None,
+) -> SimConfig:
+    """The CLI's default scenario: providers p1..pN with the demo credentials.
+
+    ``settings`` are any further runtime settings (ready_seconds, ssh_port, ...) for every provider.
+    """
     if providers < 1:
         raise ConfigError("need at least one provider")
-    settings = Settings(**validate_settings({"quota_instances": quota, "boot_seconds": boot_seconds}))
+    layout = _layout(network_layout)
+    common = Settings(**validate_settings({"quota_instances": quota, "boot_seconds": boot_seconds, **(settings or {})}))
     return SimConfig(
         providers=[
-            ProviderConfig(name=f"p{i}", settings=dataclasses.replace(settings)) for i in range(1, providers + 1)
+            ProviderConfig(name=f"p{i}", network_layout=layout, settings=dataclasses.replace(common))
+            for i in range(1, providers + 1)
         ],
         seed=seed,
     )

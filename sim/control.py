@@ -67,6 +67,20 @@ def list_raw_servers(providers: Mapping[str, Provider], req: Request, name: str)
     return Response(200, {"servers": [s.snapshot() for s in providers[name].list_servers()]})
 
 
+@router.route("GET", "/providers/{}/servers/{}/host-keys", "control")
+def host_keys(providers: Mapping[str, Provider], req: Request, name: str, server_id: str) -> Response:
+    """The public host keys the server's console prints, to compare with what a client learned."""
+    server = providers[name].get_server(server_id)
+    if server is None:
+        return error(404, f"unknown server {server_id!r}")
+    return Response(200, {"host_keys": list(server.host_keys)})
+
+
+@router.route("GET", "/providers/{}/floating-ips", "control")
+def list_floating_ips(providers: Mapping[str, Provider], req: Request, name: str) -> Response:
+    return Response(200, {"floating_ips": providers[name].floating_ip_snapshots()})
+
+
 @router.route("POST", "/providers/{}/servers", "control")
 def add_servers(providers: Mapping[str, Provider], req: Request, name: str) -> Response:
     """Create servers "by someone else": no app metadata, but they count toward the quota."""

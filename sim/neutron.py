@@ -1,17 +1,17 @@
-"""Neutron (network v2.0): version discovery and read-only networks, subnets and ports.
+"""Neutron (network v2.0): networks, subnets, ports, floating IPs and security groups.
 
-Networks are what ``find_network`` needs; subnets and ports exist so openstacksdk's cloud
-layer (``conn.create_server``, server IP helpers) finds a consistent picture.
+Networks, subnets and ports are read-only views of the provider's layout and servers;
+floating IPs and security groups are created, changed and deleted here, because whether a
+client can reach a server depends on them (sim.listeners plays the result on real sockets).
 """
 
 from __future__ import annotations
 
 import ipaddress
-import uuid
 from typing import Any
 
-from sim.state import Provider
-from sim.web import Request, Response, Router, Service, token_rejected
+from sim.state import FloatingIP, NeutronError, Provider, iso, port_id_for
+from sim.web import BadBody, Request, Response, Router, Service, token_rejected
 
 router = Router()
 
@@ -21,7 +21,9 @@ CREATED = "2024-01-01T00:00:00Z"
 def error(status: int, message: str, kind: str | None = None) -> Response:
     if status == 401:
         return token_rejected()
-    default = {400: "HTTPBadRequest", 404: "HTTPNotFound", 503: "ServiceUnavailable"}.get(status, "NeutronError")
+    default = {400: "HTTPBadRequest", 404: "HTTPNotFound", 409: "Conflict", 503: "ServiceUnavailable"}.get(
+        status, "NeutronError"
+    )
     return Response(status, {"NeutronError": {"type": kind or default, "message": message, "detail": ""}})
 
 
@@ -65,9 +67,9 @@ def networks(provider: Provider) -> list[dict[str, Any]]:
             "name": n["name"],
             "status": "ACTIVE",
             "admin_state_up": True,
-            "shared": True,
             "router:external": bool(n["external"]),
-            "subnets": [n["subnet_v4_id"], n["subnet_v6_id"]],
+            "shared": bool(n["shared"]),
+            "subnets": [n[f"subnet_v{v}_id"] for v in (4, 6) if n[f"v{v}"]],
             "mtu": 1500,
             "availability_zones": ["nova"],
             "ipv4_address_scope": None,
@@ -84,6 +86,8 @@ def subnets(provider: Provider) -> list[dict[str, Any]]:
     out = []
     for n in provider.networks:
         for version, key in ((4, "v4"), (6, "v6")):
+            if not n[key]:
+                continue
             cidr = n[f"cidr_{key}"]
             out.append(
                 {
@@ -121,30 +125,115 @@ def ports(provider: Provider) -> list[dict[str, Any]]:
             out.append(
                 {
                     **_common(provider),
-                    "id": str(uuid.uuid5(uuid.NAMESPACE_OID, f"{server.id}/{net['id']}")),
+                    "id": port_id_for(server.id, net["id"]),
                     "name": "",
                     "network_id": net["id"],
                     "device_id": server.id,
                     "device_owner": "compute:nova",
-                    "mac_address": addrs[0]["OS-EXT-IPS-MAC:mac_addr"],
+                    "mac_address": addrs[0]["OS-EXT-IPS-MAC:mac_addr"] if addrs else "",
                     "fixed_ips": fixed,
                     "status": "ACTIVE",
                     "admin_state_up": True,
-                    "security_groups": [],
+                    "security_groups": list(server.group_ids),
                     "binding:vnic_type": "normal",
                 }
             )
     return out
 
 
+def _rule_body(provider: Provider, rule: dict[str, Any]) -> dict[str, Any]:
+    common = _common(provider)
+    del common["tags"]
+    return {**common, **rule, "belongs_to_default_sg": rule["security_group_id"] == provider.default_group_id}
+
+
 def security_groups(provider: Provider) -> list[dict[str, Any]]:
-    sg_id = str(uuid.uuid5(uuid.NAMESPACE_OID, f"{provider.project_id}/default"))
-    return [{**_common(provider), "id": sg_id, "name": "default", "security_group_rules": [], "stateful": True}]
+    with provider.lock:
+        groups = [dict(g, rules=list(g["rules"])) for g in provider.security_groups.values()]
+    return [
+        {
+            **_common(provider),
+            "id": g["id"],
+            "name": g["name"],
+            "description": g["description"],
+            "created_at": iso(g["created_at"]),
+            "security_group_rules": [_rule_body(provider, r) for r in g["rules"]],
+            "stateful": True,
+            "shared": False,
+        }
+        for g in groups
+    ]
+
+
+def security_group_rules(provider: Provider) -> list[dict[str, Any]]:
+    with provider.lock:
+        rules = [r for g in provider.security_groups.values() for r in g["rules"]]
+    return [_rule_body(provider, r) for r in rules]
+
+
+def _fip_body(provider: Provider, fip: FloatingIP) -> dict[str, Any]:
+    return {
+        **_common(provider),
+        "id": fip.id,
+        "floating_ip_address": fip.address,
+        "floating_network_id": fip.network_id,
+        "port_id": fip.port_id,
+        "fixed_ip_address": fip.fixed_ip_address,
+        "router_id": fip.router_id,
+        "status": "ACTIVE" if fip.port_id else "DOWN",
+        "description": fip.description,
+        "tags": list(fip.tags),
+        "created_at": iso(fip.created_at),
+        "updated_at": iso(fip.updated_at),
+        "dns_domain": "",
+        "dns_name": "",
+        "qos_policy_id": None,
+        "port_details": None,
+        "port_forwardings": [],
+    }
+
+
+def floating_ips(provider: Provider) -> list[dict[str, Any]]:
+    with provider.lock:
+        fips = list(provider.floating_ips.values())
+    return [_fip_body(provider, f) for f in fips]
+
+
+def routers(provider: Provider) -> list[dict[str, Any]]:
+    # The router a floating IP goes through exists only where the layout has one.
+    if not provider.settings.floating_ip_router or not any(n["external"] for n in provider.networks):
+        return []
+    external = next(n for n in provider.networks if n["external"])
+    return [
+        {
+            **_common(provider),
+            "id": provider.router_id,
+            "name": "router1",
+            "status": "ACTIVE",
+            "admin_state_up": True,
+            "external_gateway_info": {"network_id": external["id"], "enable_snat": True, "external_fixed_ips": []},
+            "routes": [],
+            "distributed": False,
+            "ha": False,
+            "availability_zones": ["nova"],
+        }
+    ]
 
 
 def _matches(item: dict[str, Any], req: Request) -> bool:
     # Neutron filters on any attribute by equality; repeating a key means "any of".
     for key, values in req.query.items():
+        if key in ("tags", "tags-any", "not-tags", "not-tags-any"):
+            wanted = {t for v in values for t in v.split(",") if t}
+            have = set(item.get("tags", []))
+            matched = {"tags": wanted <= have, "tags-any": bool(wanted & have)}.get(key)
+            if key == "not-tags":
+                matched = not wanted <= have
+            elif key == "not-tags-any":
+                matched = not wanted & have
+            if not matched:
+                return False
+            continue
         if key in ("fields", "limit", "marker", "sort_key", "sort_dir", "page_reverse") or key not in item:
             continue
         actual = item[key]
@@ -174,8 +263,15 @@ COLLECTIONS = (
     ("subnets", "subnet", subnets, "SubnetNotFound", "Subnet"),
     ("ports", "port", ports, "PortNotFound", "Port"),
     ("security-groups", "security_group", security_groups, "SecurityGroupNotFound", "Security group"),
-    ("floatingips", "floatingip", lambda p: [], "FloatingIPNotFound", "Floating IP"),
-    ("routers", "router", lambda p: [], "RouterNotFound", "Router"),
+    (
+        "security-group-rules",
+        "security_group_rule",
+        security_group_rules,
+        "SecurityGroupRuleNotFound",
+        "Security group rule",
+    ),
+    ("floatingips", "floatingip", floating_ips, "FloatingIPNotFound", "Floating IP"),
+    ("routers", "router", routers, "RouterNotFound", "Router"),
 )
 
 
@@ -196,9 +292,204 @@ for _entry in COLLECTIONS:
     _register(*_entry)
 
 
+# -- writes ----------------------------------------------------------------------------
+def _resource(req: Request, key: str) -> dict[str, Any]:
+    body = req.json()
+    item = body.get(key) if isinstance(body, dict) else None
+    if not isinstance(item, dict):
+        raise BadBody(f"Resource body required: expected an object under {key!r}")
+    return item
+
+
+def _neutron(call: Any) -> Response:
+    try:
+        return call()
+    except NeutronError as exc:
+        return error(exc.status, str(exc), exc.kind)
+
+
+@router.route("POST", "/v2.0/floatingips", "floatingip_create")
+def create_floating_ip(provider: Provider, req: Request) -> Response:
+    item = _resource(req, "floatingip")
+    network_id = item.get("floating_network_id")
+    if not isinstance(network_id, str):
+        return error(400, "Invalid input for operation: floating_network_id is required.", "InvalidInput")
+    return _neutron(
+        lambda: Response(
+            201,
+            {
+                "floatingip": _fip_body(
+                    provider,
+                    provider.create_floating_ip(network_id, item.get("port_id"), str(item.get("description") or "")),
+                )
+            },
+        )
+    )
+
+
+@router.route("PUT", "/v2.0/floatingips/{}", "floatingip_update")
+def update_floating_ip(provider: Provider, req: Request, fip_id: str) -> Response:
+    item = _resource(req, "floatingip")
+    changes = {k: item[k] for k in ("port_id", "description") if k in item}
+    return _neutron(
+        lambda: Response(200, {"floatingip": _fip_body(provider, provider.update_floating_ip(fip_id, changes))})
+    )
+
+
+@router.route("DELETE", "/v2.0/floatingips/{}", "floatingip_delete")
+def delete_floating_ip(provider: Provider, req: Request, fip_id: str) -> Response:
+    return _neutron(lambda: (provider.delete_floating_ip(fip_id), Response(204))[1])
+
+
+def _tags_body(req: Request) -> list[str]:
+    body = req.json()
+    tags = body.get("tags") if isinstance(body, dict) else None
+    if not isinstance(tags, list) or not all(isinstance(t, str) and 0 < len(t) <= 255 for t in tags):
+        raise BadBody("Invalid input for tags: a list of strings of 1-255 characters is required.")
+    return tags
+
+
+@router.route("GET", "/v2.0/floatingips/{}/tags", "floatingip_tags")
+def get_tags(provider: Provider, req: Request, fip_id: str) -> Response:
+    return _neutron(lambda: Response(200, {"tags": provider.set_tags(fip_id, None)}))
+
+
+@router.route("PUT", "/v2.0/floatingips/{}/tags", "floatingip_tags")
+@router.route("POST", "/v2.0/floatingips/{}/tags", "floatingip_tags")
+def replace_tags(provider: Provider, req: Request, fip_id: str) -> Response:
+    tags = _tags_body(req)
+    return _neutron(lambda: Response(200 if req.method == "PUT" else 201, {"tags": provider.set_tags(fip_id, tags)}))
+
+
+@router.route("DELETE", "/v2.0/floatingips/{}/tags", "floatingip_tags")
+def clear_tags(provider: Provider, req: Request, fip_id: str) -> Response:
+    return _neutron(lambda: (provider.set_tags(fip_id, []), Response(204))[1])
+
+
+@router.route("GET", "/v2.0/floatingips/{}/tags/{}", "floatingip_tags")
+def check_tag(provider: Provider, req: Request, fip_id: str, tag: str) -> Response:
+    def check() -> Response:
+        if tag not in provider.set_tags(fip_id, None):
+            raise NeutronError(404, "TagNotFound", f"Tag {tag} could not be found for floatingip {fip_id}.")
+        return Response(204)
+
+    return _neutron(check)
+
+
+@router.route("PUT", "/v2.0/floatingips/{}/tags/{}", "floatingip_tags")
+def add_tag(provider: Provider, req: Request, fip_id: str, tag: str) -> Response:
+    return _neutron(lambda: (provider.set_tags(fip_id, None, add=tag), Response(201))[1])
+
+
+@router.route("DELETE", "/v2.0/floatingips/{}/tags/{}", "floatingip_tags")
+def remove_tag(provider: Provider, req: Request, fip_id: str, tag: str) -> Response:
+    return _neutron(lambda: (provider.set_tags(fip_id, None, remove=tag), Response(204))[1])
+
+
+@router.route("POST", "/v2.0/security-groups", "security_group_create")
+def create_security_group(provider: Provider, req: Request) -> Response:
+    item = _resource(req, "security_group")
+    name = item.get("name", "")
+    if not isinstance(name, str) or len(name) > 255:
+        return error(400, f"Invalid input for name. Reason: '{name}' is not a valid string.", "InvalidInput")
+    if name == "default":
+        return error(409, "Default security group already exists.", "SecurityGroupDefaultAlreadyExists")
+    group = provider.create_security_group(name, str(item.get("description") or ""))
+    return Response(201, {"security_group": next(g for g in security_groups(provider) if g["id"] == group["id"])})
+
+
+@router.route("DELETE", "/v2.0/security-groups/{}", "security_group_delete")
+def delete_security_group(provider: Provider, req: Request, group_id: str) -> Response:
+    return _neutron(lambda: (provider.delete_security_group(group_id), Response(204))[1])
+
+
+RULE_FIELDS = (
+    "direction",
+    "ethertype",
+    "protocol",
+    "port_range_min",
+    "port_range_max",
+    "remote_ip_prefix",
+    "remote_group_id",
+    "description",
+)
+
+
+def _rule_attrs(item: dict[str, Any]) -> dict[str, Any]:
+    """Neutron's checks on a new rule, returning its normalised attributes (NeutronError otherwise)."""
+    attrs = {k: item[k] for k in RULE_FIELDS if k in item}
+    if attrs.get("direction") not in ("ingress", "egress"):
+        raise NeutronError(400, "InvalidInput", "Invalid input for direction. Reason: must be ingress or egress.")
+    attrs.setdefault("ethertype", "IPv4")
+    if attrs["ethertype"] not in ("IPv4", "IPv6"):
+        raise NeutronError(400, "InvalidInput", f"Invalid input for ethertype. Reason: {attrs['ethertype']!r}.")
+    for key in ("port_range_min", "port_range_max"):
+        if attrs.get(key) is not None:
+            try:
+                attrs[key] = int(attrs[key])
+            except (TypeError, ValueError):
+                raise NeutronError(400, "InvalidInput", f"Invalid input for {key}.") from None
+            if not 0 <= attrs[key] <= 65535:
+                raise NeutronError(400, "SecurityGroupInvalidPortValue", f"Invalid value for port {attrs[key]}.")
+    low, high = attrs.get("port_range_min"), attrs.get("port_range_max")
+    if low is not None and high is not None and low > high:
+        raise NeutronError(
+            400,
+            "SecurityGroupInvalidPortRange",
+            "For TCP/UDP protocols, port_range_min must be <= port_range_max",
+        )
+    prefix = attrs.get("remote_ip_prefix")
+    if prefix is not None:
+        try:
+            network = ipaddress.ip_network(prefix, strict=False)
+        except ValueError:
+            raise NeutronError(400, "InvalidInput", f"Invalid input for remote_ip_prefix: {prefix!r}.") from None
+        if f"IPv{network.version}" != attrs["ethertype"]:
+            raise NeutronError(
+                400,
+                "SecurityGroupRuleParameterConflict",
+                f"Conflicting value ethertype {attrs['ethertype']} for CIDR {prefix}",
+            )
+        attrs["remote_ip_prefix"] = str(network)
+    return attrs
+
+
+@router.route("POST", "/v2.0/security-group-rules", "security_group_rule_create")
+def create_security_group_rule(provider: Provider, req: Request) -> Response:
+    item = _resource(req, "security_group_rule")
+
+    def create() -> Response:
+        rule = provider.add_rule(str(item.get("security_group_id")), _rule_attrs(item))
+        return Response(201, {"security_group_rule": _rule_body(provider, rule)})
+
+    return _neutron(create)
+
+
+@router.route("DELETE", "/v2.0/security-group-rules/{}", "security_group_rule_delete")
+def delete_security_group_rule(provider: Provider, req: Request, rule_id: str) -> Response:
+    return _neutron(lambda: (provider.delete_rule(rule_id), Response(204))[1])
+
+
+@router.route("GET", "/v2.0/quotas/{}", "quota_get")
+def get_quota(provider: Provider, req: Request, project_id: str) -> Response:
+    limit = provider.settings.floating_ip_quota
+    quota = {
+        "floatingip": limit,
+        "network": 100,
+        "subnet": 100,
+        "port": 500,
+        "router": 10,
+        "security_group": 10,
+        "security_group_rule": 100,
+        "rbac_policy": 10,
+        "subnetpool": -1,
+    }
+    return Response(200, {"quota": quota})
+
+
 @router.route("GET", "/v2.0/extensions", "extension_list")
 def extensions(provider: Provider, req: Request) -> Response:
-    names = ("external-net", "router", "security-group", "port-security", "standard-attr-tag")
+    names = ("external-net", "router", "security-group", "port-security", "standard-attr-tag", "quotas")
     items = [{"alias": n, "name": n, "description": "", "links": [], "updated": CREATED} for n in names]
     return Response(200, {"extensions": items})
 

@@ -12,11 +12,15 @@ import hashlib
 import re
 from typing import Any
 
-from sim import nova_flavors  # noqa: F401 - registers the flavor/limits routes on the router
+from sim import nova_flavors, topology  # noqa: F401 - nova_flavors registers the flavor/limits routes
 from sim.nova_api import MAX_METADATA_ITEMS, error, invalid_input, links, listing, not_found, router, versioned
 from sim.state import Provider, QuotaExceeded, Server, ServerSpec, iso
 from sim.web import Request, Response, Service
 
+# Content cloud-init runs without MIME: what a provider with user_data_formats "no_multipart" accepts.
+USER_DATA_PREFIXES = ("#!", "#cloud-config", "#include", "#include-once", "#cloud-boothook")
+ZERO_DISK = "Only volume-backed servers are allowed for flavors with zero disk."
+NETWORK_AMBIGUOUS = "More than one possible network found. Specify network ID(s) to select which one(s) to connect to."
 UNEXPECTED = (
     "Unexpected API Error. Please report this at http://bugs.launchpad.net/nova/ and attach "
     "the Nova API log if possible.\n<class 'nova.exception.InstanceCreateFailure'>"
@@ -54,11 +58,14 @@ def server_body(provider: Provider, req: Request, mv: tuple[int, int], server: S
         "user_id": provider.user_id,
         "metadata": dict(server.metadata),
         "hostId": hashlib.sha224(f"{provider.project_id}compute-1".encode()).hexdigest() if status == "ACTIVE" else "",
-        "image": {"id": server.image_id, "links": links(req, "images", server.image_id)[1:]} if server.image_id else "",
+        # A volume-backed server shows no image, as in Nova.
+        "image": {"id": server.image_id, "links": links(req, "images", server.image_id)[1:]}
+        if server.image_id and not server.volume_ids
+        else "",
         "flavor": flavor_ref,
         "created": iso(server.created_at),
         "updated": iso(server.updated_at),
-        "addresses": server.addresses if status == "ACTIVE" else {},
+        "addresses": provider.addresses_of(server),
         "accessIPv4": "",
         "accessIPv6": "",
         "links": links(req, "servers", server.id),
@@ -72,7 +79,10 @@ def server_body(provider: Provider, req: Request, mv: tuple[int, int], server: S
         "OS-EXT-STS:vm_state": vm_state,
         "OS-EXT-STS:task_state": task_state,
         "OS-EXT-STS:power_state": power_state,
-        "os-extended-volumes:volumes_attached": [],
+        "os-extended-volumes:volumes_attached": [
+            {"id": v, **({"delete_on_termination": _deletes(provider, v)} if mv >= (2, 3) else {})}
+            for v in server.volume_ids
+        ],
     }
     if status == "ACTIVE":
         body["security_groups"] = [{"name": n} for n in server.security_groups]
@@ -91,6 +101,11 @@ def server_body(provider: Provider, req: Request, mv: tuple[int, int], server: S
     if mv >= (2, 96):
         body["pinned_availability_zone"] = None
     return body
+
+
+def _deletes(provider: Provider, volume_id: str) -> bool:
+    volume = provider.volumes.get(volume_id)
+    return bool(volume and volume.delete_on_termination)
 
 
 def _list_servers(provider: Provider, req: Request, mv: tuple[int, int], detail: bool) -> Response:
@@ -145,7 +160,7 @@ def get_server_ips(provider: Provider, req: Request, mv: tuple[int, int], server
     server = provider.get_server(server_id)
     if server is None:
         return not_found("Instance", server_id)
-    return Response(200, {"addresses": server.addresses if server.status() == "ACTIVE" else {}})
+    return Response(200, {"addresses": provider.addresses_of(server)})
 
 
 @router.route("DELETE", "/v2.1/servers/{}", "server_delete")
@@ -207,6 +222,9 @@ def parse_create(provider: Provider, body: Any, mv: tuple[int, int]) -> ServerSp
             return invalid_input("user_data", user_data, f"{user_data!r} is not a 'base64'")
         if len(user_data) > 65535:
             return invalid_input("user_data", "...", "user_data is longer than 65535 characters")
+        problem = _user_data_rules(provider, base64.b64decode(user_data))
+        if problem:
+            return problem
     counts = {}
     for key in ("min_count", "max_count"):
         raw = server.get(key, 1)
@@ -220,17 +238,31 @@ def parse_create(provider: Provider, body: Any, mv: tuple[int, int]) -> ServerSp
         return error(400, "min_count must be <= max_count")
     image_ref = server.get("imageRef")
     image_id = _ref_id(image_ref) if isinstance(image_ref, str) and image_ref else None
-    if image_id is None and not server.get("block_device_mapping_v2"):
+    boot_volume = _boot_volume(provider, server.get("block_device_mapping_v2"))
+    if isinstance(boot_volume, Response):
+        return boot_volume
+    if image_id is None and boot_volume is None:
         return error(400, "Block Device Mapping is Invalid: You specified more local devices than the limit allows")
     if image_id is not None and provider.find_image(image_id) is None:
         return error(400, f"Image {image_id} could not be found.")
     flavor_ref = server["flavorRef"]
     flavor_id = _ref_id(str(flavor_ref))
-    if provider.find_flavor(flavor_id) is None:
+    flavor = provider.find_flavor(flavor_id)
+    if flavor is None:
         return error(400, f"Flavor {flavor_id} could not be found.")
+    if not flavor["disk"] and boot_volume is None:
+        return error(403, ZERO_DISK)
+    if boot_volume is not None:
+        image_id = boot_volume["image_id"]
     network_ids: list[str]
     if networks in (None, "auto"):
-        network_ids = [provider.networks[0]["id"]] if provider.networks else []
+        # Nova's choice when no network is named: the single available one, else an error.
+        available = topology.available_for_auto(provider.networks)
+        if len(available) > 1:
+            return error(409, NETWORK_AMBIGUOUS)
+        if not available and networks == "auto":
+            return error(400, f"Unable to automatically allocate a network for project {provider.project_id}")
+        network_ids = [available[0]["id"]] if available else []
     elif networks == "none":
         network_ids = []
     elif isinstance(networks, list):
@@ -242,14 +274,20 @@ def parse_create(provider: Provider, body: Any, mv: tuple[int, int]) -> ServerSp
                 return error(400, f"Port {net['port']} could not be found.")
             if "uuid" not in net:
                 return error(400, "Bad networks format: network uuid is not in proper format")
-            if provider.find_network(net["uuid"]) is None:
+            found = provider.find_network(net["uuid"])
+            if found is None:
                 return error(400, f"Network {net['uuid']} could not be found.")
+            if found["external"] and not found["shared"]:
+                return error(403, f"It is not allowed to create an interface on external network {net['uuid']}")
             network_ids.append(net["uuid"])
     else:
         return invalid_input("networks", networks, f"{networks!r} is not valid under any of the given schemas")
     groups = server.get("security_groups") or [{"name": "default"}]
     if not isinstance(groups, list) or not all(isinstance(g, dict) and "name" in g for g in groups):
         return invalid_input("security_groups", groups, "security_groups must be a list of {'name': ...}")
+    group_ids = provider.resolve_groups([str(g["name"]) for g in groups])
+    if isinstance(group_ids, tuple):
+        return error(*group_ids)
     key_name = server.get("key_name")
     return ServerSpec(
         name=name,
@@ -262,7 +300,61 @@ def parse_create(provider: Provider, body: Any, mv: tuple[int, int]) -> ServerSp
         security_groups=[g["name"] for g in groups],
         min_count=counts["min_count"],
         max_count=counts["max_count"],
+        group_ids=group_ids,
+        boot_volume=boot_volume,
     )
+
+
+def _user_data_rules(provider: Provider, decoded: bytes) -> Response | None:
+    """A provider's own limits on user data (ConoHa: 16 KiB, no MIME multipart); None when accepted."""
+    settings = provider.settings
+    cap = settings.user_data_max_bytes
+    if cap is not None and len(decoded) > cap:
+        return invalid_input("user_data", "...", f"user_data is {len(decoded)} bytes; at most {cap} bytes are allowed")
+    if settings.user_data_formats == "no_multipart" and not decoded.lstrip().startswith(
+        tuple(p.encode() for p in USER_DATA_PREFIXES)
+    ):
+        return invalid_input(
+            "user_data",
+            "...",
+            "user_data must start with #!, #cloud-config, #include, #include-once or #cloud-boothook; "
+            "MIME multipart and other formats are not accepted",
+        )
+    return None
+
+
+def _boot_volume(provider: Provider, bdms: Any) -> dict[str, Any] | Response | None:
+    """The boot volume a ``block_device_mapping_v2`` asks for (image -> volume), or Nova's 400."""
+    if not bdms:
+        return None
+    if not isinstance(bdms, list) or not all(isinstance(b, dict) for b in bdms):
+        return invalid_input("block_device_mapping_v2", bdms, f"{bdms!r} is not of type 'array'")
+    for bdm in bdms:
+        source, destination = bdm.get("source_type"), bdm.get("destination_type", "volume")
+        if source == "image" and destination == "local":
+            continue  # the image itself as the root disk: an ordinary image boot
+        if source != "image" or destination != "volume":
+            # No Cinder here: only a volume made from an image at boot can be simulated.
+            return error(
+                400,
+                f"Block Device Mapping is Invalid: source_type {source!r} with destination_type "
+                f"{destination!r} is not supported by this simulator (no Cinder volumes).",
+            )
+        image_id = str(bdm.get("uuid") or "")
+        if provider.find_image(image_id) is None:
+            return error(400, f"Image {image_id} could not be found.")
+        size = bdm.get("volume_size")
+        try:
+            size = int(size) if size is not None else 0
+        except (TypeError, ValueError):
+            return invalid_input("volume_size", size, f"{size!r} is not a valid integer")
+        if size <= 0:
+            return error(400, "Images with destination_type 'volume' need to have a non-zero size specified")
+        delete = bdm.get("delete_on_termination", False)
+        if isinstance(delete, str):
+            delete = delete.lower() in ("true", "1", "yes")
+        return {"size": size, "image_id": image_id, "delete_on_termination": bool(delete)}
+    return None
 
 
 @router.route("POST", "/v2.1/servers", "server_create")
@@ -289,6 +381,33 @@ def create_server(provider: Provider, req: Request, mv: tuple[int, int]) -> Resp
         "adminPass": first.admin_pass,
     }
     return Response(202, {"server": body}, {"Location": body["links"][0]["href"]})
+
+
+# -- server actions ----------------------------------------------------------
+@router.route("POST", "/v2.1/servers/{}/action", "server_action")
+@versioned
+def server_action(provider: Provider, req: Request, mv: tuple[int, int], server_id: str) -> Response:
+    body = req.json()
+    server = provider.get_server(server_id)
+    if server is None:
+        return not_found("Instance", server_id)
+    action = next(iter(body), None) if isinstance(body, dict) and body else None
+    if action != "os-getConsoleOutput":
+        return error(400, f"There is no such action: {action}")
+    args = body[action] or {}
+    length = args.get("length") if isinstance(args, dict) else None
+    if length is not None:
+        try:
+            length = int(length)
+        except (TypeError, ValueError):
+            return invalid_input("length", length, f"{length!r} is not valid under any of the given schemas")
+    if server.status() != "ACTIVE":
+        # Nova needs the guest on a host to read its console: InstanceNotReady, 409.
+        return error(409, f"Instance {server_id} is not ready")
+    output = provider.console_output(server_id) or ""
+    if length is not None and length >= 0:
+        output = "".join(output.splitlines(keepends=True)[-length:]) if length else ""
+    return Response(200, {"output": output})
 
 
 # -- server metadata -------------------------------------------------------

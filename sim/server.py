@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from sim import control, glance, keystone, neutron, nova
 from sim.config import SimConfig
+from sim.listeners import ListenerHub
 from sim.state import Provider
 from sim.web import BadBody, Request, Response, Service
 
@@ -42,7 +43,11 @@ class SimServer:
     def __init__(self, config: SimConfig, verbose: bool = False) -> None:
         self.config = config
         self.verbose = verbose
-        self.providers: dict[str, Provider] = {p.name: Provider(p, config.seed) for p in config.providers}
+        # One hub (one selector thread) serves the simulated sshd of every provider's servers.
+        self.listeners = ListenerHub()
+        self.providers: dict[str, Provider] = {
+            p.name: Provider(p, config.seed, self.listeners) for p in config.providers
+        }
         self.stopping = threading.Event()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -87,6 +92,7 @@ class SimServer:
     def stop(self) -> None:
         """Stop accepting, release hung requests and drop idle keep-alive connections."""
         self.stopping.set()
+        self.listeners.stop()
         httpd = self._httpd
         if httpd is None:
             return

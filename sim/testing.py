@@ -79,6 +79,25 @@ class Simulator:
         """Raw servers with metadata, as the provider holds them."""
         return self.request("GET", f"providers/{provider}/servers")["servers"]
 
+    def raw_server(self, provider: str, server_id: str) -> dict[str, Any]:
+        """One raw server (see ``servers``), including ``reach`` and ``host_keys``."""
+        for server in self.servers(provider):
+            if server["id"] == server_id:
+                return server
+        raise SimControlError(404, f"unknown server {server_id!r}")
+
+    def host_keys(self, provider: str, server_id: str) -> list[str]:
+        """The server's public host keys (``ecdsa-sha2-nistp256 AAAA... root@name``, ``ssh-ed25519 ...``)."""
+        return self.request("GET", f"providers/{provider}/servers/{server_id}/host-keys")["host_keys"]
+
+    def floating_ips(self, provider: str) -> list[dict[str, Any]]:
+        """Raw floating IPs: address, port_id, server_id, visible (shown in the server's addresses), tags."""
+        return self.request("GET", f"providers/{provider}/floating-ips")["floating_ips"]
+
+    def listening(self) -> set[str]:
+        """Loopback addresses with a live listener, across all providers (for leak checks)."""
+        return self.server.listeners.addresses()
+
     def add_servers(self, provider: str, **spec: Any) -> list[dict[str, Any]]:
         """Create servers that our app did not make (name, metadata, count, image, flavor)."""
         return self.request("POST", f"providers/{provider}/servers", spec)["servers"]
@@ -125,14 +144,17 @@ def start_simulator(
     seed: int = 1,
     config: SimConfig | str | Path | dict[str, Any] | list[Any] | None = None,
     host: str = "127.0.0.1",
+    network_layout: str = "public",
+    **settings: Any,
 ) -> Simulator:
     """Start a simulator on a free port in a background thread.
 
-    ``config`` overrides providers/quota/boot_seconds: a SimConfig, a scenario YAML path,
-    or the parsed YAML data (list of providers or ``{"providers": [...]}``).
+    ``config`` overrides providers/quota/boot_seconds/network_layout/settings: a SimConfig, a
+    scenario YAML path, or the parsed YAML data (list of providers or ``{"providers": [...]}``).
+    ``settings`` are further runtime settings for every provider (ready_seconds=1, ssh_port=2222, ...).
     """
     if config is None:
-        sim_config = default_config(providers, quota, boot_seconds, seed)
+        sim_config = default_config(providers, quota, boot_seconds, seed, network_layout, settings)
     elif isinstance(config, SimConfig):
         sim_config = config
     elif isinstance(config, (str, Path)):
