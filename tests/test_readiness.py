@@ -1,0 +1,80 @@
+"""Readiness on the live stack with the simulator's real sshd stand-ins (127.x.y.z listeners).
+
+A label with `ready: ssh` makes an instance ACTIVE only once its sshd answers on its access_ip,
+with the host keys its console printed; one whose port stays closed fails over as unreachable.
+"""
+
+from __future__ import annotations
+
+from chalicelib import reach, timeutil
+from chalicelib.settings import settings
+from sim.testing import start_simulator
+from tests.conftest import register_sim_provider, request_state, unique, wait_for
+
+SSH_PORT = 2222  # the simulator's sshd stand-ins; 22 would need root
+
+
+def ssh_label(label: str) -> dict:
+    return {
+        label: {
+            "image": "ubuntu-22.04",
+            "flavor": "m1.small",
+            "network": "public",
+            "ready": "ssh",
+            "ssh_port": SSH_PORT,
+        }
+    }
+
+
+def test_ready_ssh_instances_are_active_only_once_sshd_answers_with_the_host_keys_it_printed(admin_api, user_api):
+    with start_simulator(providers=1, boot_seconds=0.2, ready_seconds=1, ssh_port=SSH_PORT) as sim:
+        sim.control("p1", security_groups_open=True)  # OVH-like: port 22 is open to everyone
+        label = unique("lbl")
+        register_sim_provider(admin_api, sim, "p1", label, labels=ssh_label(label))
+        request = user_api.post("/requests", json={"label": label, "count": 5}).json()
+        answered: dict[str, str] = {}
+
+        def every_active_one_answers() -> bool:
+            for instance in request_state(user_api, request["id"])["instances"]:
+                if instance["state"] == "ACTIVE" and instance["id"] not in answered:
+                    # The moment it is seen ACTIVE, its sshd already answers where the API says.
+                    banner = reach.ssh_banner(instance["access_ip"], SSH_PORT, timeout=2)
+                    assert banner and banner.startswith("SSH-2.0-"), instance
+                    answered[instance["id"]] = instance["server_id"]
+            return len(answered) == 5
+
+        wait_for(every_active_one_answers, timeout=120, what="5 ACTIVE, each answering")
+        for instance in request_state(user_api, request["id"])["instances"]:
+            printed = [" ".join(line.split()[:2]) for line in sim.host_keys("p1", instance["server_id"])]
+            assert printed and sorted(instance["host_keys"]) == sorted(printed)
+        user_api.delete(f"/requests/{request['id']}")
+        wait_for(lambda: request_state(user_api, request["id"])["state"] == "deleted", what="deleted")
+
+
+def test_a_closed_port_fails_over_as_unreachable_at_the_boot_timeout_and_the_provider_says_why(
+    stack, admin_api, user_api
+):
+    with start_simulator(providers=1, boot_seconds=0.2, ssh_port=SSH_PORT) as sim:  # default group: closed
+        label = unique("lbl")
+        name = register_sim_provider(admin_api, sim, "p1", label, labels=ssh_label(label))["name"]
+        request = user_api.post("/requests", json={"label": label, "count": 2}).json()
+
+        def servers_active() -> bool:
+            servers = sim.servers("p1")
+            return len(servers) == 2 and all(s["status"] == "ACTIVE" for s in servers)
+
+        wait_for(servers_active, what="2 servers ACTIVE at the provider")
+        assert {i["state"] for i in request_state(user_api, request["id"])["instances"]} == {"BUILDING"}
+        timeutil.clock.advance(settings.boot_timeout_seconds + 1)  # the boot timeout passes
+
+        def failed_over() -> list:
+            instances = request_state(user_api, request["id"])["instances"]
+            errors = [a["error"] for i in instances for a in i["attempts"]]
+            return errors if errors.count("unreachable") >= 2 else []
+
+        wait_for(failed_over, what="both failed over as unreachable")
+        attempt = request_state(user_api, request["id"])["instances"][0]["attempts"][0]
+        assert f":{SSH_PORT}" in attempt["message"] and "no SSH banner" in attempt["message"]
+        assert "unreachable" in admin_api.get(f"/providers/{name}").json()["health"]["last_error"]
+        user_api.delete(f"/requests/{request['id']}")
+        wait_for(lambda: not sim.servers("p1"), what="no server left")
