@@ -14,6 +14,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 FIXED, FLOATING = "fixed", "floating"
+# A provider's `floating_ip`: "auto" gives each instance one once its server is ACTIVE.
+FLOATING_IP_NEVER, FLOATING_IP_AUTO = "never", "auto"
+FLOATING_IP_MODES = (FLOATING_IP_NEVER, FLOATING_IP_AUTO)
 IPV4, IPV6 = "ipv4", "ipv6"
 FAMILIES = (IPV4, IPV6)
 

@@ -337,6 +337,74 @@ def set_expiry(provider: models.Provider, server_id: str, expires_at: str) -> No
         raise classify(error) from error
 
 
+# --- floating IPs ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FloatingIp:
+    id: str
+    address: str
+    instance_id: str | None  # from its description: whose it is, so the sweeper can find leaks
+
+
+def _floating_description(instance_id: str) -> str:
+    # Neutron filters and tags differ between clouds; every floating IP has a description.
+    return f"oms:{settings.deployment}:{instance_id}"
+
+
+def _external_network(conn, provider: models.Provider):
+    if provider.floating_network:
+        return conn.network.find_network(provider.floating_network, ignore_missing=False)
+    network = next(iter(conn.network.networks(is_router_external=True)), None)
+    if network is None:
+        raise CloudError(CONFIG, f"no external network on {provider.name} to take floating IPs from")
+    return network
+
+
+@_operation("floating_ip_attach")
+def attach_floating_ip(provider: models.Provider, server_id: str, instance_id: str) -> FloatingIp:
+    """Take a floating IP from the external network onto the server's port, described with the
+    instance it is for (a crash before it is recorded leaves it findable)."""
+    try:
+        conn = connection(provider)
+        network = _external_network(conn, provider)
+        port = next(iter(conn.network.ports(device_id=server_id)), None)
+        if port is None:
+            raise CloudError(BUILD_FAILED, f"server {server_id} has no port to attach a floating IP to")
+        made = conn.network.create_ip(
+            floating_network_id=network.id, port_id=port.id, description=_floating_description(instance_id)
+        )
+    except CloudError:
+        raise
+    except Exception as error:
+        raise classify(error) from error
+    return FloatingIp(made.id, made.floating_ip_address, instance_id)
+
+
+@_operation("floating_ip_list")
+def our_floating_ips(provider: models.Provider) -> list[FloatingIp]:
+    """This deployment's floating IPs on the provider (one list call)."""
+    prefix = _floating_description("")
+    try:
+        found = list(connection(provider).network.ips())
+    except Exception as error:
+        raise classify(error) from error
+    return [
+        FloatingIp(ip.id, ip.floating_ip_address, (ip.description or "")[len(prefix) :] or None)
+        for ip in found
+        if (ip.description or "").startswith(prefix)
+    ]
+
+
+@_operation("floating_ip_release")
+def release_floating_ip(provider: models.Provider, floating_ip_id: str) -> None:
+    """Give a floating IP back; one that is already gone counts as released."""
+    try:
+        connection(provider).network.delete_ip(floating_ip_id, ignore_missing=True)
+    except Exception as error:
+        raise classify(error) from error
+
+
 @_operation("console_output")
 def console_output(provider: models.Provider, server_id: str) -> str:
     """The server's console log (what cloud-init printed: its SSH host keys among it)."""

@@ -193,6 +193,15 @@ def came_up(instance: Instance, found: Iterable[addresses.Address], host_keys: I
     return True
 
 
+def record_floating_ip(instance: Instance, floating_ip_id: str) -> bool:
+    """Keep the floating IP given to a BUILDING instance's server (its state stays), unless it has
+    one already (a watcher and a sweep may both have given one). False when it has, or moved on:
+    the caller releases the IP, which nobody else knows of."""
+    condition = (Instance.state == BUILDING) & (Instance.server_id == instance.server_id)
+    condition &= Instance.floating_ip_id.does_not_exist()
+    return _update(instance, [Instance.floating_ip_id.set(floating_ip_id)], condition)
+
+
 def attempt(provider: str, error: CloudError, *, excludes: bool = True) -> Attempt:
     return Attempt(
         provider=provider,
@@ -230,6 +239,7 @@ def fail_over(instance: Instance, error: CloudError, *, provider_at_fault: bool 
         Instance.ips.remove(),
         Instance.access_ip.remove(),
         Instance.host_keys.remove(),
+        Instance.floating_ip_id.remove(),  # released by the caller with the server (or found as a leak)
         Instance.active_at.remove(),
     ]
     if out_of_attempts:

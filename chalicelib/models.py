@@ -91,6 +91,9 @@ class Provider(Model):
     priority = NumberAttribute(default=100)
     enabled = BooleanAttribute(default=True)
     labels = MapAttribute(default=dict)
+    # "auto": each instance gets a floating IP (from `floating_network`, else the first external one).
+    floating_ip = UnicodeAttribute(default="never")  # addresses.FLOATING_IP_MODES
+    floating_network = UnicodeAttribute(null=True)
     # Slots held by instances of ours (reserved with a conditional `in_use < cap`).
     in_use = NumberAttribute(default=0)
     # Bumped with every change of `in_use`: the drift check's proof that no slot changed hands
@@ -261,6 +264,8 @@ class Instance(Model):
     access_ip = UnicodeAttribute(null=True)
     # The server's SSH host keys ("type base64"), read from its console once sshd answered.
     host_keys = ListAttribute(of=UnicodeAttribute, null=True)
+    # The floating IP given to its server (provider floating_ip: auto), released with it.
+    floating_ip_id = UnicodeAttribute(null=True)
     attempts = ListAttribute(of=Attempt, default=list)
     failure_reason = UnicodeAttribute(null=True)
     created_at = UnicodeAttribute()

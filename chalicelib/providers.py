@@ -28,6 +28,8 @@ _PLAIN_FIELDS = (
     "max_instances",
     "priority",
     "enabled",
+    "floating_ip",
+    "floating_network",
     "labels",
 )
 

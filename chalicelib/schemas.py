@@ -77,6 +77,12 @@ PROVIDER_FIELDS: dict[str, Any] = {
     "max_instances": {"type": "integer", "minimum": 1, "maximum": 10000},
     "priority": {"type": "integer", "minimum": 0, "maximum": 1000},
     "enabled": {"type": "boolean"},
+    "floating_ip": {
+        "type": "string",
+        "enum": list(addresses.FLOATING_IP_MODES),
+        "description": "auto: give each instance a floating IP once ACTIVE (clouds that give only private addresses)",
+    },
+    "floating_network": {**_text, "description": "the external network to take floating IPs from (default: the first)"},
     "labels": {
         "type": "object",
         "maxProperties": 100,
@@ -92,6 +98,7 @@ PROVIDER_DEFAULTS = {
     "max_instances": 20,
     "priority": 100,
     "enabled": True,
+    "floating_ip": addresses.FLOATING_IP_NEVER,
     "labels": {},
 }
 PASSWORD_FIELDS = ("username", "password")
@@ -313,6 +320,7 @@ PROVIDER = {
     "properties": {
         **{k: v for k, v in PROVIDER_FIELDS.items() if k not in SECRET_FIELDS},
         "region": _str_or_null,
+        "floating_network": _str_or_null,
         "project_name": _str_or_null,
         "project_id": _str_or_null,
         "auth_type": {"type": "string", "enum": ["password", "application_credential"]},
@@ -359,6 +367,8 @@ def provider_view(provider: models.Provider, *, admin: bool) -> dict:
         "max_instances": int(provider.max_instances),
         "priority": int(provider.priority),
         "enabled": provider.enabled,
+        "floating_ip": provider.floating_ip,
+        "floating_network": provider.floating_network,
         "labels": provider.labels.as_dict() if hasattr(provider.labels, "as_dict") else dict(provider.labels),
         "health": {
             "state": provider.health_state,

@@ -19,7 +19,20 @@ from datetime import timedelta
 
 from pynamodb.exceptions import DoesNotExist
 
-from chalicelib import cloud, health, invoke, launcher, lifecycle, models, slots, teardown, telemetry, timeutil, watcher
+from chalicelib import (
+    addresses,
+    cloud,
+    health,
+    invoke,
+    launcher,
+    lifecycle,
+    models,
+    slots,
+    teardown,
+    telemetry,
+    timeutil,
+    watcher,
+)
 from chalicelib.settings import settings
 
 log = logging.getLogger("oms.sweeper")
@@ -43,6 +56,7 @@ class ProviderPass:
     retagged: list[str] = field(default_factory=list)  # servers whose oms_expires_at was behind
     deletes_retried: list[str] = field(default_factory=list)
     leaks_deleted: list[str] = field(default_factory=list)
+    floating_ips_released: list[str] = field(default_factory=list)  # leaked ones, seen in two passes
     in_use_corrected: int | None = None
 
 
@@ -131,7 +145,13 @@ def _reconcile(provider: models.Provider, part: ProviderPass) -> int:
             part.adopted.append(instance.id)
             part.still_building += 1
     owners = {i.id: i for instances in held.values() for i in instances}
-    _delete_leaks(provider, list(servers.values()), owners, part)
+    floating_ips = []
+    if provider.floating_ip == addresses.FLOATING_IP_AUTO or any(i.floating_ip_id for i in owners.values()):
+        try:
+            floating_ips = cloud.our_floating_ips(provider)
+        except cloud.CloudError as error:
+            log.warning("sweep: cannot list floating IPs of %s: %s", provider.name, error.message)
+    _delete_leaks(provider, list(servers.values()), owners, part, floating_ips)
     for instance in held[models.DELETING]:
         if lifecycle.delete_due(instance, now_iso, stuck_before):
             teardown.teardown(instance, provider, listed=servers)
@@ -175,22 +195,42 @@ def _leaked(servers: list[cloud.Server], owners: dict[str, models.Instance]) -> 
     return leaked
 
 
+_FIP = "fip:"  # how a floating IP stands among a provider's leak suspects (beside server ids)
+
+
+def _leaked_floating_ips(floating_ips: list[cloud.FloatingIp], owners: dict[str, models.Instance]) -> set[str]:
+    """This deployment's floating IPs that no instance holding a slot keeps (read before the list)."""
+    leaked = set()
+    for ip in floating_ips:
+        owner = owners.get(ip.instance_id or "")
+        if owner is None or owner.floating_ip_id != ip.id:
+            leaked.add(_FIP + ip.id)
+    return leaked
+
+
 def _delete_leaks(
-    provider: models.Provider, servers: list[cloud.Server], owners: dict[str, models.Instance], part: ProviderPass
+    provider: models.Provider,
+    servers: list[cloud.Server],
+    owners: dict[str, models.Instance],
+    part: ProviderPass,
+    floating_ips: list[cloud.FloatingIp] = (),
 ) -> None:
-    """Delete leaked servers seen in two consecutive passes."""
-    leaked = _leaked(servers, owners)
+    """Delete leaked servers and release leaked floating IPs seen in two consecutive passes."""
+    leaked = _leaked(servers, owners) | _leaked_floating_ips(list(floating_ips), owners)
     previous = set(provider.leak_suspects or ())
-    for server_id in leaked & previous:
+    for key in leaked & previous:
+        kind, what = ("floating IP", key[len(_FIP) :]) if key.startswith(_FIP) else ("server", key)
         try:
-            cloud.delete_server(provider, server_id)
-            part.leaks_deleted.append(server_id)
-            log.info(
-                "sweep: deleted leaked server %s on %s", server_id, provider.name, extra={"provider": provider.name}
-            )
+            if kind == "server":
+                cloud.delete_server(provider, what)
+                part.leaks_deleted.append(what)
+            else:
+                cloud.release_floating_ip(provider, what)
+                part.floating_ips_released.append(what)
+            log.info("sweep: freed leaked %s %s on %s", kind, what, provider.name, extra={"provider": provider.name})
             telemetry.metric("LeaksDeleted", provider=provider.name)
         except cloud.CloudError as error:
-            log.warning("sweep: deleting leaked server %s on %s failed: %s", server_id, provider.name, error.message)
+            log.warning("sweep: freeing leaked %s %s on %s failed: %s", kind, what, provider.name, error.message)
     suspects = leaked - previous
     if suspects != previous:
         suspects_attr = models.Provider.leak_suspects

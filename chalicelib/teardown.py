@@ -1,4 +1,5 @@
-"""Teardown: delete a DELETING instance's server, then end it (`lifecycle.end`) and free its slot.
+"""Teardown: delete a DELETING instance's server (and floating IP), then end it (`lifecycle.end`)
+and free its slot.
 
 The stream adapter tears a batch down in parallel; the sweeper retries the deletes that failed
 or were never made (a lost event, a provider whose circuit was open). A failed delete leaves the
@@ -49,6 +50,8 @@ def teardown(
     if server_id is None and not lifecycle.stale(instance):
         return None  # its create may be in flight: the launcher deletes what it made and finishes this
     try:
+        if instance.floating_ip_id:
+            cloud.release_floating_ip(provider, instance.floating_ip_id)
         if server_id is None:
             servers = listed.values() if listed is not None else cloud.our_servers(provider)
             server_id = next((s.id for s in servers if s.instance_id == instance.id), None)

@@ -46,6 +46,12 @@ def reconcile_building(
     for instance in instances:
         server = servers.get(instance.server_id)
         if server is not None and server.status == "ACTIVE":
+            if provider.floating_ip == addresses.FLOATING_IP_AUTO:
+                step = _floating_ip_step(provider, instance, server, now)
+                if step != SHOWN:
+                    if step == WAITING:  # given one now, or waiting for it to show in the addresses
+                        still_building.append(instance)
+                    continue
             if _mapping(provider, instance).get("ready") == reach.READY_SSH:
                 waiting_for_ssh.append((instance, server))
             else:
@@ -81,9 +87,46 @@ def reconcile_building(
     return still_building
 
 
+SHOWN, WAITING, FAILED = "shown", "waiting", "failed"
+
+
+def _floating_ip_step(provider: models.Provider, instance: models.Instance, server: cloud.Server, now) -> str:
+    """SHOWN once the server's addresses show its floating IP; else give it one if it has none
+    (WAITING). A floating IP that cannot be had (quota, no external network) fails the instance
+    over (FAILED, or WAITING when its server could not be deleted yet)."""
+    if any(a.type == addresses.FLOATING for a in server.addresses):
+        return SHOWN
+    if instance.floating_ip_id is not None:
+        if _booting_for(instance, now) <= settings.boot_timeout_seconds:
+            return WAITING  # attached: Neutron and Nova take a moment to show it
+        error = cloud.CloudError(
+            cloud.TIMEOUT, f"floating IP {instance.floating_ip_id} not shown after {settings.boot_timeout_seconds} s"
+        )
+        return FAILED if _give_up(provider, instance, server, error) else WAITING
+    try:
+        given = cloud.attach_floating_ip(provider, server.id, instance.id)
+    except cloud.CloudError as error:
+        log.warning("instance %s: no floating IP on %s: %s", instance.id, provider.name, error.message)
+        return FAILED if _give_up(provider, instance, server, error) else WAITING
+    if not lifecycle.record_floating_ip(instance, given.id):
+        # Another pass gave it one first, or it moved on: nobody else knows of this one.
+        _release_floating_ip(provider, instance, given.id)
+        return WAITING if instance.state == models.BUILDING else FAILED
+    return WAITING
+
+
+def _release_floating_ip(provider: models.Provider, instance: models.Instance, floating_ip_id: str) -> None:
+    try:
+        cloud.release_floating_ip(provider, floating_ip_id)
+    except cloud.CloudError as error:  # described with its instance: the sweeper frees it as a leak
+        log.warning("instance %s: floating IP %s not released: %s", instance.id, floating_ip_id, error.message)
+
+
 def _give_up(provider: models.Provider, instance: models.Instance, server, error: cloud.CloudError) -> bool:
-    """Delete the instance's failed server and fail it over; False when the delete failed (it is
-    tried again next round)."""
+    """Delete the instance's failed server (and its floating IP) and fail it over; False when the
+    delete failed (it is tried again next round)."""
+    if instance.floating_ip_id:
+        _release_floating_ip(provider, instance, instance.floating_ip_id)
     try:
         if server is not None:
             cloud.delete_server(provider, server.id)

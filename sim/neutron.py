@@ -237,8 +237,11 @@ def _matches(item: dict[str, Any], req: Request) -> bool:
         if key in ("fields", "limit", "marker", "sort_key", "sort_dir", "page_reverse") or key not in item:
             continue
         actual = item[key]
-        rendered = str(actual).lower() if isinstance(actual, bool) else str(actual)
-        if rendered not in values:
+        if isinstance(actual, bool):
+            # Neutron converts a boolean filter as its API does: True, true, 1 all mean true.
+            if actual not in {v.strip().lower() in ("true", "1") for v in values}:
+                return False
+        elif str(actual) not in values:
             return False
     return True
 
