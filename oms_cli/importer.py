@@ -117,6 +117,10 @@ def from_env_file(path: str) -> dict:
     return _body(region)
 
 
+def _true(value: Any) -> bool:
+    return value is True or str(value).lower() in ("true", "yes", "1")
+
+
 def _body(region) -> dict:
     """Our provider fields from one of openstacksdk's CloudRegion configs."""
     conf = region.config
@@ -127,6 +131,12 @@ def _body(region) -> dict:
         "interface": conf.get("interface") or "public",
         "verify_tls": bool(conf.get("verify", True)),
     }
+    # clouds.yaml's own words for "reach servers through a floating IP" (openstacksdk's auto_ip,
+    # and the network floating IPs come from).
+    if conf.get("floating_ip_source") not in (None, "none") and _true(conf.get("auto_ip")):
+        body["floating_ip"] = "auto"
+    if conf.get("floating_network"):
+        body["floating_network"] = conf["floating_network"]
     if conf.get("auth_type") == _APP_CREDENTIAL or "application_credential_id" in auth:
         body["application_credential_id"] = auth.get("application_credential_id")
         body["application_credential_secret"] = auth.get("application_credential_secret")

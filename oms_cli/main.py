@@ -54,6 +54,10 @@ def _shared_fields(args: argparse.Namespace) -> dict:
         fields["priority"] = args.priority
     if args.label:
         fields["labels"] = dict(_label(text) for text in args.label)
+    if getattr(args, "floating_ip", None):
+        fields["floating_ip"] = args.floating_ip
+    if getattr(args, "floating_network", None):
+        fields["floating_network"] = args.floating_network
     return fields
 
 
@@ -302,6 +306,12 @@ def _provider_options(parser: argparse.ArgumentParser, *, shared_only: bool = Fa
         metavar="NAME=IMAGE,FLAVOR[,NETWORK]",
         help="a label users can request and what it means there (repeat for more; replaces the labels)",
     )
+    parser.add_argument(
+        "--floating-ip",
+        choices=("never", "auto"),
+        help="auto: give each instance a floating IP (clouds that give servers only private addresses)",
+    )
+    parser.add_argument("--floating-network", metavar="NAME", help="the external network floating IPs come from")
     if shared_only:
         return
     parser.add_argument("--auth-url", dest="auth_url", help="Keystone URL, e.g. https://identity.example.com/v3")

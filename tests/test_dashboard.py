@@ -218,6 +218,9 @@ def test_edit_switch_off_and_delete_a_provider_and_extend_a_request(page, admin_
     secret_version = models.Provider.get(name).secret_version
     deletes = []
     page.on("request", lambda r: r.method == "DELETE" and "/providers/" in r.url and deletes.append(r.url))
+    # Label settings the form has no field for must survive an edit made in it.
+    mapping = {"image": "ubuntu-22.04", "flavor": "m1.small", "security_groups": ["ssh"], "ssh_port": 2222}
+    assert admin_api.patch(f"/providers/{name}", json={"labels": {"ubuntu-small": mapping}}).status_code == 200
     sign_in(page, ADMIN_KEY)
     show(page, "providers")
     row = page.locator(f'tr[data-provider="{name}"]')
@@ -225,9 +228,13 @@ def test_edit_switch_off_and_delete_a_provider_and_extend_a_request(page, admin_
     form = page.locator("#provider-form")
     assert form.get_by_label("Name", exact=True).input_value() == name
     form.get_by_label("Priority (lower is used first)").fill("7")
+    form.get_by_label("Floating IPs", exact=True).select_option("auto")
+    form.locator(".label-row").first.get_by_label("Ready").select_option("ssh")
     form.get_by_role("button", name="Save changes").click()
     row.locator("td:nth-child(5)", has_text="7").wait_for()
-    assert admin_api.get(f"/providers/{name}").json()["priority"] == 7
+    saved = admin_api.get(f"/providers/{name}").json()
+    assert saved["priority"] == 7 and saved["floating_ip"] == "auto"
+    assert saved["labels"]["ubuntu-small"] == {**mapping, "ready": "ssh"}
     assert models.Provider.get(name).secret_version == secret_version  # an empty password keeps the secret
 
     row.get_by_role("checkbox").uncheck()

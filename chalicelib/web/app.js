@@ -360,9 +360,14 @@ async function deleteProvider(name) {
 
 function labelRow(label = "", mapping = {}) {
   const field = (name, text, value) => h("div", {}, h("label", {}, text, h("input", { name: `l-${name}`, value: value || "" })));
-  return h("div", { class: "label-row" },
+  const ready = h("select", { name: "l-ready" },
+    h("option", { value: "active" }, "when Nova says ACTIVE"), h("option", { value: "ssh" }, "when SSH answers"));
+  ready.value = mapping.ready || "active";
+  // Settings the form has no field for (security groups, SSH port) are kept as they were.
+  return h("div", { class: "label-row", "data-mapping": JSON.stringify(mapping) },
     field("label", "Label", label), field("image", "Image", mapping.image), field("flavor", "Flavor", mapping.flavor),
     field("network", "Network (optional)", mapping.network),
+    h("div", {}, h("label", {}, "Ready", ready)),
     h("button", { type: "button", class: "danger", onclick: (e) => e.target.closest(".label-row").remove() }, "Remove"));
 }
 
@@ -391,7 +396,8 @@ function editProvider(name) {
   const form = $("#provider-form");
   form.elements.mode.value = "edit";
   for (const key of ["name", "auth_url", "region", "username", "project_name", "project_id", "user_domain_name",
-    "project_domain_name", "application_credential_id", "max_instances", "priority"]) {
+    "project_domain_name", "application_credential_id", "max_instances", "priority", "floating_ip",
+    "floating_network"]) {
     if (form.elements[key]) form.elements[key].value = p[key] === null || p[key] === undefined ? "" : p[key];
   }
   form.elements.enabled.checked = p.enabled;
@@ -415,7 +421,8 @@ function providerBody(form) {
     if (value(name)) body[name] = Number(value(name));
     else if (editing) body[name] = null;
   }
-  const optional = ["region", "user_domain_name", "project_domain_name"];
+  body.floating_ip = form.elements.floating_ip.value;
+  const optional = ["region", "user_domain_name", "project_domain_name", "floating_network"];
   optional.push(...(kind === "password" ? ["username", "project_name", "project_id"] : ["application_credential_id"]));
   for (const name of optional) {
     if (value(name)) body[name] = value(name);
@@ -427,7 +434,9 @@ function providerBody(form) {
   for (const row of $$(".label-row", form)) {
     const get = (n) => $(`[name="l-${n}"]`, row).value.trim();
     if (!get("label")) continue;
-    labels[get("label")] = { image: get("image"), flavor: get("flavor"), ...(get("network") ? { network: get("network") } : {}) };
+    const { network: _network, ...kept } = JSON.parse(row.dataset.mapping || "{}");
+    labels[get("label")] = { ...kept, image: get("image"), flavor: get("flavor"), ready: get("ready"),
+      ...(get("network") ? { network: get("network") } : {}) };
   }
   body.labels = labels;
   if (editing) delete body.name;
