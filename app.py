@@ -91,6 +91,7 @@ def get_provider(call: Call, name: str) -> dict:
     role=ADMIN,
     body=schemas.PROVIDER_PATCH,
     answer=schemas.PROVIDER,
+    errors=(422,),
 )
 def update_provider(call: Call, name: str) -> dict:
     return schemas.provider_view(providers.update(name, call.body), admin=True)

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
 from chalicelib import credentials, models, pages, schemas, timeutil
-from chalicelib.errors import ApiError, invalid, not_found
+from chalicelib.errors import ApiError, not_found
 
 # Item attributes a client may write directly (secrets and the name are handled apart).
 _PLAIN_FIELDS = (
@@ -99,11 +99,18 @@ def update(name: str, patch: dict) -> models.Provider:
     kind = _auth_type(merged)
     secret_field = "password" if kind == "password" else "application_credential_secret"
     rotating = secret_field in patch
+    # A well-formed change the stored provider cannot take (it would be left without a whole
+    # credential) is 422, naming the field: the same body may suit another provider.
     if not rotating:
         if kind != provider.auth_type:
-            raise invalid(f"{secret_field} is required when changing the kind of credential", secret_field)
+            raise ApiError(
+                "unprocessable", f"{secret_field} is required when changing the kind of credential", secret_field
+            )
         merged[secret_field] = "(kept)"  # the stored secret stays; only presence is checked here
-    schemas.check_provider(merged)
+    try:
+        schemas.check_provider(merged)
+    except ApiError as error:
+        raise ApiError("unprocessable", error.message, error.field) from None
     actions = [getattr(models.Provider, k).set(merged.get(k)) for k in _PLAIN_FIELDS if k in merged]
     actions += [models.Provider.auth_type.set(kind), models.Provider.updated_at.set(timeutil.now_iso())]
     if rotating:

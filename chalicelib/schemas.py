@@ -175,10 +175,28 @@ PROVIDER_CREATE = body_schema(
         check_provider,
     ),
 )
+
+
 # The name is the provider's key: it is in the path, and cannot be changed.
 # The URL has no default to go back to, so a PATCH cannot null it.
+def _one_kind_of_credential(patch: dict) -> None:
+    """Why a PATCH that gives both kinds of credential is refused, naming the field."""
+    raise invalid(
+        "give either username + password or application_credential_id + application_credential_secret, not both",
+        "password" if patch.get("password") else "username",
+    )
+
+
 PROVIDER_PATCH = body_schema(
-    {k: v for k, v in PROVIDER_FIELDS.items() if k != "name"}, required=(), never_null=("auth_url",)
+    {k: v for k, v in PROVIDER_FIELDS.items() if k != "name"},
+    required=(),
+    never_null=("auth_url",),
+    # At most one kind of credential in one change (what the change leaves is checked on the
+    # provider it changes: 422 when incomplete).
+    anyOf=Explained(
+        [_not_given(*PASSWORD_FIELDS), _not_given(*APP_CREDENTIAL_FIELDS)],
+        _one_kind_of_credential,
+    ),
 )
 
 REQUEST_CREATE = body_schema(

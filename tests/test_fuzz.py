@@ -125,7 +125,13 @@ def test_call_sequences_answer_as_documented(stack, admin_api):
         if isinstance(event, events.ScenarioFinished) and event.phase.name == "STATEFUL_TESTING":
             scenarios += 1
             if event.status in (Status.FAILURE, Status.ERROR):
-                problems.append((event.status, [(c.value.method, c.value.path) for c in event.recorder.cases.values()]))
+                failures = [
+                    (check.name, str(check.failure_info.failure), check.failure_info.code_sample)
+                    for checks in event.recorder.checks.values()
+                    for check in checks
+                    if check.failure_info is not None
+                ]
+                problems.append((event.status, failures))
         elif isinstance(event, events.NonFatalError | events.FatalError):
             problems.append(("error", str(getattr(event, "info", event))))
         elif isinstance(event, events.EngineFinished):

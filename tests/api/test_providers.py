@@ -122,8 +122,10 @@ def test_patch_rotates_the_password_to_a_new_secret_version(admin_api, provider)
 def test_patch_switching_to_application_credential_needs_its_secret(admin_api, provider):
     name = provider["name"]
     response = admin_api.patch(f"/providers/{name}", json={"application_credential_id": "ac"})
-    assert response.status_code == 400
+    assert response.status_code == 422  # well formed, but this provider would be left without a secret
     assert response.json()["error"]["field"] == "application_credential_secret"
+    mixed = admin_api.patch(f"/providers/{name}", json={"application_credential_id": "ac", "password": "p"})
+    assert mixed.status_code == 400 and "not both" in mixed.json()["error"]["message"]
     response = admin_api.patch(
         f"/providers/{name}", json={"application_credential_id": "ac", "application_credential_secret": "s3"}
     )
