@@ -196,6 +196,8 @@ class Resolved:
     flavor_id: str
     network_id: str | None
     security_groups: tuple[str, ...]
+    volume_size: int | None = None
+    config_drive: bool = False
 
 
 @dataclass(frozen=True)
@@ -239,7 +241,12 @@ def resolve(provider: models.Provider, label: str) -> Resolved:
     except Exception as error:
         raise classify(error) from error
     resolved = Resolved(
-        image.id, flavor.id, network.id if network else None, tuple(mapping.get("security_groups") or ())
+        image.id,
+        flavor.id,
+        network.id if network else None,
+        tuple(mapping.get("security_groups") or ()),
+        int(mapping["volume_size"]) if mapping.get("volume_size") else None,
+        bool(mapping.get("config_drive")),
     )
     _resolved[key] = resolved
     return resolved
@@ -267,11 +274,26 @@ def create_server(
     resolved = resolve(provider, label)
     kwargs = {
         "name": name,
-        "image_id": resolved.image_id,
         "flavor_id": resolved.flavor_id,
         "metadata": metadata,
         "networks": [{"uuid": resolved.network_id}] if resolved.network_id else "auto",
     }
+    if resolved.volume_size:
+        # Boot from a volume made from the image, deleted with the server (no leaked volume).
+        kwargs["block_device_mapping"] = [
+            {
+                "boot_index": 0,
+                "uuid": resolved.image_id,
+                "source_type": "image",
+                "destination_type": "volume",
+                "volume_size": resolved.volume_size,
+                "delete_on_termination": True,
+            }
+        ]
+    else:
+        kwargs["image_id"] = resolved.image_id
+    if resolved.config_drive:
+        kwargs["config_drive"] = True
     if resolved.security_groups:
         kwargs["security_groups"] = [{"name": group} for group in resolved.security_groups]
     if user_data:

@@ -52,6 +52,14 @@ LABEL_MAPPING = {
             "description": "ssh: ACTIVE once sshd answers on ssh_port (host keys read); active: once Nova says so",
         },
         "ssh_port": {"type": "integer", "minimum": 1, "maximum": 65535},
+        "volume_size": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 2000,
+            "description": "boot from a volume of this many GB made from the image (deleted with the server): "
+            "flavors with a 0 GB disk, and clouds that boot only from volumes, need it",
+        },
+        "config_drive": {"type": "boolean", "description": "attach a config drive (where no metadata service is)"},
     },
 }
 

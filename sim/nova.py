@@ -72,7 +72,7 @@ def server_body(provider: Provider, req: Request, mv: tuple[int, int], server: S
         "OS-DCF:diskConfig": "MANUAL",
         "progress": 100 if status == "ACTIVE" else 0,
         "OS-EXT-AZ:availability_zone": "nova" if status == "ACTIVE" else "",
-        "config_drive": "",
+        "config_drive": "True" if server.config_drive else "",
         "key_name": server.key_name,
         "OS-SRV-USG:launched_at": iso(server.created_at, micro=True) if status == "ACTIVE" else None,
         "OS-SRV-USG:terminated_at": None,
@@ -302,6 +302,9 @@ def parse_create(provider: Provider, body: Any, mv: tuple[int, int]) -> ServerSp
         max_count=counts["max_count"],
         group_ids=group_ids,
         boot_volume=boot_volume,
+        # Nova takes a boolean or its string forms; a config drive is what a server without a
+        # metadata service reads its user data from.
+        config_drive=server.get("config_drive") in (True, "true", "True", "1", 1),
     )
 
 

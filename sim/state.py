@@ -130,6 +130,7 @@ class Server:
     group_ids: list[str] = field(default_factory=list)
     faces: list[Face] = field(default_factory=list)
     volume_ids: list[str] = field(default_factory=list)
+    config_drive: bool = False
     sshd_at: float = 0.0  # monotonic time from which sshd answers and the host keys are printed
     _host_keys: list[str] | None = None
 
@@ -162,6 +163,7 @@ class Server:
             "fault": self.fault_message if status == "ERROR" else None,
             "security_groups": list(self.security_groups),
             "volumes": list(self.volume_ids),
+            "config_drive": self.config_drive,
             # Where a client reaches the server: the address shown, and the loopback address and
             # port the listener is bound to (the same, or its IPv4 form for an IPv6 face).
             "reach": [
@@ -189,6 +191,7 @@ class ServerSpec:
     group_ids: list[str] = field(default_factory=list)  # resolved from security_groups by the API
     # Boot from volume: {"size": GiB, "image_id": ..., "delete_on_termination": bool}.
     boot_volume: dict[str, Any] | None = None
+    config_drive: bool = False
 
 
 class Provider:
@@ -415,6 +418,7 @@ class Provider:
             user_data=spec.user_data,
             key_name=spec.key_name,
             security_groups=list(spec.security_groups),
+            config_drive=spec.config_drive,
             created_at=now,
             updated_at=now,
             ready_at=ready_at,
