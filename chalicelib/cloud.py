@@ -252,6 +252,61 @@ def resolve(provider: models.Provider, label: str) -> Resolved:
     return resolved
 
 
+_ensured: set[tuple] = set()
+_ensuring = threading.Lock()
+
+
+def _ssh_ports(provider: models.Provider) -> list[int]:
+    labels = provider.labels.as_dict() if hasattr(provider.labels, "as_dict") else dict(provider.labels)
+    return sorted({22, *(int(m["ssh_port"]) for m in labels.values() if m.get("ssh_port"))})
+
+
+def _ensure_ssh_group(provider: models.Provider) -> None:
+    """Make the provider's SSH security group if missing, with tcp ingress on the SSH ports for
+    IPv4 and IPv6; add the rules it lacks. Once per process, group and ports."""
+    ports = _ssh_ports(provider)
+    key = (provider.name, provider.auth_url, provider.ssh_security_group, tuple(ports))
+    if key in _ensured:
+        return
+    with _ensuring:  # parallel creates of one batch must not make the group twice
+        if key not in _ensured:
+            _ensure_ssh_group_now(provider, ports)
+            _ensured.add(key)
+
+
+def _ensure_ssh_group_now(provider: models.Provider, ports: list[int]) -> None:
+    try:
+        network = connection(provider).network
+        group = network.find_security_group(provider.ssh_security_group)
+        if group is None:
+            group = network.create_security_group(
+                name=provider.ssh_security_group, description="OpenMultiStack: SSH in, for IPv4 and IPv6"
+            )
+        have = {
+            (rule.ether_type, rule.port_range_min, rule.port_range_max)
+            for rule in network.security_group_rules(security_group_id=group.id, direction="ingress")
+            if rule.protocol in ("tcp", "6")
+        }
+        for ether_type in ("IPv4", "IPv6"):
+            for port in ports:
+                if (ether_type, port, port) not in have:
+                    try:
+                        network.create_security_group_rule(
+                            security_group_id=group.id,
+                            direction="ingress",
+                            ether_type=ether_type,
+                            protocol="tcp",
+                            port_range_min=port,
+                            port_range_max=port,
+                        )
+                    except os_exc.ConflictException:
+                        pass  # made meanwhile ("Security group rule already exists"): as good
+    except CloudError:
+        raise
+    except Exception as error:
+        raise classify(error) from error
+
+
 def server_metadata(instance_id: str, request_id: str, expires_at: str) -> dict[str, str]:
     return {
         META_INSTANCE: instance_id,
@@ -294,8 +349,13 @@ def create_server(
         kwargs["image_id"] = resolved.image_id
     if resolved.config_drive:
         kwargs["config_drive"] = True
-    if resolved.security_groups:
-        kwargs["security_groups"] = [{"name": group} for group in resolved.security_groups]
+    groups = list(resolved.security_groups)
+    if provider.ssh_security_group:
+        _ensure_ssh_group(provider)
+        # Beside the label's groups, or the default one that a server gets when none is named.
+        groups = [*(groups or ["default"]), provider.ssh_security_group]
+    if groups:
+        kwargs["security_groups"] = [{"name": group} for group in dict.fromkeys(groups)]
     if user_data:
         kwargs["user_data"] = base64.b64encode(user_data.encode()).decode()
     try:

@@ -94,6 +94,8 @@ class Provider(Model):
     # "auto": each instance gets a floating IP (from `floating_network`, else the first external one).
     floating_ip = UnicodeAttribute(default="never")  # addresses.FLOATING_IP_MODES
     floating_network = UnicodeAttribute(null=True)
+    # A security group we ensure (tcp/22 and the labels' SSH ports open) and give every server.
+    ssh_security_group = UnicodeAttribute(null=True)
     # Slots held by instances of ours (reserved with a conditional `in_use < cap`).
     in_use = NumberAttribute(default=0)
     # Bumped with every change of `in_use`: the drift check's proof that no slot changed hands

@@ -30,6 +30,7 @@ _PLAIN_FIELDS = (
     "enabled",
     "floating_ip",
     "floating_network",
+    "ssh_security_group",
     "labels",
 )
 

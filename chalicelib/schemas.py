@@ -91,6 +91,11 @@ PROVIDER_FIELDS: dict[str, Any] = {
         "description": "auto: give each instance a floating IP once ACTIVE (clouds that give only private addresses)",
     },
     "floating_network": {**_text, "description": "the external network to take floating IPs from (default: the first)"},
+    "ssh_security_group": {
+        **_text,
+        "description": "a security group to ensure (made if missing, with tcp/22 and each label's ssh_port "
+        "open for IPv4 and IPv6) and give every server: clouds whose default group lets nothing in",
+    },
     "labels": {
         "type": "object",
         "maxProperties": 100,
@@ -347,6 +352,7 @@ PROVIDER = {
         **{k: v for k, v in PROVIDER_FIELDS.items() if k not in SECRET_FIELDS},
         "region": _str_or_null,
         "floating_network": _str_or_null,
+        "ssh_security_group": _str_or_null,
         "project_name": _str_or_null,
         "project_id": _str_or_null,
         "auth_type": {"type": "string", "enum": ["password", "application_credential"]},
@@ -395,6 +401,7 @@ def provider_view(provider: models.Provider, *, admin: bool) -> dict:
         "enabled": provider.enabled,
         "floating_ip": provider.floating_ip,
         "floating_network": provider.floating_network,
+        "ssh_security_group": provider.ssh_security_group,
         "labels": provider.labels.as_dict() if hasattr(provider.labels, "as_dict") else dict(provider.labels),
         "health": {
             "state": provider.health_state,

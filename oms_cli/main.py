@@ -58,6 +58,8 @@ def _shared_fields(args: argparse.Namespace) -> dict:
         fields["floating_ip"] = args.floating_ip
     if getattr(args, "floating_network", None):
         fields["floating_network"] = args.floating_network
+    if getattr(args, "ssh_security_group", None):
+        fields["ssh_security_group"] = args.ssh_security_group
     return fields
 
 
@@ -312,6 +314,11 @@ def _provider_options(parser: argparse.ArgumentParser, *, shared_only: bool = Fa
         help="auto: give each instance a floating IP (clouds that give servers only private addresses)",
     )
     parser.add_argument("--floating-network", metavar="NAME", help="the external network floating IPs come from")
+    parser.add_argument(
+        "--ssh-security-group",
+        metavar="NAME",
+        help="a security group to ensure (tcp/22 open, IPv4 and IPv6) and give every server",
+    )
     if shared_only:
         return
     parser.add_argument("--auth-url", dest="auth_url", help="Keystone URL, e.g. https://identity.example.com/v3")

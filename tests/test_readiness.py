@@ -6,6 +6,8 @@ with the host keys its console printed; one whose port stays closed fails over a
 
 from __future__ import annotations
 
+import openstack
+
 from chalicelib import reach, timeutil
 from chalicelib.settings import settings
 from sim.testing import start_simulator
@@ -78,3 +80,24 @@ def test_a_closed_port_fails_over_as_unreachable_at_the_boot_timeout_and_the_pro
         assert "unreachable" in admin_api.get(f"/providers/{name}").json()["health"]["last_error"]
         user_api.delete(f"/requests/{request['id']}")
         wait_for(lambda: not sim.servers("p1"), what="no server left")
+
+
+def test_an_ssh_security_group_is_made_once_and_opens_the_way_in(admin_api, user_api):
+    with start_simulator(providers=1, boot_seconds=0.2, ssh_port=SSH_PORT) as sim:  # default group: closed
+        label = unique("lbl")
+        register_sim_provider(admin_api, sim, "p1", label, labels=ssh_label(label), ssh_security_group="oms-ssh")
+        request = user_api.post("/requests", json={"label": label, "count": 3}).json()
+        done = wait_for(
+            lambda: (r := request_state(user_api, request["id"]))["state"] == "ready" and r, timeout=120, what="ready"
+        )
+        for instance in done["instances"]:
+            assert reach.ssh_banner(instance["access_ip"], SSH_PORT, timeout=2)
+            assert set(sim.raw_server("p1", instance["server_id"])["security_groups"]) == {"default", "oms-ssh"}
+        conn = openstack.connect(**sim.connect_kwargs("p1"))
+        [group] = [g for g in conn.network.security_groups() if g.name == "oms-ssh"]  # made once, for all
+        opened = {
+            (r.ether_type, r.port_range_min) for r in conn.network.security_group_rules(security_group_id=group.id)
+        }
+        assert {("IPv4", 22), ("IPv6", 22), ("IPv4", SSH_PORT), ("IPv6", SSH_PORT)} <= opened
+        user_api.delete(f"/requests/{request['id']}")
+        wait_for(lambda: request_state(user_api, request["id"])["state"] == "deleted", what="deleted")
