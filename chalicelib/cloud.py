@@ -487,6 +487,17 @@ def release_floating_ip(provider: models.Provider, floating_ip_id: str) -> None:
         raise classify(error) from error
 
 
+@_operation("networks")
+def candidate_networks(provider: models.Provider) -> list[str]:
+    """The networks Nova would choose among for a server that names none: the project's own and
+    shared ones (an external network that is not shared is not a candidate)."""
+    try:
+        found = list(connection(provider).network.networks())
+    except Exception as error:
+        raise classify(error) from error
+    return sorted(n.name or n.id for n in found if n.is_shared or not n.is_router_external)
+
+
 @_operation("console_output")
 def console_output(provider: models.Provider, server_id: str) -> str:
     """The server's console log (what cloud-init printed: its SSH host keys among it)."""

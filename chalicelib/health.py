@@ -108,6 +108,28 @@ def record_launch_ok(provider: models.Provider) -> None:
     )
 
 
+def check_setup(provider: models.Provider) -> list[str]:
+    """What in the labels' settings the account cannot take, in words (kept on the provider until
+    the next explicit check; sweeps do not run this). Returns the problems found."""
+    problems = []
+    unnamed = sorted(label for label, mapping in provider.labels.as_dict().items() if not mapping.get("network"))
+    if unnamed:
+        try:
+            networks = cloud.candidate_networks(provider)
+        except cloud.CloudError as error:
+            networks, problems = None, [f"networks could not be listed: {error.message}"]
+        if networks is not None and len(networks) != 1:
+            seen = f"several networks ({', '.join(networks)})" if networks else "no network"
+            problems += [
+                f"label {label} names no network and the project sees {seen}: Nova cannot choose; "
+                "set the label's network"
+                for label in unnamed
+            ]
+    attribute = models.Provider.setup_problems
+    provider.update(actions=[attribute.set(problems) if problems else attribute.remove()])
+    return problems
+
+
 def check(provider: models.Provider) -> models.Provider:
     """Run a health check now and record its outcome on the provider item."""
     try:

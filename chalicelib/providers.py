@@ -147,6 +147,11 @@ def offering(label: str) -> list[models.Provider]:
 
 
 def check(name: str) -> models.Provider:
+    """A health check now, and a look at the labels' settings against what the account sees
+    (problems a launch would otherwise meet: a label with no network where there are several)."""
     from chalicelib import health  # imports openstacksdk: kept off the cold path of other routes
 
-    return health.check(get(name))
+    provider = health.check(get(name))
+    if provider.health_state == models.HEALTHY:
+        health.check_setup(provider)
+    return provider

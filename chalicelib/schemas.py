@@ -353,6 +353,11 @@ PROVIDER = {
         "region": _str_or_null,
         "floating_network": _str_or_null,
         "ssh_security_group": _str_or_null,
+        "problems": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "what the last check found wrong in the labels' settings for this account",
+        },
         "project_name": _str_or_null,
         "project_id": _str_or_null,
         "auth_type": {"type": "string", "enum": ["password", "application_credential"]},
@@ -402,6 +407,7 @@ def provider_view(provider: models.Provider, *, admin: bool) -> dict:
         "floating_ip": provider.floating_ip,
         "floating_network": provider.floating_network,
         "ssh_security_group": provider.ssh_security_group,
+        "problems": list(provider.setup_problems or []),
         "labels": provider.labels.as_dict() if hasattr(provider.labels, "as_dict") else dict(provider.labels),
         "health": {
             "state": provider.health_state,

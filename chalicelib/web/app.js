@@ -324,6 +324,7 @@ function renderProviders() {
       h("td", {}, p.region || "—"),
       h("td", {}, badge(p.health.state),
         p.health.last_error ? h("div", { class: "small" }, p.health.last_error) : null,
+        ...(p.problems || []).map((problem) => h("div", { class: "small problem" }, problem)),
         h("div", { class: "small" }, "checked ", since(p.health.checked_at))),
       h("td", {}, bar(p.capacity.in_use, cap, `${p.name}: ${p.capacity.in_use} of ${cap} in use`),
         h("div", { class: "small" }, `${p.capacity.in_use} / ${cap} in use · max ${p.capacity.max_instances} · ${quota}`)),
