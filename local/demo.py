@@ -1,7 +1,8 @@
 """Demo mode: the local stack plus the OpenStack simulator with three providers registered.
 
 A newcomer can request instances at once, with no OpenStack account: providers demo-p1..demo-p3
-(simulated accounts p1..p3, quota 20 each, 2 s boot) all map label `ubuntu-small`.
+(simulated accounts p1..p3, quota 20 each, 2 s boot) all map label `ubuntu-small`; demo-p3 gives
+servers only private addresses, so its instances get floating IPs.
 """
 
 from __future__ import annotations
@@ -14,8 +15,17 @@ from sim.server import SimServer
 LABEL = "ubuntu-small"
 
 
+# The last account is one of the clouds that give servers only private addresses: its instances
+# are reached through floating IPs, behind a security group made to let SSH in.
+PRIVATE_ONLY = "p3"
+
+
 def start_simulator(host: str, port: int, providers: int = 3) -> SimServer:
-    server = SimServer(default_config(providers=providers, quota=20, boot_seconds=2.0, seed=1))
+    config = default_config(providers=providers, quota=20, boot_seconds=2.0, seed=1)
+    for provider in config.providers:
+        if provider.name == PRIVATE_ONLY:
+            provider.network_layout = "floating"
+    server = SimServer(config)
     server.start(host, port)
     return server
 
@@ -33,6 +43,9 @@ def register_providers(server: SimServer) -> list[str]:
             continue
         except DoesNotExist:
             pass
+        private_only = sim_name == PRIVATE_ONLY
+        reach = {"floating_ip": "auto", "ssh_security_group": "oms-ssh"} if private_only else {}
+        network = "private" if private_only else "public"
         providers.create(
             {
                 "name": name,
@@ -42,7 +55,8 @@ def register_providers(server: SimServer) -> list[str]:
                 "password": "secret",
                 "project_name": "demo",
                 "max_instances": 20,
-                "labels": {LABEL: {"image": "ubuntu-22.04", "flavor": "m1.small", "network": "public"}},
+                "labels": {LABEL: {"image": "ubuntu-22.04", "flavor": "m1.small", "network": network}},
+                **reach,
             }
         )
     return names

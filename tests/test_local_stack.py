@@ -119,7 +119,7 @@ def test_demo_mode_serves_instances_with_no_openstack_account(tmp_path):
         url, auth = f"http://127.0.0.1:{port}/", {"Authorization": f"Bearer {key}"}
         names = sorted(p["name"] for p in requests.get(url + "providers", headers=auth, timeout=30).json()["items"])
         assert names == ["demo-p1", "demo-p2", "demo-p3"]
-        request = requests.post(url + "requests", json={"label": "ubuntu-small", "count": 3}, headers=auth, timeout=30)
+        request = requests.post(url + "requests", json={"label": "ubuntu-small", "count": 6}, headers=auth, timeout=30)
         assert request.status_code == 202
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -129,5 +129,10 @@ def test_demo_mode_serves_instances_with_no_openstack_account(tmp_path):
             time.sleep(0.5)
         assert state["state"] == "ready", state["counts"]
         assert all(i["addresses"]["ipv4"] for i in state["instances"])
+        # demo-p3 gives servers only private addresses: its instances are reached by floating IP.
+        assert {i["provider"] for i in state["instances"]} == {"demo-p1", "demo-p2", "demo-p3"}  # spread
+        for instance in state["instances"]:
+            kinds = {ip["type"] for ip in instance["ips"] if ip["addr"] == instance["access_ip"]}
+            assert kinds == ({"floating"} if instance["provider"] == "demo-p3" else {"fixed"}), instance
     finally:
         stop(process)
