@@ -120,7 +120,7 @@ def test_200_clients_posting_at_the_same_moment_all_get_their_answer(stack, admi
         assert len(set(ids)) == clients
         print(f"{clients}/{clients} answered 202 in {elapsed:.1f} s")
     finally:
-        with ThreadPoolExecutor(8) as pool:
+        with ThreadPoolExecutor(32) as pool:
             list(pool.map(lambda request_id: admin_api.delete(f"/requests/{request_id}"), ids))
 
 

@@ -7,6 +7,7 @@ run `sweeper.sweep()` themselves, in the same process as the stack.
 from __future__ import annotations
 
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 from chalicelib import cloud, models, sweeper, timeutil
 from chalicelib.settings import settings
@@ -252,29 +253,34 @@ def seed_fleet(sim, names: dict[str, str], label: str, per_provider: int) -> lis
     minutes on this machine)."""
     now, expires = timeutil.now_iso(), timeutil.in_minutes(60)
     request_id = unique("r")
-    fleet = []
-    for sim_name, name in names.items():
-        for n in range(per_provider):
-            instance_id = unique("i")
-            metadata = cloud.server_metadata(instance_id, request_id, expires)
-            [server] = sim.add_servers(sim_name, name=f"{request_id}-{n}", metadata=metadata)
-            fleet.append(
-                models.Instance(
-                    instance_id,
-                    request_id=request_id,
-                    owner="scale-test",
-                    name=f"{request_id}-{len(fleet)}",
-                    label=label,
-                    state=models.ACTIVE,
-                    provider=name,
-                    server_id=server["id"],
-                    created_at=now,
-                    state_changed_at=now,
-                    launched_at=now,
-                    active_at=now,
-                    expires_at=expires,
-                )
-            )
+    wanted = [(sim_name, name, n, unique("i")) for sim_name, name in names.items() for n in range(per_provider)]
+
+    def add(item):
+        sim_name, _, n, instance_id = item
+        metadata = cloud.server_metadata(instance_id, request_id, expires)
+        return sim.add_servers(sim_name, name=f"{request_id}-{n}", metadata=metadata)[0]
+
+    with ThreadPoolExecutor(8) as pool:  # a thousand control calls, each its own server's tags
+        made = list(pool.map(add, wanted))
+    fleet = [
+        models.Instance(
+            instance_id,
+            request_id=request_id,
+            owner="scale-test",
+            name=f"{request_id}-{index}",
+            label=label,
+            state=models.ACTIVE,
+            provider=name,
+            server_id=server["id"],
+            created_at=now,
+            state_changed_at=now,
+            launched_at=now,
+            active_at=now,
+            expires_at=expires,
+        )
+        for index, ((_, name, _, instance_id), server) in enumerate(zip(wanted, made, strict=True))
+    ]
+    for name in names.values():
         models.Provider(name).update(actions=[models.Provider.in_use.set(per_provider)])
     with models.Instance.batch_write() as batch:
         for instance in fleet:
@@ -289,7 +295,10 @@ def calls_by_provider(sim, sim_names) -> dict[str, Counter]:
 def test_a_pass_over_50_providers_and_1000_instances_costs_a_few_calls_per_provider_and_no_scan(stack, admin_api):
     with start_simulator(providers=50, quota=20, boot_seconds=0.1, seed=50) as sim:
         label = unique("lbl")
-        names = {f"p{n}": register_sim_provider(admin_api, sim, f"p{n}", label)["name"] for n in range(1, 51)}
+        sim_names = [f"p{n}" for n in range(1, 51)]
+        with ThreadPoolExecutor(8) as pool:
+            registered = pool.map(lambda sim_name: register_sim_provider(admin_api, sim, sim_name, label), sim_names)
+            names = {sim_name: provider["name"] for sim_name, provider in zip(sim_names, registered, strict=True)}
         # The stack's own passes wait meanwhile: they would share the simulator's counters.
         with stack.scheduler.paused():
             fleet = seed_fleet(sim, names, label, per_provider=20)
@@ -307,9 +316,13 @@ def test_a_pass_over_50_providers_and_1000_instances_costs_a_few_calls_per_provi
                 with models.Instance.batch_write() as batch:
                     for instance in fleet:
                         batch.delete(instance)
-                for name in names.values():
+
+                def forget(name: str) -> None:
                     models.Provider(name).update(actions=[models.Provider.in_use.set(0)])
                     admin_api.delete(f"/providers/{name}")
+
+                with ThreadPoolExecutor(8) as pool:
+                    list(pool.map(forget, names.values()))
     for sim_name, name in names.items():
         first, second = warm_start[sim_name] - start[sim_name], end[sim_name] - warm_start[sim_name]
         # token + limits + server list; a token is fetched again only when it has expired
