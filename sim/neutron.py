@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from sim.state import FloatingIP, NeutronError, Provider, iso, port_id_for
+from sim.state import RULE_IDENTITY, FloatingIP, NeutronError, Provider, iso, port_id_for
 from sim.web import BadBody, Request, Response, Router, Service, token_rejected
 
 router = Router()
@@ -406,16 +406,7 @@ def delete_security_group(provider: Provider, req: Request, group_id: str) -> Re
     return _neutron(lambda: (provider.delete_security_group(group_id), Response(204))[1])
 
 
-RULE_FIELDS = (
-    "direction",
-    "ethertype",
-    "protocol",
-    "port_range_min",
-    "port_range_max",
-    "remote_ip_prefix",
-    "remote_group_id",
-    "description",
-)
+RULE_FIELDS = (*RULE_IDENTITY, "description")
 
 
 def _rule_attrs(item: dict[str, Any]) -> dict[str, Any]:

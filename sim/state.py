@@ -39,6 +39,18 @@ def domain_id(name: str) -> str:
     return "default" if name == "Default" else name.lower()
 
 
+# What makes two security group rules the same rule (Neutron's 409 "already exists").
+RULE_IDENTITY = (
+    "direction",
+    "ethertype",
+    "protocol",
+    "port_range_min",
+    "port_range_max",
+    "remote_ip_prefix",
+    "remote_group_id",
+)
+
+
 class QuotaExceeded(Exception):
     """Nova's OverQuota, carrying the numbers its message reports."""
 
@@ -622,15 +634,7 @@ class Provider:
             if group is None:
                 raise NeutronError(404, "SecurityGroupNotFound", f"Security group {group_id} does not exist")
             rule = self._rule(group_id, **attrs)
-            keys = (
-                "direction",
-                "ethertype",
-                "protocol",
-                "port_range_min",
-                "port_range_max",
-                "remote_ip_prefix",
-                "remote_group_id",
-            )
+            keys = RULE_IDENTITY
             for existing in group["rules"]:
                 if all(existing.get(k) == rule.get(k) for k in keys):
                     raise NeutronError(

@@ -189,6 +189,12 @@ def request_state(api: Api, request_id: str) -> dict:
     return api.get(f"/requests/{request_id}").json()
 
 
+def first_attempt(api: Api, request_id: str) -> dict | None:
+    """The first attempt recorded on the request's first instance (why it failed over), if any."""
+    attempts = request_state(api, request_id)["instances"][0]["attempts"]
+    return attempts[0] if attempts else None
+
+
 def dump_tables() -> str:
     """Every item of every table, as text: where a secret must never be found."""
     from chalicelib import aws

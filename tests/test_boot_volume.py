@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sim.testing import start_simulator
-from tests.conftest import register_sim_provider, request_state, unique, wait_for
+from tests.conftest import first_attempt, register_sim_provider, request_state, unique, wait_for
 
 ZERO_DISK = {
     "providers": [
@@ -33,11 +33,7 @@ def test_a_zero_disk_flavor_boots_with_a_volume_size_and_says_why_without_one(ad
 
         refused = user_api.post("/requests", json={"label": without, "count": 1}).json()
 
-        def attempt() -> dict | None:
-            attempts = request_state(user_api, refused["id"])["instances"][0]["attempts"]
-            return attempts[0] if attempts else None
-
-        first = wait_for(attempt, what="a refused create")
+        first = wait_for(lambda: first_attempt(user_api, refused["id"]), what="a refused create")
         assert first["error"] == "config" and "volume-backed" in first["message"], first
         for made in (request, refused):
             user_api.delete(f"/requests/{made['id']}")

@@ -4,7 +4,7 @@ provider check says so and lists them; a launch there fails over as config, nami
 from __future__ import annotations
 
 from sim.testing import start_simulator
-from tests.conftest import register_sim_provider, request_state, unique, wait_for
+from tests.conftest import first_attempt, register_sim_provider, request_state, unique, wait_for
 
 
 def test_a_label_with_no_network_where_there_are_several_is_reported_by_the_check_and_fails_as_config(
@@ -24,11 +24,7 @@ def test_a_label_with_no_network_where_there_are_several_is_reported_by_the_chec
 
         request = user_api.post("/requests", json={"label": unnamed, "count": 1}).json()
 
-        def attempt() -> dict | None:
-            attempts = request_state(user_api, request["id"])["instances"][0]["attempts"]
-            return attempts[0] if attempts else None
-
-        first = wait_for(attempt, what="a refused create")
+        first = wait_for(lambda: first_attempt(user_api, request["id"]), what="a refused create")
         assert first["error"] == "config" and "More than one possible network" in first["message"], first
 
         fine = user_api.post("/requests", json={"label": named, "count": 1}).json()
