@@ -5,6 +5,7 @@ Screenshots of every page at 1280 and 390 px are written to test-artifacts/dashb
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -284,9 +285,18 @@ def test_a_notice_fades_and_an_error_stays(page, admin_api, provider):
     page.clock.run_for(2_500)  # past the notice's 6 s and its 1 s fade
     expect(status).to_have_text("")
 
-    assert admin_api.delete(f"/providers/{name}").status_code == 204
-    row.get_by_role("checkbox").check()
+    # The next change is refused (as the API refuses one, in its error shape): an error notice.
+    refusal = json.dumps({"error": {"code": "conflict", "message": "changing too fast; try again"}})
+    page.route(
+        f"**/providers/{name}",
+        lambda route: (
+            route.fulfill(status=409, content_type="application/json", body=refusal)
+            if route.request.method == "PATCH"
+            else route.continue_()
+        ),
+    )
+    row.get_by_role("checkbox").click()  # refused, so the box may be put back: click, not check
     expect(status).to_contain_text(f"Could not change {name}")
     page.clock.run_for(60_000)
     expect(status).to_contain_text(f"Could not change {name}")
-    assert page.console.unexpected(allowed="404") == []
+    assert page.console.unexpected(allowed="409") == []
