@@ -274,6 +274,22 @@ def sim():
         yield running
 
 
+SIM_SSH_PORT = 2222  # the simulator's sshd stand-ins listen here in tests: 22 would need root
+
+
+def ssh_ready_label(label: str, network: str = "public") -> dict:
+    """A label mapping on the simulator that is ready only once sshd answers on SIM_SSH_PORT."""
+    return {
+        label: {
+            "image": "ubuntu-22.04",
+            "flavor": "m1.small",
+            "network": network,
+            "ready": "ssh",
+            "ssh_port": SIM_SSH_PORT,
+        }
+    }
+
+
 def register_sim_provider(admin_api: Api, sim, sim_name: str, label: str, **overrides) -> dict:
     """Register simulator provider `sim_name` under a unique name, mapping `label` to its image."""
     credentials = sim.state(sim_name)["credentials"]

@@ -11,28 +11,14 @@ import openstack
 from chalicelib import reach, timeutil
 from chalicelib.settings import settings
 from sim.testing import start_simulator
-from tests.conftest import register_sim_provider, request_state, unique, wait_for
-
-SSH_PORT = 2222  # the simulator's sshd stand-ins; 22 would need root
-
-
-def ssh_label(label: str) -> dict:
-    return {
-        label: {
-            "image": "ubuntu-22.04",
-            "flavor": "m1.small",
-            "network": "public",
-            "ready": "ssh",
-            "ssh_port": SSH_PORT,
-        }
-    }
+from tests.conftest import SIM_SSH_PORT, register_sim_provider, request_state, ssh_ready_label, unique, wait_for
 
 
 def test_ready_ssh_instances_are_active_only_once_sshd_answers_with_the_host_keys_it_printed(admin_api, user_api):
-    with start_simulator(providers=1, boot_seconds=0.2, ready_seconds=1, ssh_port=SSH_PORT) as sim:
+    with start_simulator(providers=1, boot_seconds=0.2, ready_seconds=1, ssh_port=SIM_SSH_PORT) as sim:
         sim.control("p1", security_groups_open=True)  # OVH-like: port 22 is open to everyone
         label = unique("lbl")
-        register_sim_provider(admin_api, sim, "p1", label, labels=ssh_label(label))
+        register_sim_provider(admin_api, sim, "p1", label, labels=ssh_ready_label(label))
         request = user_api.post("/requests", json={"label": label, "count": 5}).json()
         answered: dict[str, str] = {}
 
@@ -40,7 +26,7 @@ def test_ready_ssh_instances_are_active_only_once_sshd_answers_with_the_host_key
             for instance in request_state(user_api, request["id"])["instances"]:
                 if instance["state"] == "ACTIVE" and instance["id"] not in answered:
                     # The moment it is seen ACTIVE, its sshd already answers where the API says.
-                    banner = reach.ssh_banner(instance["access_ip"], SSH_PORT, timeout=2)
+                    banner = reach.ssh_banner(instance["access_ip"], SIM_SSH_PORT, timeout=2)
                     assert banner and banner.startswith("SSH-2.0-"), instance
                     answered[instance["id"]] = instance["server_id"]
             return len(answered) == 5
@@ -56,9 +42,9 @@ def test_ready_ssh_instances_are_active_only_once_sshd_answers_with_the_host_key
 def test_a_closed_port_fails_over_as_unreachable_at_the_boot_timeout_and_the_provider_says_why(
     stack, admin_api, user_api
 ):
-    with start_simulator(providers=1, boot_seconds=0.2, ssh_port=SSH_PORT) as sim:  # default group: closed
+    with start_simulator(providers=1, boot_seconds=0.2, ssh_port=SIM_SSH_PORT) as sim:  # default group: closed
         label = unique("lbl")
-        name = register_sim_provider(admin_api, sim, "p1", label, labels=ssh_label(label))["name"]
+        name = register_sim_provider(admin_api, sim, "p1", label, labels=ssh_ready_label(label))["name"]
         request = user_api.post("/requests", json={"label": label, "count": 2}).json()
 
         def servers_active() -> bool:
@@ -76,28 +62,28 @@ def test_a_closed_port_fails_over_as_unreachable_at_the_boot_timeout_and_the_pro
 
         wait_for(failed_over, what="both failed over as unreachable")
         attempt = request_state(user_api, request["id"])["instances"][0]["attempts"][0]
-        assert f":{SSH_PORT}" in attempt["message"] and "no SSH banner" in attempt["message"]
+        assert f":{SIM_SSH_PORT}" in attempt["message"] and "no SSH banner" in attempt["message"]
         assert "unreachable" in admin_api.get(f"/providers/{name}").json()["health"]["last_error"]
         user_api.delete(f"/requests/{request['id']}")
         wait_for(lambda: not sim.servers("p1"), what="no server left")
 
 
 def test_an_ssh_security_group_is_made_once_and_opens_the_way_in(admin_api, user_api):
-    with start_simulator(providers=1, boot_seconds=0.2, ssh_port=SSH_PORT) as sim:  # default group: closed
+    with start_simulator(providers=1, boot_seconds=0.2, ssh_port=SIM_SSH_PORT) as sim:  # default group: closed
         label = unique("lbl")
-        register_sim_provider(admin_api, sim, "p1", label, labels=ssh_label(label), ssh_security_group="oms-ssh")
+        register_sim_provider(admin_api, sim, "p1", label, labels=ssh_ready_label(label), ssh_security_group="oms-ssh")
         request = user_api.post("/requests", json={"label": label, "count": 3}).json()
         done = wait_for(
             lambda: (r := request_state(user_api, request["id"]))["state"] == "ready" and r, timeout=120, what="ready"
         )
         for instance in done["instances"]:
-            assert reach.ssh_banner(instance["access_ip"], SSH_PORT, timeout=2)
+            assert reach.ssh_banner(instance["access_ip"], SIM_SSH_PORT, timeout=2)
             assert set(sim.raw_server("p1", instance["server_id"])["security_groups"]) == {"default", "oms-ssh"}
         conn = openstack.connect(**sim.connect_kwargs("p1"))
         [group] = [g for g in conn.network.security_groups() if g.name == "oms-ssh"]  # made once, for all
         opened = {
             (r.ether_type, r.port_range_min) for r in conn.network.security_group_rules(security_group_id=group.id)
         }
-        assert {("IPv4", 22), ("IPv6", 22), ("IPv4", SSH_PORT), ("IPv6", SSH_PORT)} <= opened
+        assert {("IPv4", 22), ("IPv6", 22), ("IPv4", SIM_SSH_PORT), ("IPv6", SIM_SSH_PORT)} <= opened
         user_api.delete(f"/requests/{request['id']}")
         wait_for(lambda: request_state(user_api, request["id"])["state"] == "deleted", what="deleted")
