@@ -104,8 +104,20 @@ def delete_provider(call: Call, name: str) -> None:
     providers.delete(name)
 
 
-@api.route("POST", "/providers/{name}/check", "Run a health check now", role=ADMIN, answer=schemas.PROVIDER)
-def check_provider(call: Call, name: str) -> dict:
+@api.route(
+    "POST",
+    "/providers/{name}/check",
+    "Run a health check now, or start a canary boot of a label (202)",
+    role=ADMIN,
+    body=schemas.CHECK_REQUEST,
+    body_required=False,
+    answer=schemas.PROVIDER,
+    also=(202,),
+    errors=(409, 422),
+)
+def check_provider(call: Call, name: str) -> dict | Response:
+    if call.body.get("boot"):
+        return respond(schemas.provider_view(providers.boot_canary(name, call.body["boot"]), admin=True), 202)
     return schemas.provider_view(providers.check(name), admin=True)
 
 
@@ -120,6 +132,7 @@ def check_provider(call: Call, name: str) -> dict:
     body=schemas.REQUEST_CREATE,
     status=202,
     answer=schemas.REQUEST,
+    also=(200,),  # a repeated client_token: the request it made
     errors=(409, 422),
 )
 def create_request(call: Call) -> Response:
@@ -261,6 +274,14 @@ def build_watcher(event, context) -> None:
 
     with telemetry.invocation("build_watcher", context):
         watcher.watch(event["provider"])
+
+
+@app.lambda_function(name="canary_boot")
+def canary_boot(event, context) -> dict | None:
+    from chalicelib import canary
+
+    with telemetry.invocation("canary_boot", context):
+        return canary.run(event["provider"], event["canary"])
 
 
 @app.schedule(Rate(1, unit=Rate.MINUTES))

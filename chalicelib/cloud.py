@@ -184,6 +184,15 @@ def limits(provider: models.Provider) -> Limits:
         raise classify(error) from error
 
 
+@_operation("authenticate")
+def authenticate(provider: models.Provider) -> None:
+    """Get a token (or prove the cached one): Keystone answers with the service catalog."""
+    try:
+        connection(provider).authorize()
+    except Exception as error:
+        raise classify(error) from error
+
+
 # --- servers -------------------------------------------------------------------------------
 
 META_INSTANCE, META_REQUEST = "oms_instance_id", "oms_request_id"
@@ -408,6 +417,19 @@ def our_servers(provider: models.Provider) -> list[Server]:
 def find_server(provider: models.Provider, instance_id: str) -> Server | None:
     """The server created for `instance_id`, found by its metadata (to adopt after a crash)."""
     return next((s for s in our_servers(provider) if s.instance_id == instance_id), None)
+
+
+@_operation("get_server")
+def get_server(provider: models.Provider, server_id: str) -> Server | None:
+    """One server by id (`GET /servers/{id}`), or None once it is gone."""
+    try:
+        response = connection(provider).compute.get(f"/servers/{server_id}")
+        if response.status_code == 404:
+            return None
+        os_exc.raise_from_response(response)
+        return _server(response.json()["server"])
+    except Exception as error:
+        raise classify(error) from error
 
 
 @_operation("set_expiry")

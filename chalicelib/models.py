@@ -122,6 +122,13 @@ class Provider(Model):
     drift_seen = UnicodeAttribute(null=True)
     # The build watcher's lease: one watcher per provider at a time.
     watch_lease_until = UnicodeAttribute(null=True)
+    # The last canary boot (canary.py): its steps so far while it runs, its result after. Held
+    # by one runner at a time: `canary_until` is its lease, past which the sweeper ends it.
+    canary = MapAttribute(null=True)
+    canary_until = UnicodeAttribute(null=True)
+    # A canary of this label every so many hours while the provider is idle (both or neither).
+    canary_label = UnicodeAttribute(null=True)
+    canary_every_hours = NumberAttribute(null=True)
     created_at = UnicodeAttribute()
     updated_at = UnicodeAttribute()
     by_kind = ProvidersByKind()

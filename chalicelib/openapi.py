@@ -27,7 +27,7 @@ def _operation(route: Route) -> dict:
     success: dict[str, Any] = {"description": route.summary}
     if route.answer is not None and route.status != 204:
         success["content"] = {media: {"schema": _schema(route.answer)} for media in route.media}
-    responses: dict[str, Any] = {str(route.status): success}
+    responses: dict[str, Any] = {str(status): success for status in (route.status, *route.also)}
     codes = set(_ERRORS_BY_ROLE[route.role]) | route.errors
     if route.body is not None:
         codes |= {400, 413}
@@ -41,7 +41,8 @@ def _operation(route: Route) -> dict:
     if parameters:
         operation["parameters"] = parameters
     if route.body is not None:
-        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": _schema(route.body)}}}
+        content = {"application/json": {"schema": _schema(route.body)}}
+        operation["requestBody"] = {"required": route.body_required, "content": content}
     if route.role == PUBLIC:
         operation["security"] = []
     else:

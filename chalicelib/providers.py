@@ -10,8 +10,8 @@ from collections.abc import Mapping
 
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
-from chalicelib import credentials, models, pages, schemas, timeutil
-from chalicelib.errors import ApiError, not_found
+from chalicelib import canary, credentials, models, pages, schemas, timeutil
+from chalicelib.errors import ApiError, invalid, not_found
 
 # Item attributes a client may write directly (secrets and the name are handled apart).
 _PLAIN_FIELDS = (
@@ -31,6 +31,8 @@ _PLAIN_FIELDS = (
     "floating_ip",
     "floating_network",
     "ssh_security_group",
+    "canary_label",
+    "canary_every_hours",
     "labels",
 )
 
@@ -60,9 +62,21 @@ def _secret(fields: Mapping) -> dict[str, str]:
     return {"application_credential_secret": fields["application_credential_secret"]}
 
 
+def _check_canary_schedule(fields: Mapping) -> None:
+    """A scheduled canary needs both its label (one the provider maps) and its interval."""
+    label, every = fields.get("canary_label"), fields.get("canary_every_hours")
+    if label is None and every is not None:
+        raise invalid("canary_label is required with canary_every_hours", "canary_label")
+    if every is None and label is not None:
+        raise invalid("canary_every_hours is required with canary_label", "canary_every_hours")
+    if label is not None and label not in (fields.get("labels") or {}):
+        raise invalid(f"canary_label {label} is not one of the provider's labels", "canary_label")
+
+
 def create(body: dict) -> models.Provider:
     """Register a provider from a body that PROVIDER_CREATE accepted (credentials included)."""
     fields = {**schemas.PROVIDER_DEFAULTS, **{k: v for k, v in body.items() if v is not None}}
+    _check_canary_schedule(fields)
     name = fields["name"]
     if models.Provider.count(name) > 0:
         raise ApiError("conflict", f"provider {name} already exists", "name")
@@ -110,6 +124,7 @@ def update(name: str, patch: dict) -> models.Provider:
         merged[secret_field] = "(kept)"  # the stored secret stays; only presence is checked here
     try:
         schemas.check_provider(merged)
+        _check_canary_schedule(merged)
     except ApiError as error:
         raise ApiError("unprocessable", error.message, error.field) from None
     actions = [getattr(models.Provider, k).set(merged.get(k)) for k in _PLAIN_FIELDS if k in merged]
@@ -154,4 +169,12 @@ def check(name: str) -> models.Provider:
     provider = health.check(get(name))
     if provider.health_state == models.HEALTHY:
         health.check_setup(provider)
+    return provider
+
+
+def boot_canary(name: str, label: str) -> models.Provider:
+    """Start a canary boot of `label` on the provider (it runs on; see canary.py)."""
+    provider = get(name)
+    canary.start(provider, label)
+    provider.refresh(consistent_read=True)
     return provider

@@ -37,6 +37,8 @@ class Route:
     media: tuple[str, ...] = JSON
     query: tuple[dict, ...] = ()
     errors: frozenset[int] = field(default_factory=frozenset)
+    body_required: bool = True
+    also: tuple[int, ...] = ()  # other success statuses, with the same answer
 
 
 @dataclass(frozen=True)
@@ -68,12 +70,28 @@ class Routes:
         media: tuple[str, ...] = JSON,
         query: tuple[dict, ...] = (),
         errors: tuple[int, ...] = (),
+        body_required: bool = True,
+        also: tuple[int, ...] = (),
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Declare and register a route. Its handler takes a `Call` and the path parameters, and
-        returns the answer's JSON (sent with `status`; None for no body) or a whole Response."""
+        returns the answer's JSON (sent with `status`; None for no body) or a whole Response
+        (with `status` or one of `also`). A body that is not `body_required` may be left out."""
         if role not in ROLES:
             raise ValueError(f"{method} {path}: role {role!r} is not one of {ROLES}")
-        declared = Route(method, path, summary, role, body, status, answer, media, tuple(query), frozenset(errors))
+        declared = Route(
+            method,
+            path,
+            summary,
+            role,
+            body,
+            status,
+            answer,
+            media,
+            tuple(query),
+            frozenset(errors),
+            body_required,
+            also,
+        )
 
         def register(handler: Callable[..., Any]) -> Callable[..., Any]:
             # Chalice would answer a view's exception with its own 500 before the middleware saw it.
@@ -86,7 +104,7 @@ class Routes:
                     auth.require_admin(caller)
                 payload = None
                 if body is not None:
-                    payload = json_body(request)
+                    payload = json_body(request) if body_required or (request.raw_body or b"").strip() else {}
                     schemas.validate(payload, body)
                 answer = handler(Call(caller, payload, request.query_params or {}), **path_params)
                 return answer if isinstance(answer, Response) else respond(answer, status)

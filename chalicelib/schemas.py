@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from chalicelib import addresses, auth, faults, models, pages, reach, userdata
+from chalicelib import addresses, auth, canary, faults, models, pages, reach, userdata
 from chalicelib.errors import ERROR, invalid
 from chalicelib.validator import REF_PREFIX, Explained, Validator
 
@@ -95,6 +95,16 @@ PROVIDER_FIELDS: dict[str, Any] = {
         **_text,
         "description": "a security group to ensure (made if missing, with tcp/22 and each label's ssh_port "
         "open for IPv4 and IPv6) and give every server: clouds whose default group lets nothing in",
+    },
+    "canary_label": {
+        **_text,
+        "description": "with canary_every_hours: the label a scheduled canary boot proves while the provider is idle",
+    },
+    "canary_every_hours": {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 720,
+        "description": "boot a canary of canary_label this often while no instance of ours runs there (health)",
     },
     "labels": {
         "type": "object",
@@ -345,6 +355,51 @@ def health_view() -> dict:
 
 
 USER_PROVIDER_FIELDS = ("name", "region", "enabled", "labels", "health", "capacity")
+
+CHECK_REQUEST = body_schema(
+    {
+        "boot": {
+            **_text,
+            "description": "a label to boot a canary of: one server made, followed through every step, deleted",
+        }
+    },
+    required=(),
+)
+CANARY_STEP = {
+    "type": "object",
+    "required": ["step", "ok", "seconds", "detail"],
+    "properties": {
+        "step": {"type": "string", "enum": list(canary.STEPS)},
+        "ok": {"type": ["boolean", "null"], "description": "null: skipped, as the settings ask"},
+        "seconds": {"type": "number"},
+        "detail": {"type": "string"},
+        "error_class": {"type": "string"},
+    },
+}
+CANARY = {
+    "type": "object",
+    "required": ["id", "label", "trigger", "state", "started_at", "steps"],
+    "properties": {
+        "id": {"type": "string"},
+        "label": {"type": "string"},
+        "trigger": {"type": "string", "enum": [canary.ASKED, canary.SCHEDULED]},
+        "state": {"type": "string", "enum": list(canary.STATES)},
+        "started_at": _ts,
+        "finished_at": _ts,
+        "seconds": {"type": "number"},
+        "server_id": _str_or_null,
+        "steps": {"type": "array", "items": CANARY_STEP},
+        "failed_step": {"type": "string"},
+        "error": {"type": "string"},
+    },
+}
+_CANARY_VIEW_FIELDS = tuple(CANARY["properties"])
+
+
+def canary_view(record: dict | None) -> dict | None:
+    return None if record is None else {k: record[k] for k in _CANARY_VIEW_FIELDS if k in record}
+
+
 PROVIDER = {
     "type": "object",
     "required": list(USER_PROVIDER_FIELDS),
@@ -353,6 +408,9 @@ PROVIDER = {
         "region": _str_or_null,
         "floating_network": _str_or_null,
         "ssh_security_group": _str_or_null,
+        "canary_label": _str_or_null,
+        "canary_every_hours": {"type": ["integer", "null"]},
+        "canary": {**CANARY, "type": ["object", "null"], "description": "the last canary boot, or the one running"},
         "problems": {
             "type": "array",
             "items": {"type": "string"},
@@ -408,6 +466,9 @@ def provider_view(provider: models.Provider, *, admin: bool) -> dict:
         "floating_network": provider.floating_network,
         "ssh_security_group": provider.ssh_security_group,
         "problems": list(provider.setup_problems or []),
+        "canary_label": provider.canary_label,
+        "canary_every_hours": None if provider.canary_every_hours is None else int(provider.canary_every_hours),
+        "canary": canary_view(canary.of(provider)),
         "labels": provider.labels.as_dict() if hasattr(provider.labels, "as_dict") else dict(provider.labels),
         "health": {
             "state": provider.health_state,
@@ -622,6 +683,7 @@ NAMED: dict[str, dict] = {
     "ProviderPatch": PROVIDER_PATCH,
     "Provider": PROVIDER,
     "ProviderList": PROVIDER_LIST,
+    "CheckRequest": CHECK_REQUEST,
     "RequestCreate": REQUEST_CREATE,
     "Extend": EXTEND,
     "Instance": INSTANCE,

@@ -42,10 +42,14 @@ def give_back(provider_name: str, count: int = 1) -> None:
                 give_back(provider_name)
 
 
-def reserve(provider: models.Provider, wanted: int, tries: int = 3) -> int:
+def reserve(
+    provider: models.Provider, wanted: int, tries: int = 3, *, marking=(), only_if=None, enabled_only: bool = True
+) -> int:
     """Take up to `wanted` slots on `provider` in one conditional write: `in_use + n` only while
     that stays within its cap and known quota, and those are still the ones read. Returns n,
-    0 when it is full or disabled. A lost race re-reads the item and tries again."""
+    0 when it is full or disabled. A lost race re-reads the item and tries again. `marking`:
+    more actions for the same write (who holds the slot), `only_if`: a further condition;
+    `enabled_only=False` takes a slot on a disabled provider too (a canary proving it)."""
     item = models.Provider
     for attempt in range(tries):
         if attempt:
@@ -54,13 +58,17 @@ def reserve(provider: models.Provider, wanted: int, tries: int = 3) -> int:
         quota = None if provider.quota_instances is None else int(provider.quota_instances)
         limit = provider.cap
         take = min(wanted, provider.free)
-        if take <= 0 or not provider.enabled:
+        if take <= 0 or (enabled_only and not provider.enabled):
             return 0
-        condition = (item.max_instances == cap) & (item.in_use <= limit - take) & (item.enabled == True)  # noqa: E712
+        condition = (item.max_instances == cap) & (item.in_use <= limit - take)
+        if enabled_only:
+            condition &= item.enabled == True  # noqa: E712
         condition &= item.quota_instances.does_not_exist() if quota is None else item.quota_instances == quota
+        if only_if is not None:
+            condition &= only_if
         try:
             models.Provider(provider.name).update(
-                actions=[item.in_use.add(take), item.slot_changes.add(1)], condition=condition
+                actions=[item.in_use.add(take), item.slot_changes.add(1), *marking], condition=condition
             )
         except UpdateError as error:
             if not models.is_conditional_failure(error):
@@ -99,6 +107,9 @@ def correct_drift(provider: models.Provider, counted: int | None = None) -> int 
     `counted` is `holding()` when the caller has just read it."""
     counted = holding(provider.name) if counted is None else counted
     provider.refresh(consistent_read=True)
+    # A canary boot holds a slot too (canary.py), marked on the item in the write that took it.
+    canary = provider.canary.as_dict() if provider.canary is not None else {}
+    counted += 1 if canary.get("slot") else 0
     in_use, changes = int(provider.in_use), int(provider.slot_changes or 0)
     seen = None if in_use == counted else f"{in_use}:{counted}:{changes}"
     drift_seen = models.Provider.drift_seen

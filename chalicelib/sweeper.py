@@ -21,6 +21,7 @@ from pynamodb.exceptions import DoesNotExist
 
 from chalicelib import (
     addresses,
+    canary,
     cloud,
     health,
     invoke,
@@ -58,6 +59,8 @@ class ProviderPass:
     leaks_deleted: list[str] = field(default_factory=list)
     floating_ips_released: list[str] = field(default_factory=list)  # leaked ones, seen in two passes
     in_use_corrected: int | None = None
+    canary_started: bool = False  # a scheduled canary boot (the provider was idle)
+    canary_ended: bool = False  # a canary whose runner died, ended and its slot given back
 
 
 @dataclass
@@ -98,12 +101,14 @@ def sweep_provider(provider: models.Provider, part: ProviderPass) -> None:
     """One provider's share of the pass. Disabled providers are checked and reconciled too (their
     instances still end); only launching skips them."""
     counted = None
+    part.canary_ended = canary.end_stale(provider)
     if not health.circuit_open(provider):
         part.checked = CHECKING
         health.check(provider)
         part.checked = provider.health_state
         if provider.health_state == models.HEALTHY:
             counted = _reconcile(provider, part)
+            part.canary_started = canary.start_if_due(provider)
     try:
         part.in_use_corrected = slots.correct_drift(provider, counted)
     except models.Provider.DoesNotExist:
@@ -145,6 +150,7 @@ def _reconcile(provider: models.Provider, part: ProviderPass) -> int:
             part.adopted.append(instance.id)
             part.still_building += 1
     owners = {i.id: i for instances in held.values() for i in instances}
+    owners.update(canary.owners(provider))  # a running canary's server and floating IP are not leaks
     floating_ips = []
     if provider.floating_ip == addresses.FLOATING_IP_AUTO or any(i.floating_ip_id for i in owners.values()):
         try:

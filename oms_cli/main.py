@@ -60,6 +60,10 @@ def _shared_fields(args: argparse.Namespace) -> dict:
         fields["floating_network"] = args.floating_network
     if getattr(args, "ssh_security_group", None):
         fields["ssh_security_group"] = args.ssh_security_group
+    if getattr(args, "canary_label", None):
+        fields["canary_label"] = args.canary_label
+    if getattr(args, "canary_every_hours", None) is not None:
+        fields["canary_every_hours"] = args.canary_every_hours
     return fields
 
 
@@ -126,11 +130,44 @@ def cmd_providers_rm(args: argparse.Namespace, client: Client) -> int:
 
 
 def cmd_providers_check(args: argparse.Namespace, client: Client) -> int:
+    if args.boot:
+        return _boot_canary(args, client)
     provider = client.call("POST", f"/providers/{quote(args.name)}/check", {})
     health = provider["health"]
     text = f"{provider['name']}: {health['state']}" + (f" ({health['last_error']})" if health["last_error"] else "")
     show(args, provider, text)
     return 0 if health["state"] == "healthy" else 1
+
+
+def _boot_canary(args: argparse.Namespace, client: Client) -> int:
+    """Start a canary boot and, unless --no-wait, print its steps as they end, then its result."""
+    timeout = output.seconds(args.timeout)
+    path = f"/providers/{quote(args.name)}"
+    canary = client.call("POST", f"{path}/check", {"boot": args.boot})["canary"]
+    if not args.json:
+        out(f"canary {canary['id']}: booting {canary['label']} on {args.name}")
+    shown = 0
+    deadline = time.monotonic() + timeout
+    while not args.no_wait and canary["state"] == "running" and time.monotonic() < deadline:
+        time.sleep(1)
+        now = client.get(path)["canary"]
+        if not now or now["id"] != canary["id"]:
+            raise CliError(f"the canary {canary['id']} on {args.name} was replaced by another", 1)
+        canary = now
+        if not args.json:
+            for step in canary["steps"][shown:]:
+                out(output.canary_step(step))
+            shown = len(canary["steps"])
+    if args.json:
+        out(output.dump(canary))
+    elif canary["state"] != "running":
+        out(output.canary_result(canary))
+    else:
+        waited = "started" if args.no_wait else f"still running after {args.timeout}"
+        out(f"{waited}: follow it with `oms providers show {args.name}`")
+    if canary["state"] == "running":
+        return 0 if args.no_wait else 1
+    return 0 if canary["state"] == "passed" else 1
 
 
 def _set_enabled(enabled: bool):
@@ -319,6 +356,15 @@ def _provider_options(parser: argparse.ArgumentParser, *, shared_only: bool = Fa
         metavar="NAME",
         help="a security group to ensure (tcp/22 open, IPv4 and IPv6) and give every server",
     )
+    parser.add_argument(
+        "--canary-label", metavar="LABEL", help="with --canary-every-hours: the label a scheduled canary boots"
+    )
+    parser.add_argument(
+        "--canary-every-hours",
+        type=int,
+        metavar="N",
+        help="boot a canary every N hours while the provider is idle; its result counts on its health",
+    )
     if shared_only:
         return
     parser.add_argument("--auth-url", dest="auth_url", help="Keystone URL, e.g. https://identity.example.com/v3")
@@ -370,7 +416,21 @@ def parser() -> argparse.ArgumentParser:
     command("rm", cmd_providers_rm, "remove providers (they must have no live instances)", verbs).add_argument(
         "names", nargs="+", metavar="NAME"
     )
-    command("check", cmd_providers_check, "check a provider's health and quota now", verbs).add_argument("name")
+    check = command(
+        "check",
+        cmd_providers_check,
+        "check a provider's health and quota now, or prove it end to end with a canary boot (--boot)",
+        verbs,
+    )
+    check.add_argument("name")
+    check.add_argument(
+        "--boot",
+        metavar="LABEL",
+        help="boot one server of LABEL, follow it through every step (auth, create, ACTIVE, floating IP, "
+        "SSH banner, host keys), delete it, and report each step's time; exit 1 if a step failed",
+    )
+    check.add_argument("--no-wait", action="store_true", help="with --boot: start it and return at once")
+    check.add_argument("--timeout", default="15m", help="with --boot: how long to follow it (default 15m)")
     command("enable", _set_enabled(True), "let providers take new launches", verbs).add_argument(
         "names", nargs="+", metavar="NAME"
     )

@@ -97,6 +97,19 @@ def provider_row(provider: dict) -> dict:
 # --- --wait ------------------------------------------------------------------------------
 
 
+def canary_step(step: dict) -> str:
+    """One canary step: its name, result, time and what it found."""
+    result = {True: "ok", False: "FAILED", None: "skipped"}[step["ok"]]
+    failed = f" [{step['error_class']}]" if step.get("error_class") else ""
+    return f"  {step['step']:<12} {result:<8} {step['seconds']:>7.2f} s  {step['detail']}{failed}"
+
+
+def canary_result(canary: dict) -> str:
+    if canary["state"] == "passed":
+        return f"passed in {canary.get('seconds', 0):.1f} s"
+    return f"failed at {canary.get('failed_step', '?')}: {canary.get('error', '')}"
+
+
 def progress_line(request: dict, width: int = 30) -> str:
     """`[#####.....] 12/30 ACTIVE  p1:5 p2:7  failovers 3` for one request."""
     count = request["count"]

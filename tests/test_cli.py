@@ -190,6 +190,29 @@ def test_wait_exits_1_when_not_all_came_up(oms, stack, provider):
     oms("delete-request", json.loads(waited.stdout)["id"])
 
 
+def test_a_canary_boot_prints_each_step_with_its_time_and_exits_0_when_it_passed(oms, stack, admin_api):
+    from sim.testing import start_simulator
+    from tests.conftest import SIM_SSH_PORT, register_sim_provider, ssh_ready_label
+
+    with start_simulator(providers=1, boot_seconds=0.2, ssh_port=SIM_SSH_PORT) as sim:
+        sim.control("p1", security_groups_open=True)
+        label = unique("lbl")
+        name = register_sim_provider(admin_api, sim, "p1", label, labels=ssh_ready_label(label))["name"]
+        oms.env.update(OMS_URL=stack.url, OMS_API_KEY=ADMIN_KEY)
+        done = oms("providers", "check", name, "--boot", label)
+        lines = done.stdout.splitlines()
+        assert lines[0].startswith("canary ") and f"booting {label} on {name}" in lines[0]
+        steps = [line.split()[:2] for line in lines[1:-1]]
+        assert [step for step, _ in steps] == [
+            "slot", "auth", "resolve", "create", "active", "floating_ip", "ssh", "host_keys", "delete"
+        ]  # fmt: skip
+        assert {result for _, result in steps} == {"ok", "skipped"}
+        assert lines[-1].startswith("passed in ")
+        assert sim.state("p1")["servers_live"] == 0
+        unmapped = oms("providers", "check", name, "--boot", "nope", check=1)
+        assert unmapped.stderr == f"oms: label nope is not mapped on provider {name} (field boot)\n"
+
+
 def test_errors_are_one_line_and_every_command_has_help(oms, stack):
     not_logged_in = oms("ls", check=1)
     assert not_logged_in.stderr.startswith("oms: not logged in")

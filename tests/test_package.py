@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from chalicelib import canary
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -115,13 +117,14 @@ def test_the_role_allows_every_call_the_code_makes(template):
 def test_tracing_throttling_and_alarms(template):
     resources = template["Resources"]
     functions = [k for k, v in resources.items() if v["Type"] == "AWS::Serverless::Function"]
-    assert sorted(functions) == ["APIHandler", "BuildWatcher", "OnInstanceChange", "Sweep"]
+    assert sorted(functions) == ["APIHandler", "BuildWatcher", "CanaryBoot", "OnInstanceChange", "Sweep"]
     for function in functions:
         assert resources[function]["Properties"]["Tracing"] == "Active"
         assert resources[function]["Properties"]["FunctionName"].startswith("openmultistack-prod-")
         assert resources[function]["Properties"]["Environment"]["Variables"]["OMS_TRACING"] == "on"
         assert resources[function]["Properties"]["Timeout"] >= 30
     assert resources["BuildWatcher"]["Properties"]["Timeout"] > 600  # it watches for up to 10 minutes
+    assert resources["CanaryBoot"]["Properties"]["Timeout"] > canary.MAX_BOOT_SECONDS + canary.DELETE_WAIT_SECONDS
     api = resources["RestAPI"]["Properties"]
     assert api["TracingEnabled"] is True
     assert api["MethodSettings"][0]["ThrottlingRateLimit"] > 0
