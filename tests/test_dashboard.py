@@ -14,6 +14,7 @@ import pytest
 from playwright.sync_api import expect
 
 from chalicelib import models, timeutil
+from chalicelib.settings import settings
 from tests.conftest import ADMIN_KEY, provider_body, register_sim_provider, unique
 
 CHROMIUM = os.environ.get("OMS_CHROMIUM", "/usr/bin/chromium")
@@ -300,3 +301,35 @@ def test_a_notice_fades_and_an_error_stays(page, admin_api, provider):
     page.clock.run_for(60_000)
     expect(status).to_contain_text(f"Could not change {name}")
     assert page.console.unexpected(allowed="409") == []
+
+
+def test_boot_a_test_instance_shows_every_step_and_a_failed_one_says_why(page, admin_api):
+    from sim.testing import start_simulator
+    from tests.conftest import SIM_SSH_PORT, ssh_ready_label
+
+    with start_simulator(providers=2, boot_seconds=0.2, ssh_port=SIM_SSH_PORT) as sim:
+        sim.control("p1", security_groups_open=True)  # p2 keeps its default group: port closed
+        label = unique("lbl")
+        good = register_sim_provider(admin_api, sim, "p1", label, labels=ssh_ready_label(label))["name"]
+        closed = register_sim_provider(admin_api, sim, "p2", label, labels=ssh_ready_label(label))["name"]
+        sign_in(page, ADMIN_KEY)
+        show(page, "providers")
+        row = page.locator(f'tr[data-provider="{good}"]')
+        row.get_by_role("button", name="Boot a test instance").click()
+        canary = row.locator('details.canary[data-canary="passed"]')
+        expect(canary).to_contain_text(f"Test boot of {label}: passed in", timeout=SLOW)
+        expect(canary.locator("tbody tr")).to_have_count(9)
+        assert canary.evaluate("d => d.open")  # the steps of a boot asked for here are shown
+        assert canary.locator('tr[data-ok="failed"]').count() == 0
+        expect(canary.locator('tr[data-step="ssh"] td').nth(3)).to_contain_text("SSH-2.0-")
+        # Its boot timeout passes while p2's server stays unreachable: the failed step says why.
+        other = page.locator(f'tr[data-provider="{closed}"]')
+        other.get_by_role("button", name="Boot a test instance").click()
+        expect(other.locator('details.canary[data-canary="running"]')).to_be_visible(timeout=SLOW)
+        expect(other.get_by_role("button", name="Test boot running…")).to_be_disabled()
+        expect(other.locator('details.canary tr[data-step="active"]')).to_have_count(1, timeout=SLOW)
+        timeutil.clock.advance(settings.boot_timeout_seconds + 1)
+        failed = other.locator('details.canary[data-canary="failed"]')
+        expect(failed).to_contain_text("failed at ssh", timeout=SLOW)
+        expect(failed.locator('tr[data-ok="failed"]')).to_contain_text("no SSH banner")
+        assert page.console.unexpected() == []

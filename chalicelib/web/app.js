@@ -325,13 +325,15 @@ function renderProviders() {
       h("td", {}, badge(p.health.state),
         p.health.last_error ? h("div", { class: "small" }, p.health.last_error) : null,
         ...(p.problems || []).map((problem) => h("div", { class: "small problem" }, problem)),
-        h("div", { class: "small" }, "checked ", since(p.health.checked_at))),
+        h("div", { class: "small" }, "checked ", since(p.health.checked_at)),
+        admin && p.canary ? canaryView(p) : null),
       h("td", {}, bar(p.capacity.in_use, cap, `${p.name}: ${p.capacity.in_use} of ${cap} in use`),
         h("div", { class: "small" }, `${p.capacity.in_use} / ${cap} in use · max ${p.capacity.max_instances} · ${quota}`)),
       h("td", {}, p.priority === undefined ? "—" : String(p.priority)),
       h("td", {}, toggle),
       admin ? h("td", { class: "actions" },
         h("button", { type: "button", class: "secondary", onclick: () => checkProvider(p.name) }, "Check now"),
+        ...bootControls(p),
         h("button", { type: "button", class: "secondary", onclick: () => editProvider(p.name) }, "Edit"),
         h("button", { type: "button", class: "danger", onclick: () => deleteProvider(p.name) }, "Delete")) : null);
   });
@@ -349,6 +351,48 @@ async function checkProvider(name) {
   say(`Checking ${name}…`);
   const answer = await api("POST", `providers/${encodeURIComponent(name)}/check`, {});
   say(answer.ok ? `${name} is ${answer.data.health.state}.` : `Could not check ${name}: ${errorText(answer)}`, !answer.ok);
+  refresh();
+}
+
+// A canary boot: one server of a label, followed through every step, then deleted.
+const openCanaries = new Set(); // providers whose steps are shown: kept open across polls
+
+function bootControls(p) {
+  const labels = Object.keys(p.labels || {}).sort();
+  if (!labels.length) return [];
+  const pick = h("select", { "aria-label": `label to boot on ${p.name}`, hidden: labels.length === 1 },
+    ...labels.map((label) => h("option", { value: label }, label)));
+  pick.value = p.canary_label && labels.includes(p.canary_label) ? p.canary_label : labels[0];
+  const running = p.canary && p.canary.state === "running";
+  return [pick, h("button", { type: "button", class: "secondary", disabled: running,
+    title: "Create one server, follow it through every step (ACTIVE, floating IP, SSH, host keys), then delete it",
+    onclick: () => bootCanary(p.name, pick.value) }, running ? "Test boot running…" : "Boot a test instance")];
+}
+
+function canaryView(p) {
+  const c = p.canary;
+  const last = c.steps.length ? c.steps[c.steps.length - 1].step : "starting";
+  const headline = c.state === "running" ? `Test boot of ${c.label}: running (${last} done)`
+    : c.state === "passed" ? `Test boot of ${c.label}: passed in ${c.seconds.toFixed(1)} s`
+      : `Test boot of ${c.label}: failed at ${c.failed_step}`;
+  const result = (ok) => (ok === true ? "ok" : ok === false ? "failed" : "skipped");
+  const steps = h("table", { class: "canary-steps" },
+    h("thead", {}, h("tr", {}, h("th", {}, "Step"), h("th", {}, "Result"), h("th", {}, "Time"), h("th", {}, "Detail"))),
+    h("tbody", {}, c.steps.map((s) => h("tr", { "data-step": s.step, "data-ok": result(s.ok) },
+      h("td", {}, s.step), h("td", {}, result(s.ok)), h("td", {}, `${s.seconds.toFixed(2)} s`), h("td", {}, s.detail)))));
+  const view = h("details", { class: "canary small", "data-canary": c.state },
+    h("summary", {}, headline, " ", since(c.finished_at || c.started_at)),
+    c.error ? h("div", { class: "problem" }, c.error) : null, steps);
+  view.open = openCanaries.has(p.name);
+  view.addEventListener("toggle", () => (view.open ? openCanaries.add(p.name) : openCanaries.delete(p.name)));
+  return view;
+}
+
+async function bootCanary(name, label) {
+  const answer = await api("POST", `providers/${encodeURIComponent(name)}/check`, { boot: label });
+  if (answer.ok) openCanaries.add(name);
+  say(answer.ok ? `Booting a test instance of ${label} on ${name}…` : `Could not boot on ${name}: ${errorText(answer)}`, !answer.ok);
+  state.rendered.providers = null;
   refresh();
 }
 
