@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import openstack
@@ -186,8 +187,17 @@ def test_sshd_comes_up_after_ready_seconds_and_console_shows_host_keys() -> None
         assert probe(v4, PORT) == "reset", "ACTIVE is not ready: the guest is up, sshd is not"
         early = conn.compute.get_server_console_output(server)["output"]
         assert "Cloud-init v." in early and "BEGIN SSH HOST KEY KEYS" not in early
+        raw = sim.raw_server("p1", server.id)
+        assert raw["first_banner_at"] is None, "a reset is no banner"
+        sshd_up = datetime.fromisoformat(raw["sshd_up_at"])
+        assert sshd_up > datetime.now(UTC), "its sshd comes up later"
 
         assert poll(lambda: probe(v4, PORT) == BANNER, timeout=WAIT, interval=0.2)
+        read = datetime.now(UTC)
+        raw = sim.raw_server("p1", server.id)
+        assert sshd_up <= datetime.fromisoformat(raw["first_banner_at"]) <= read
+        probe(v4, PORT)
+        assert sim.raw_server("p1", server.id)["first_banner_at"] == raw["first_banner_at"], "the first one stays"
         output = conn.compute.get_server_console_output(server)["output"]
         block = output.split("-----BEGIN SSH HOST KEY KEYS-----\n")[1].split("-----END SSH HOST KEY KEYS-----")[0]
         keys = block.strip().splitlines()
