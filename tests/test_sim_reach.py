@@ -17,6 +17,7 @@ from typing import Any
 
 import openstack
 import pytest
+from keystoneauth1 import exceptions as ks_exc
 from openstack import exceptions as os_exc
 
 from sim.listeners import SSH_BANNER
@@ -261,6 +262,17 @@ def test_floating_layout_reached_through_a_floating_ip_after_a_delay() -> None:
         assert (state["floating_ips_live"], state["floating_ips_peak"], state["floating_ips_deleted"]) == (0, 1, 1)
         assert probe(fip.floating_ip_address, PORT) == "refused"
         assert sim.listening() == set()
+
+
+def test_a_slow_floating_ip_create_holds_one_the_client_has_not_heard_of() -> None:
+    with start_simulator(providers=1, seed=5, network_layout="floating", floating_ip_answer_seconds=5) as sim:
+        conn = connect(sim)
+        external = conn.network.find_network("public", ignore_missing=False)
+        impatient = openstack.connect(**sim.connect_kwargs("p1", api_timeout=1))
+        with pytest.raises(ks_exc.ConnectionError):  # its client gives up (or dies) before the answer
+            impatient.network.create_ip(floating_network_id=external.id, description="oms:lost")
+        [made] = sim.floating_ips("p1")
+        assert made["description"] == "oms:lost"
 
 
 def test_floating_ip_quota_router_and_external_network_errors() -> None:
