@@ -193,8 +193,9 @@ class Server:
                 for f in self.faces
             ],
             "host_keys": list(self.host_keys) if self.outcome == "ACTIVE" else [],
-            # When sshd came (or comes) up, and when a client first read its banner: a client that
-            # says "reachable" before either is proven wrong by them (tests/test_layouts.py).
+            # When Nova says ACTIVE, when sshd came (or comes) up, and when a client first read its
+            # banner: a client that says "reachable" before the last is wrong (tests/test_layouts.py).
+            "active_at": _wall_iso(self.ready_at) if self.outcome == "ACTIVE" else None,
             "sshd_up_at": _wall_iso(self.sshd_at) if self.outcome == "ACTIVE" else None,
             "first_banner_at": None if self.banner_at is None else _wall_iso(self.banner_at),
         }

@@ -191,6 +191,7 @@ def test_sshd_comes_up_after_ready_seconds_and_console_shows_host_keys() -> None
         raw = sim.raw_server("p1", server.id)
         assert raw["first_banner_at"] is None, "a reset is no banner"
         sshd_up = datetime.fromisoformat(raw["sshd_up_at"])
+        assert abs((sshd_up - datetime.fromisoformat(raw["active_at"])).total_seconds() - 3) < 0.001
         assert sshd_up > datetime.now(UTC), "its sshd comes up later"
 
         assert poll(lambda: probe(v4, PORT) == BANNER, timeout=WAIT, interval=0.2)
