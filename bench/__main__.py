@@ -35,12 +35,14 @@ def _python_module(module: str, *args: str, out: Path, log: Path) -> dict[str, A
     return json.loads(out.read_text())
 
 
-def measure(raw: Path, runs: int, s2_runs: int, cold_runs: int, lanes: int) -> dict[str, Any]:
+def measure(raw: Path, runs: int, s2_runs: int, cold_runs: int, lanes: int, ssh_runs: int) -> dict[str, Any]:
     raw.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     steps: list[tuple[str, Any]] = []
     for n in range(1, runs + 1):
         steps.append((f"S1 run {n}/{runs}", lambda n=n: ("s1", _oms("S1", n, raw, sweep=False))))
+    for n in range(1, ssh_runs + 1):
+        steps.append((f"S1-ssh run {n}/{ssh_runs}", lambda n=n: ("s1_ssh", _oms("S1-ssh", n, raw, sweep=False))))
     if report.py_spy():
         # One more S1 run under py-spy, for where the time goes; sampling slows it, so it is not timed.
         steps.append(("S1 run under py-spy", lambda: ("s1_profiled", _oms("S1", 0, raw, sweep=False, profile=True))))
@@ -60,7 +62,7 @@ def measure(raw: Path, runs: int, s2_runs: int, cold_runs: int, lanes: int) -> d
         started = time.monotonic()
         print(f"bench: {title}...", flush=True)
         key, value = step()
-        if key in ("s1", "s2"):
+        if key in ("s1", "s1_ssh", "s2"):
             results.setdefault(key, []).append(value)
         else:
             results[key] = value
@@ -101,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="S1 runs (default 3)")
     parser.add_argument("--s2-runs", type=int, default=2, help="S2 runs (default 2)")
+    parser.add_argument("--ssh-runs", type=int, default=2, help="S1-ssh runs: S1 with `ready: ssh` (default 2)")
     parser.add_argument("--cold-runs", type=int, default=7, help="fresh interpreters per import timing")
     parser.add_argument("--lanes", type=int, default=20, help="baseline lanes (1 runs the script as written)")
     parser.add_argument("--raw", type=Path, default=HERE / "raw", help="where the raw results go")
@@ -112,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         results = json.loads((args.reuse / "all.json").read_text())
         raw = args.reuse
     else:
-        results = measure(args.raw, args.runs, args.s2_runs, args.cold_runs, args.lanes)
+        results = measure(args.raw, args.runs, args.s2_runs, args.cold_runs, args.lanes, args.ssh_runs)
         raw = args.raw
         results["bench_seconds"] = round(time.monotonic() - started)
         (raw / "all.json").write_text(json.dumps(results, indent=1))

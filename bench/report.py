@@ -145,6 +145,8 @@ def write(results: dict[str, Any], raw: Path, out: Path) -> None:
     lines += _targets(s1, s2, base, cold)
     lines += _s1(s1, base)
     lines += _floor(s1, raw)
+    if results.get("s1_ssh"):
+        lines += _s1_ssh(results["s1_ssh"], s1)
     if s2:
         lines += _s2(s2)
     if "store" in results:
@@ -258,6 +260,39 @@ def _s1(s1: list[dict], base: dict) -> list[str]:
         out.append(f"| {kind} | {ours.get(kind, 0):g} | {base['openstack_calls'].get(kind, 0)} |")
     out.append(f"| **all** | **{sum(ours.values()):g}** | **{sum(base['openstack_calls'].values())}** |")
     return out + [""]
+
+
+def _s1_ssh(runs: list[dict], s1: list[dict]) -> list[str]:
+    scenario = scenarios.s1_ssh()
+    out = [
+        "## S1 with `ready: ssh`: reachable against Nova's ACTIVE",
+        "",
+        f"S1 again (`python -m bench.run S1-ssh`), with the label `ready: ssh`: each simulated sshd answers "
+        f"{scenario.ready_seconds:g} s after",
+        "Nova's ACTIVE (security groups open to all), and an instance is ACTIVE in the API only once its",
+        "banner was read. In the same runs: when Nova said ACTIVE and when the watcher first read each",
+        "banner (the simulator's records), and when the app called the instance ACTIVE (its log).",
+        "",
+        "| time to … | Nova ACTIVE | banner read | ACTIVE in the API (`ready: ssh`) | S1's ACTIVE (`ready: active`) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for key, label in (("first", "first"), ("half", "50"), ("p90", "90"), ("all", "100")):
+        nova = spread([r["nova"]["active_times"][key] for r in runs])
+        banner = spread([r["nova"]["banner_times"][key] for r in runs])
+        out.append(f"| {label} | {nova} | {banner} | {spread(_all_times(runs, key))} | {spread(_all_times(s1, key))} |")
+    lag = spread([r["nova"]["reachable_after_active_median"] for r in runs], digits=2)
+    worst = spread([r["nova"]["reachable_after_active_max"] for r in runs], digits=2)
+    failovers = counts_median([r["failovers_by_class"] for r in runs])
+    return out + [
+        "",
+        f"- ACTIVE in the API after Nova's ACTIVE, per instance: median {lag}, worst {worst} "
+        f"(sshd takes {scenario.ready_seconds:g} s of it; the rest is the watcher's rounds: a check made before sshd "
+        "answers is reset, and tried again only in the next round, after its poll interval and server list).",
+        f"- Failovers: {spread([r['failovers'] for r in runs], unit='', digits=0)} per run "
+        f"({', '.join(f'{k} {v:g}' for k, v in failovers.items()) or 'none'}; medians); instances FAILED: "
+        f"{sum(r['failed'] for r in runs)}; leaks after the teardown: {sum(sum(r['leaks'].values()) for r in runs)}.",
+        "",
+    ]
 
 
 def _floor(s1: list[dict], raw: Path) -> list[str]:

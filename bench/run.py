@@ -225,7 +225,7 @@ def run(
                     "password": "secret",
                     "project_name": "demo",
                     "max_instances": provider.cap,
-                    "labels": {scenarios.LABEL: {"image": "ubuntu-22.04", "flavor": "m1.small", "network": "public"}},
+                    "labels": {scenarios.LABEL: scenario.label()},
                 },
                 timeout=60,
             )
@@ -287,6 +287,8 @@ def run(
             phases=_phases(events, scenario),
             events=[list(e) for e in events.items],
         )
+        if scenario.ready == "ssh":
+            result["nova"] = _nova_times(sim, scenario, instances, active, events.start)
         if sweep_pass:
             result["sweep"] = _sweep_pass(stack, sim, scenario, aws)
         result["over_cap"] = {
@@ -346,6 +348,31 @@ def _teardown(api: Any, url: str, request_id: str, events: Events, active: int, 
         "delete_seconds": round(seconds, 3),
         "not_deleted": len(left),
         "leaks": {p.name: sim.state(p.name)["servers_live"] for p in scenario.providers},
+    }
+
+
+def _nova_times(
+    sim: Sim, scenario: scenarios.Scenario, instances: list, active: dict[str, float], start: float
+) -> dict[str, Any]:
+    """For the servers of the instances that came up (`ready: ssh`): when Nova said ACTIVE, and
+    when a client (the watcher) first read the sshd banner, as the simulator recorded them; the
+    app's own ACTIVE (`active`, from its log) is when it called the instance reachable."""
+    from datetime import datetime
+
+    up = {i.server_id: i.id for i in instances if i.id in active}
+    servers = [s for p in scenario.providers for s in sim.client.servers(p.name) if s["id"] in up]
+
+    def since_start(stamp: str | None) -> float | None:
+        return None if stamp is None else datetime.fromisoformat(stamp).timestamp() - start
+
+    nova = {s["id"]: since_start(s["active_at"]) for s in servers}
+    banner = [t for t in (since_start(s["first_banner_at"]) for s in servers) if t is not None]
+    lag = sorted(active[up[server_id]] - at for server_id, at in nova.items())
+    return {
+        "active_times": percentile_times(list(nova.values()), scenario.count),
+        "banner_times": percentile_times(banner, scenario.count),
+        "reachable_after_active_median": _median(lag),
+        "reachable_after_active_max": round(max(lag), 3) if lag else None,
     }
 
 

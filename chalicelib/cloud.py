@@ -465,24 +465,46 @@ def _external_network(conn, provider: models.Provider):
     return network
 
 
+def _port_and_left(conn, server_id: str, instance_id: str) -> tuple:
+    """The server's port, and the floating IP on it described as the instance's if there is one:
+    a pass that died between attaching and recording left it there."""
+    port = next(iter(conn.network.ports(device_id=server_id)), None)
+    if port is None:
+        return None, None
+    ours = _floating_description(instance_id)
+    return port, next((ip for ip in conn.network.ips(port_id=port.id) if ip.description == ours), None)
+
+
 @_operation("floating_ip_attach")
 def attach_floating_ip(provider: models.Provider, server_id: str, instance_id: str) -> FloatingIp:
     """Take a floating IP from the external network onto the server's port, described with the
-    instance it is for (a crash before it is recorded leaves it findable)."""
+    instance it is for (a crash before it is recorded leaves it findable). One left on the port
+    for the instance is given instead: Neutron refuses a port a second one (409)."""
     try:
         conn = connection(provider)
         network = _external_network(conn, provider)
-        port = next(iter(conn.network.ports(device_id=server_id)), None)
+        port, made = _port_and_left(conn, server_id, instance_id)
         if port is None:
             raise CloudError(BUILD_FAILED, f"server {server_id} has no port to attach a floating IP to")
-        made = conn.network.create_ip(
-            floating_network_id=network.id, port_id=port.id, description=_floating_description(instance_id)
-        )
+        if made is None:
+            made = conn.network.create_ip(
+                floating_network_id=network.id, port_id=port.id, description=_floating_description(instance_id)
+            )
     except CloudError:
         raise
     except Exception as error:
         raise classify(error) from error
     return FloatingIp(made.id, made.floating_ip_address, instance_id)
+
+
+@_operation("floating_ip_find")
+def left_floating_ip(provider: models.Provider, server_id: str, instance_id: str) -> FloatingIp | None:
+    """The floating IP attached for the instance but never recorded (see `_port_and_left`), if any."""
+    try:
+        _, left = _port_and_left(connection(provider), server_id, instance_id)
+    except Exception as error:
+        raise classify(error) from error
+    return None if left is None else FloatingIp(left.id, left.floating_ip_address, instance_id)
 
 
 @_operation("floating_ip_list")

@@ -93,8 +93,13 @@ SHOWN, WAITING, FAILED = "shown", "waiting", "failed"
 def _floating_ip_step(provider: models.Provider, instance: models.Instance, server: cloud.Server, now) -> str:
     """SHOWN once the server's addresses show its floating IP; else give it one if it has none
     (WAITING). A floating IP that cannot be had (quota, no external network) fails the instance
-    over (FAILED, or WAITING when its server could not be deleted yet)."""
+    over (FAILED, or WAITING when its server could not be deleted yet).
+
+    Shown with none recorded, it may be one a pass that died before recording it attached: it is
+    recorded now, or the sweeper would free it as a leak while the instance is reached at it."""
     if any(a.type == addresses.FLOATING for a in server.addresses):
+        if instance.floating_ip_id is None and not _adopt_floating_ip(provider, instance, server):
+            return WAITING
         return SHOWN
     if instance.floating_ip_id is not None:
         if _booting_for(instance, now) <= settings.boot_timeout_seconds:
@@ -109,10 +114,24 @@ def _floating_ip_step(provider: models.Provider, instance: models.Instance, serv
         log.warning("instance %s: no floating IP on %s: %s", instance.id, provider.name, error.message)
         return FAILED if _give_up(provider, instance, server, error) else WAITING
     if not lifecycle.record_floating_ip(instance, given.id):
-        # Another pass gave it one first, or it moved on: nobody else knows of this one.
-        _release_floating_ip(provider, instance, given.id)
+        if instance.floating_ip_id != given.id:
+            # Another pass gave it another first, or it moved on: nobody else knows of this one.
+            _release_floating_ip(provider, instance, given.id)
         return WAITING if instance.state == models.BUILDING else FAILED
     return WAITING
+
+
+def _adopt_floating_ip(provider: models.Provider, instance: models.Instance, server: cloud.Server) -> bool:
+    """Record the floating IP left on the server's port for the instance, if any (a cloud may show
+    one of its own: that one is not ours to record). False when that could not be known yet."""
+    try:
+        left = cloud.left_floating_ip(provider, server.id, instance.id)
+    except cloud.CloudError as error:
+        log.warning("instance %s: floating IPs of its port unreadable: %s", instance.id, error.message)
+        return False
+    if left is not None and lifecycle.record_floating_ip(instance, left.id):  # lost: another pass did, or it moved on
+        log.warning("instance %s: kept floating IP %s, attached but not recorded before", instance.id, left.id)
+    return True
 
 
 def _release_floating_ip(provider: models.Provider, instance: models.Instance, floating_ip_id: str) -> None:

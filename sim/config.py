@@ -41,6 +41,7 @@ SETTING_NAMES = (
     "floating_ip_quota",
     "floating_ip_router",
     "floating_ip_delay_seconds",
+    "floating_ip_answer_seconds",
     "security_groups_open",
     "ssh_port",
     "ready_seconds",
@@ -88,6 +89,9 @@ class Settings:
     floating_ip_router: bool = True
     # Real clouds take a moment before an attached floating IP shows in the server's addresses.
     floating_ip_delay_seconds: float = 0.5
+    # A slow Neutron: seconds from creating a floating IP until the create is answered. A client
+    # that dies meanwhile never learns of the one it made (crash tests play that window).
+    floating_ip_answer_seconds: float = 0.0
     # OVH-like: every port is reachable whatever the security groups say.
     security_groups_open: bool = False
     # Port of the simulated sshd; applies to listeners opened after a change.
@@ -168,7 +172,7 @@ def validate_settings(raw: Any) -> dict[str, Any]:
             if not isinstance(value, bool):
                 raise ConfigError(f"{key} must be true or false, got {value!r}")
             out[key] = value
-        elif key in ("floating_ip_delay_seconds", "ready_seconds"):
+        elif key in ("floating_ip_delay_seconds", "floating_ip_answer_seconds", "ready_seconds"):
             out[key] = _number(key, value, low=0, high=3600)
         elif key == "ssh_port":
             out[key] = int(_number(key, value, low=1, high=65535, integer=True))

@@ -8,6 +8,7 @@ client can reach a server depends on them (sim.listeners plays the result on rea
 from __future__ import annotations
 
 import ipaddress
+import time
 from typing import Any
 
 from sim.state import RULE_IDENTITY, FloatingIP, NeutronError, Provider, iso, port_id_for
@@ -317,17 +318,12 @@ def create_floating_ip(provider: Provider, req: Request) -> Response:
     network_id = item.get("floating_network_id")
     if not isinstance(network_id, str):
         return error(400, "Invalid input for operation: floating_network_id is required.", "InvalidInput")
-    return _neutron(
-        lambda: Response(
-            201,
-            {
-                "floatingip": _fip_body(
-                    provider,
-                    provider.create_floating_ip(network_id, item.get("port_id"), str(item.get("description") or "")),
-                )
-            },
-        )
-    )
+    try:
+        made = provider.create_floating_ip(network_id, item.get("port_id"), str(item.get("description") or ""))
+    except NeutronError as exc:
+        return error(exc.status, str(exc), exc.kind)
+    time.sleep(provider.settings.floating_ip_answer_seconds)  # it exists meanwhile: see the setting
+    return Response(201, {"floatingip": _fip_body(provider, made)})
 
 
 @router.route("PUT", "/v2.0/floatingips/{}", "floatingip_update")

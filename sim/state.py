@@ -34,6 +34,15 @@ def iso(ts: float, micro: bool = False) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).strftime(fmt)
 
 
+# Taken once, so that a monotonic moment always converts to the same wall-clock time.
+_WALL_MINUS_MONOTONIC = time.time() - time.monotonic()
+
+
+def _wall_iso(monotonic: float) -> str:
+    """A monotonic moment as a wall-clock timestamp with microseconds (for the control API)."""
+    return datetime.fromtimestamp(monotonic + _WALL_MINUS_MONOTONIC, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def domain_id(name: str) -> str:
     # Keystone's built-in domain is named "Default" but has the id "default".
     return "default" if name == "Default" else name.lower()
@@ -144,6 +153,7 @@ class Server:
     volume_ids: list[str] = field(default_factory=list)
     config_drive: bool = False
     sshd_at: float = 0.0  # monotonic time from which sshd answers and the host keys are printed
+    banner_at: float | None = None  # monotonic time a client was first given the banner
     _host_keys: list[str] | None = None
 
     @property
@@ -183,6 +193,11 @@ class Server:
                 for f in self.faces
             ],
             "host_keys": list(self.host_keys) if self.outcome == "ACTIVE" else [],
+            # When Nova says ACTIVE, when sshd came (or comes) up, and when a client first read its
+            # banner: a client that says "reachable" before the last is wrong (tests/test_layouts.py).
+            "active_at": _wall_iso(self.ready_at) if self.outcome == "ACTIVE" else None,
+            "sshd_up_at": _wall_iso(self.sshd_at) if self.outcome == "ACTIVE" else None,
+            "first_banner_at": None if self.banner_at is None else _wall_iso(self.banner_at),
         }
 
 
@@ -541,7 +556,11 @@ class Provider:
                 return SILENT
             if not self._admits(server, family, port, peer):
                 return SILENT
-            return BANNER if now >= server.sshd_at else RESET
+            if now < server.sshd_at:
+                return RESET
+            if server.banner_at is None:
+                server.banner_at = now
+            return BANNER
 
     def _admits(self, server: Server, family: int, port: int, peer: str) -> bool:
         if self.settings.security_groups_open:

@@ -58,9 +58,11 @@ def test_a_small_run_end_to_end_writes_the_report_and_its_plot(tmp_path):
 
     # The report from this result standing in for every scenario (figures only need to be there).
     s1 = dict(result, providers={p.name: result["providers"]["b"] for p in scenarios.s1().providers})
+    nova = {"active_times": {"first": 0.5, "half": 3.0, "p90": 4.0, "all": None}, "banner_times": result["times"]}
     results = {
         "started": "now",
         "s1": [s1, s1],
+        "s1_ssh": [dict(s1, nova=dict(reachable_after_active_median=1.2, reachable_after_active_max=2.5, **nova))],
         "s2": [result],
         "baseline": dict(result, failures=3, leaks={"p6": 2}, active_times=[5.0, 10.0, 15.0], lanes=20),
         "cold": {
@@ -74,5 +76,6 @@ def test_a_small_run_end_to_end_writes_the_report_and_its_plot(tmp_path):
     report.write(results, tmp_path, document)
     text = document.read_text()
     assert "## Targets" in text and "## S1" in text and "## S2" in text and "## Cold start" in text
+    assert "## S1 with `ready: ssh`" in text and "| 100 | n/a |" in text and "median 1.20 s, worst 2.50 s" in text
     assert "| API handler cold import | < 0.5 s | 0.25 s [0.20–0.30] | met |" in text
     assert (tmp_path / report.PLOT).read_bytes().startswith(b"\x89PNG")

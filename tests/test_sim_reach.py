@@ -12,10 +12,12 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import openstack
 import pytest
+from keystoneauth1 import exceptions as ks_exc
 from openstack import exceptions as os_exc
 
 from sim.listeners import SSH_BANNER
@@ -186,8 +188,18 @@ def test_sshd_comes_up_after_ready_seconds_and_console_shows_host_keys() -> None
         assert probe(v4, PORT) == "reset", "ACTIVE is not ready: the guest is up, sshd is not"
         early = conn.compute.get_server_console_output(server)["output"]
         assert "Cloud-init v." in early and "BEGIN SSH HOST KEY KEYS" not in early
+        raw = sim.raw_server("p1", server.id)
+        assert raw["first_banner_at"] is None, "a reset is no banner"
+        sshd_up = datetime.fromisoformat(raw["sshd_up_at"])
+        assert abs((sshd_up - datetime.fromisoformat(raw["active_at"])).total_seconds() - 3) < 0.001
+        assert sshd_up > datetime.now(UTC), "its sshd comes up later"
 
         assert poll(lambda: probe(v4, PORT) == BANNER, timeout=WAIT, interval=0.2)
+        read = datetime.now(UTC)
+        raw = sim.raw_server("p1", server.id)
+        assert sshd_up <= datetime.fromisoformat(raw["first_banner_at"]) <= read
+        probe(v4, PORT)
+        assert sim.raw_server("p1", server.id)["first_banner_at"] == raw["first_banner_at"], "the first one stays"
         output = conn.compute.get_server_console_output(server)["output"]
         block = output.split("-----BEGIN SSH HOST KEY KEYS-----\n")[1].split("-----END SSH HOST KEY KEYS-----")[0]
         keys = block.strip().splitlines()
@@ -251,6 +263,17 @@ def test_floating_layout_reached_through_a_floating_ip_after_a_delay() -> None:
         assert (state["floating_ips_live"], state["floating_ips_peak"], state["floating_ips_deleted"]) == (0, 1, 1)
         assert probe(fip.floating_ip_address, PORT) == "refused"
         assert sim.listening() == set()
+
+
+def test_a_slow_floating_ip_create_holds_one_the_client_has_not_heard_of() -> None:
+    with start_simulator(providers=1, seed=5, network_layout="floating", floating_ip_answer_seconds=5) as sim:
+        conn = connect(sim)
+        external = conn.network.find_network("public", ignore_missing=False)
+        impatient = openstack.connect(**sim.connect_kwargs("p1", api_timeout=1))
+        with pytest.raises(ks_exc.ConnectionError):  # its client gives up (or dies) before the answer
+            impatient.network.create_ip(floating_network_id=external.id, description="oms:lost")
+        [made] = sim.floating_ips("p1")
+        assert made["description"] == "oms:lost"
 
 
 def test_floating_ip_quota_router_and_external_network_errors() -> None:
