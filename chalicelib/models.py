@@ -96,6 +96,8 @@ class Provider(Model):
     floating_network = UnicodeAttribute(null=True)
     # A security group we ensure (tcp/22 and the labels' SSH ports open) and give every server.
     ssh_security_group = UnicodeAttribute(null=True)
+    # Which family's address to SSH to when a server has both (addresses.FAMILIES).
+    address_family = UnicodeAttribute(default="ipv4")
     # What the last explicit check found wrong in the labels' settings for this account.
     setup_problems = ListAttribute(of=UnicodeAttribute, null=True)
     # Slots held by instances of ours (reserved with a conditional `in_use < cap`).

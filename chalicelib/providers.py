@@ -31,6 +31,7 @@ _PLAIN_FIELDS = (
     "floating_ip",
     "floating_network",
     "ssh_security_group",
+    "address_family",
     "labels",
 )
 

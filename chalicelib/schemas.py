@@ -96,6 +96,12 @@ PROVIDER_FIELDS: dict[str, Any] = {
         "description": "a security group to ensure (made if missing, with tcp/22 and each label's ssh_port "
         "open for IPv4 and IPv6) and give every server: clouds whose default group lets nothing in",
     },
+    "address_family": {
+        "type": "string",
+        "enum": list(addresses.FAMILIES),
+        "description": "the family of the address to SSH to (access_ip) when a server has both: ipv4 (default) "
+        "or ipv6 (clouds where IPv4 is scarce or extra)",
+    },
     "labels": {
         "type": "object",
         "maxProperties": 100,
@@ -112,6 +118,7 @@ PROVIDER_DEFAULTS = {
     "priority": 100,
     "enabled": True,
     "floating_ip": addresses.FLOATING_IP_NEVER,
+    "address_family": addresses.IPV4,
     "labels": {},
 }
 PASSWORD_FIELDS = ("username", "password")
@@ -407,6 +414,7 @@ def provider_view(provider: models.Provider, *, admin: bool) -> dict:
         "floating_ip": provider.floating_ip,
         "floating_network": provider.floating_network,
         "ssh_security_group": provider.ssh_security_group,
+        "address_family": provider.address_family,
         "problems": list(provider.setup_problems or []),
         "labels": provider.labels.as_dict() if hasattr(provider.labels, "as_dict") else dict(provider.labels),
         "health": {
@@ -453,7 +461,10 @@ INSTANCE = {
                 "ipv6": {"type": "array", "items": {"type": "string"}},
             },
         },
-        "access_ip": {**_str_or_null, "description": "the address to SSH to: floating first, then public, IPv4 first"},
+        "access_ip": {
+            **_str_or_null,
+            "description": "the address to SSH to: floating first, then public; its provider's address_family first",
+        },
         "host_keys": {
             "type": "array",
             "items": {"type": "string"},

@@ -55,7 +55,7 @@ def reconcile_building(
             if _mapping(provider, instance).get("ready") == reach.READY_SSH:
                 waiting_for_ssh.append((instance, server))
             else:
-                came_up = lifecycle.came_up(instance, server.addresses) or came_up
+                came_up = lifecycle.came_up(instance, server.addresses, family=provider.address_family) or came_up
             continue
         if server is None:
             error = cloud.CloudError(cloud.BUILD_FAILED, f"server {instance.server_id} vanished while building")
@@ -70,9 +70,10 @@ def reconcile_building(
             still_building.append(instance)
     for (instance, server), answer in zip(waiting_for_ssh, _ssh_checks(provider, waiting_for_ssh), strict=True):
         if answer is not None:
-            came_up = lifecycle.came_up(instance, server.addresses, answer) or came_up
+            came_up = lifecycle.came_up(instance, server.addresses, answer, family=provider.address_family) or came_up
         elif _booting_for(instance, now) > settings.boot_timeout_seconds:
-            where = f"{addresses.access_ip(server.addresses) or 'no address'}:{_ssh_port(provider, instance)}"
+            ip = addresses.access_ip(server.addresses, provider.address_family)
+            where = f"{ip or 'no address'}:{_ssh_port(provider, instance)}"
             error = cloud.CloudError(
                 cloud.UNREACHABLE,
                 f"ACTIVE, but no SSH banner from {where} within {settings.boot_timeout_seconds} s of its launch "
@@ -151,7 +152,7 @@ def _ssh_checks(provider: models.Provider, waiting: list[tuple]) -> list[list[st
 
     def check(item: tuple) -> list[str] | None:
         instance, server = item
-        ip = addresses.access_ip(server.addresses)
+        ip = addresses.access_ip(server.addresses, provider.address_family)
         if ip is None or reach.ssh_banner(ip, _ssh_port(provider, instance), SSH_CHECK_SECONDS) is None:
             return None
         try:

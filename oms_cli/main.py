@@ -60,6 +60,8 @@ def _shared_fields(args: argparse.Namespace) -> dict:
         fields["floating_network"] = args.floating_network
     if getattr(args, "ssh_security_group", None):
         fields["ssh_security_group"] = args.ssh_security_group
+    if getattr(args, "address_family", None):
+        fields["address_family"] = args.address_family
     return fields
 
 
@@ -318,6 +320,11 @@ def _provider_options(parser: argparse.ArgumentParser, *, shared_only: bool = Fa
         "--ssh-security-group",
         metavar="NAME",
         help="a security group to ensure (tcp/22 open, IPv4 and IPv6) and give every server",
+    )
+    parser.add_argument(
+        "--address-family",
+        choices=("ipv4", "ipv6"),
+        help="the family of the address to SSH to when a server has both (default ipv4)",
     )
     if shared_only:
         return

@@ -398,7 +398,7 @@ function editProvider(name) {
   form.elements.mode.value = "edit";
   for (const key of ["name", "auth_url", "region", "username", "project_name", "project_id", "user_domain_name",
     "project_domain_name", "application_credential_id", "max_instances", "priority", "floating_ip",
-    "floating_network", "ssh_security_group"]) {
+    "floating_network", "ssh_security_group", "address_family"]) {
     if (form.elements[key]) form.elements[key].value = p[key] === null || p[key] === undefined ? "" : p[key];
   }
   form.elements.enabled.checked = p.enabled;
@@ -423,6 +423,7 @@ function providerBody(form) {
     else if (editing) body[name] = null;
   }
   body.floating_ip = form.elements.floating_ip.value;
+  body.address_family = form.elements.address_family.value;
   const optional = ["region", "user_domain_name", "project_domain_name", "floating_network", "ssh_security_group"];
   optional.push(...(kind === "password" ? ["username", "project_name", "project_id"] : ["application_credential_id"]));
   for (const name of optional) {

@@ -186,3 +186,13 @@ def test_a_write_racing_a_delete_does_not_bring_the_provider_back(admin_api, pro
     assert admin_api.get(f"/providers/{provider['name']}").status_code == 404
     assert admin_api.patch(f"/providers/{provider['name']}", json={"priority": 1}).status_code == 404
     assert admin_api.post("/providers", json=provider_body(name=provider["name"])).status_code == 201
+
+
+def test_address_family_is_ipv4_unless_set_and_a_null_sets_it_back(admin_api, provider):
+    name = provider["name"]
+    assert provider["address_family"] == "ipv4"
+    assert admin_api.patch(f"/providers/{name}", json={"address_family": "ipv6"}).json()["address_family"] == "ipv6"
+    assert admin_api.get(f"/providers/{name}").json()["address_family"] == "ipv6"
+    assert admin_api.patch(f"/providers/{name}", json={"address_family": None}).json()["address_family"] == "ipv4"
+    refused = admin_api.patch(f"/providers/{name}", json={"address_family": "ipv5"})
+    assert refused.status_code == 400 and refused.json()["error"]["field"] == "address_family"
