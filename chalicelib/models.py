@@ -98,6 +98,8 @@ class Provider(Model):
     ssh_security_group = UnicodeAttribute(null=True)
     # Which family's address to SSH to when a server has both (addresses.FAMILIES).
     address_family = UnicodeAttribute(default="ipv4")
+    # How long a launch there may take to be ready; None: the deployment's OMS_BOOT_TIMEOUT_SECONDS.
+    boot_timeout_seconds = NumberAttribute(null=True)
     # What the last explicit check found wrong in the labels' settings for this account.
     setup_problems = ListAttribute(of=UnicodeAttribute, null=True)
     # Slots held by instances of ours (reserved with a conditional `in_use < cap`).

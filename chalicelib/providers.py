@@ -32,6 +32,7 @@ _PLAIN_FIELDS = (
     "floating_network",
     "ssh_security_group",
     "address_family",
+    "boot_timeout_seconds",
     "labels",
 )
 

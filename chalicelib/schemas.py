@@ -102,6 +102,13 @@ PROVIDER_FIELDS: dict[str, Any] = {
         "description": "the family of the address to SSH to (access_ip) when a server has both: ipv4 (default) "
         "or ipv6 (clouds where IPv4 is scarce or extra)",
     },
+    "boot_timeout_seconds": {
+        "type": "integer",
+        "minimum": 30,
+        "maximum": 7200,
+        "description": "how long an instance there may take from its launch to ready (ACTIVE, its floating IP "
+        "shown, sshd answering) before it is deleted and fails over; null: the deployment's default",
+    },
     "labels": {
         "type": "object",
         "maxProperties": 100,
@@ -360,6 +367,7 @@ PROVIDER = {
         "region": _str_or_null,
         "floating_network": _str_or_null,
         "ssh_security_group": _str_or_null,
+        "boot_timeout_seconds": nullable(PROVIDER_FIELDS["boot_timeout_seconds"]),
         "problems": {
             "type": "array",
             "items": {"type": "string"},
@@ -415,6 +423,7 @@ def provider_view(provider: models.Provider, *, admin: bool) -> dict:
         "floating_network": provider.floating_network,
         "ssh_security_group": provider.ssh_security_group,
         "address_family": provider.address_family,
+        "boot_timeout_seconds": None if provider.boot_timeout_seconds is None else int(provider.boot_timeout_seconds),
         "problems": list(provider.setup_problems or []),
         "labels": provider.labels.as_dict() if hasattr(provider.labels, "as_dict") else dict(provider.labels),
         "health": {

@@ -42,6 +42,7 @@ def reconcile_building(
     still_building: list[models.Instance] = []
     came_up = False
     now = timeutil.now()
+    timeout = boot_timeout(provider)
     waiting_for_ssh = []
     for instance in instances:
         server = servers.get(instance.server_id)
@@ -61,8 +62,8 @@ def reconcile_building(
             error = cloud.CloudError(cloud.BUILD_FAILED, f"server {instance.server_id} vanished while building")
         elif server.status == "ERROR":
             error = cloud.classify_fault(server.fault)
-        elif _booting_for(instance, now) > settings.boot_timeout_seconds:
-            error = cloud.CloudError(cloud.TIMEOUT, f"still {server.status} after {settings.boot_timeout_seconds} s")
+        elif _booting_for(instance, now) > timeout:
+            error = cloud.CloudError(cloud.TIMEOUT, f"still {server.status} after {timeout} s")
         else:
             still_building.append(instance)
             continue
@@ -71,12 +72,12 @@ def reconcile_building(
     for (instance, server), answer in zip(waiting_for_ssh, _ssh_checks(provider, waiting_for_ssh), strict=True):
         if answer is not None:
             came_up = lifecycle.came_up(instance, server.addresses, answer, family=provider.address_family) or came_up
-        elif _booting_for(instance, now) > settings.boot_timeout_seconds:
+        elif _booting_for(instance, now) > timeout:
             ip = addresses.access_ip(server.addresses, provider.address_family)
             where = f"{ip or 'no address'}:{_ssh_port(provider, instance)}"
             error = cloud.CloudError(
                 cloud.UNREACHABLE,
-                f"ACTIVE, but no SSH banner from {where} within {settings.boot_timeout_seconds} s of its launch "
+                f"ACTIVE, but no SSH banner from {where} within {timeout} s of its launch "
                 "(is tcp/22 open in its security groups, and is the address reachable?)",
             )
             if not _give_up(provider, instance, server, error):
@@ -98,11 +99,10 @@ def _floating_ip_step(provider: models.Provider, instance: models.Instance, serv
     if any(a.type == addresses.FLOATING for a in server.addresses):
         return SHOWN
     if instance.floating_ip_id is not None:
-        if _booting_for(instance, now) <= settings.boot_timeout_seconds:
+        timeout = boot_timeout(provider)
+        if _booting_for(instance, now) <= timeout:
             return WAITING  # attached: Neutron and Nova take a moment to show it
-        error = cloud.CloudError(
-            cloud.TIMEOUT, f"floating IP {instance.floating_ip_id} not shown after {settings.boot_timeout_seconds} s"
-        )
+        error = cloud.CloudError(cloud.TIMEOUT, f"floating IP {instance.floating_ip_id} not shown after {timeout} s")
         return FAILED if _give_up(provider, instance, server, error) else WAITING
     try:
         given = cloud.attach_floating_ip(provider, server.id, instance.id)
@@ -165,6 +165,13 @@ def _ssh_checks(provider: models.Provider, waiting: list[tuple]) -> list[list[st
         return []
     with ThreadPoolExecutor(max_workers=min(SSH_CHECKS_AT_ONCE, len(waiting))) as pool:
         return list(pool.map(telemetry.carry(check, "ssh_check"), waiting))
+
+
+def boot_timeout(provider: models.Provider) -> int:
+    """How long an instance there may take from its launch to ready: the provider's own boot
+    timeout (regions whose builds take many minutes, or clouds that boot in seconds), else the
+    deployment's (`OMS_BOOT_TIMEOUT_SECONDS`)."""
+    return int(provider.boot_timeout_seconds or settings.boot_timeout_seconds)
 
 
 def _booting_for(instance: models.Instance, now) -> float:

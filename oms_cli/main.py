@@ -62,6 +62,8 @@ def _shared_fields(args: argparse.Namespace) -> dict:
         fields["ssh_security_group"] = args.ssh_security_group
     if getattr(args, "address_family", None):
         fields["address_family"] = args.address_family
+    if getattr(args, "boot_timeout", None) is not None:
+        fields["boot_timeout_seconds"] = args.boot_timeout
     return fields
 
 
@@ -325,6 +327,12 @@ def _provider_options(parser: argparse.ArgumentParser, *, shared_only: bool = Fa
         "--address-family",
         choices=("ipv4", "ipv6"),
         help="the family of the address to SSH to when a server has both (default ipv4)",
+    )
+    parser.add_argument(
+        "--boot-timeout",
+        type=int,
+        metavar="SECONDS",
+        help="30..7200: how long an instance there may take to be ready (default: the deployment's)",
     )
     if shared_only:
         return

@@ -11,7 +11,15 @@ import openstack
 from chalicelib import reach, timeutil
 from chalicelib.settings import settings
 from sim.testing import start_simulator
-from tests.conftest import SIM_SSH_PORT, register_sim_provider, request_state, ssh_ready_label, unique, wait_for
+from tests.conftest import (
+    SIM_SSH_PORT,
+    first_attempt,
+    register_sim_provider,
+    request_state,
+    ssh_ready_label,
+    unique,
+    wait_for,
+)
 
 
 def test_ready_ssh_instances_are_active_only_once_sshd_answers_with_the_host_keys_it_printed(admin_api, user_api):
@@ -112,3 +120,21 @@ def test_a_provider_preferring_ipv6_is_reached_at_the_ipv6_address_of_servers_th
             assert reach.ssh_banner(v6, SIM_SSH_PORT, timeout=2)
         user_api.delete(f"/requests/{request['id']}")
         wait_for(lambda: request_state(user_api, request["id"])["state"] == "deleted", what="deleted")
+
+
+def test_a_providers_own_short_boot_timeout_fails_a_closed_port_over_as_unreachable(stack, admin_api, user_api):
+    with start_simulator(providers=1, boot_seconds=0.2, ssh_port=SIM_SSH_PORT) as sim:  # default group: closed
+        label = unique("lbl")
+        name = register_sim_provider(
+            admin_api, sim, "p1", label, labels=ssh_ready_label(label), boot_timeout_seconds=30
+        )["name"]
+        assert settings.boot_timeout_seconds > 31  # the deployment's would not have fired yet
+        request = user_api.post("/requests", json={"label": label, "count": 1}).json()
+        wait_for(lambda: [s["status"] for s in sim.servers("p1")] == ["ACTIVE"], what="its server ACTIVE")
+        timeutil.clock.advance(31)  # past the provider's own boot timeout
+
+        attempt = wait_for(lambda: first_attempt(user_api, request["id"]), what="a failover")
+        assert attempt["error"] == "unreachable" and "within 30 s" in attempt["message"], attempt
+        assert attempt["provider"] == name
+        user_api.delete(f"/requests/{request['id']}")
+        wait_for(lambda: not sim.servers("p1"), what="no server left")

@@ -78,6 +78,8 @@ def test_duplicate_name_is_409(admin_api, provider):
         ({"priority": 1001}, "priority"),
         ({"enabled": "yes"}, "enabled"),
         ({"interface": "private"}, "interface"),
+        ({"boot_timeout_seconds": 29}, "boot_timeout_seconds"),
+        ({"boot_timeout_seconds": 7201}, "boot_timeout_seconds"),
         ({"labels": {"ubuntu": {"image": "x"}}}, "labels.ubuntu.flavor"),
         ({"labels": {"ubuntu": {"image": "x", "flavor": "y", "disk": 1}}}, "labels.ubuntu.disk"),
         ({"labels": {"bad label": {"image": "x", "flavor": "y"}}}, "labels.bad label"),
@@ -196,3 +198,16 @@ def test_address_family_is_ipv4_unless_set_and_a_null_sets_it_back(admin_api, pr
     assert admin_api.patch(f"/providers/{name}", json={"address_family": None}).json()["address_family"] == "ipv4"
     refused = admin_api.patch(f"/providers/{name}", json={"address_family": "ipv5"})
     assert refused.status_code == 400 and refused.json()["error"]["field"] == "address_family"
+
+
+def test_a_boot_timeout_of_its_own_or_null_for_the_deployments(admin_api, provider):
+    name = provider["name"]
+    assert provider["boot_timeout_seconds"] is None
+    assert (
+        admin_api.patch(f"/providers/{name}", json={"boot_timeout_seconds": 120}).json()["boot_timeout_seconds"] == 120
+    )
+    assert models.Provider.get(name).boot_timeout_seconds == 120
+    assert (
+        admin_api.patch(f"/providers/{name}", json={"boot_timeout_seconds": None}).json()["boot_timeout_seconds"]
+        is None
+    )
