@@ -100,6 +100,8 @@ class Provider(Model):
     address_family = UnicodeAttribute(default="ipv4")
     # How long a launch there may take to be ready; None: the deployment's OMS_BOOT_TIMEOUT_SECONDS.
     boot_timeout_seconds = NumberAttribute(null=True)
+    # False for clouds that refuse MIME multipart user data (ConoHa): userdata.compose avoids it.
+    multipart_user_data = BooleanAttribute(default=True)
     # What the last explicit check found wrong in the labels' settings for this account.
     setup_problems = ListAttribute(of=UnicodeAttribute, null=True)
     # Slots held by instances of ours (reserved with a conditional `in_use < cap`).

@@ -33,6 +33,7 @@ _PLAIN_FIELDS = (
     "ssh_security_group",
     "address_family",
     "boot_timeout_seconds",
+    "multipart_user_data",
     "labels",
 )
 

@@ -109,6 +109,11 @@ PROVIDER_FIELDS: dict[str, Any] = {
         "description": "how long an instance there may take from its launch to ready (ACTIVE, its floating IP "
         "shown, sshd answering) before it is deleted and fails over; null: the deployment's default",
     },
+    "multipart_user_data": {
+        "type": "boolean",
+        "description": "false for clouds that refuse MIME multipart user data (ConoHa): a script and the SSH key "
+        "then go as one #cloud-config, and user data that needs MIME to go with a key fails over as config",
+    },
     "labels": {
         "type": "object",
         "maxProperties": 100,
@@ -126,6 +131,7 @@ PROVIDER_DEFAULTS = {
     "enabled": True,
     "floating_ip": addresses.FLOATING_IP_NEVER,
     "address_family": addresses.IPV4,
+    "multipart_user_data": True,
     "labels": {},
 }
 PASSWORD_FIELDS = ("username", "password")
@@ -424,6 +430,7 @@ def provider_view(provider: models.Provider, *, admin: bool) -> dict:
         "ssh_security_group": provider.ssh_security_group,
         "address_family": provider.address_family,
         "boot_timeout_seconds": None if provider.boot_timeout_seconds is None else int(provider.boot_timeout_seconds),
+        "multipart_user_data": provider.multipart_user_data,
         "problems": list(provider.setup_problems or []),
         "labels": provider.labels.as_dict() if hasattr(provider.labels, "as_dict") else dict(provider.labels),
         "health": {

@@ -64,6 +64,8 @@ def _shared_fields(args: argparse.Namespace) -> dict:
         fields["address_family"] = args.address_family
     if getattr(args, "boot_timeout", None) is not None:
         fields["boot_timeout_seconds"] = args.boot_timeout
+    if getattr(args, "multipart_user_data", None) is not None:
+        fields["multipart_user_data"] = args.multipart_user_data
     return fields
 
 
@@ -333,6 +335,11 @@ def _provider_options(parser: argparse.ArgumentParser, *, shared_only: bool = Fa
         type=int,
         metavar="SECONDS",
         help="30..7200: how long an instance there may take to be ready (default: the deployment's)",
+    )
+    parser.add_argument(
+        "--multipart-user-data",
+        action=argparse.BooleanOptionalAction,
+        help="--no-multipart-user-data for clouds that refuse MIME multipart user data (ConoHa)",
     )
     if shared_only:
         return

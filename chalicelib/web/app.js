@@ -402,6 +402,7 @@ function editProvider(name) {
     if (form.elements[key]) form.elements[key].value = p[key] === null || p[key] === undefined ? "" : p[key];
   }
   form.elements.enabled.checked = p.enabled;
+  form.elements.multipart_user_data.checked = p.multipart_user_data;
   form.elements.name.readOnly = true;
   setAuthType(form, p.auth_type);
   $("#label-rows").replaceChildren(...Object.entries(p.labels).map(([l, m]) => labelRow(l, m)), ...(Object.keys(p.labels).length ? [] : [labelRow()]));
@@ -424,6 +425,7 @@ function providerBody(form) {
   }
   body.floating_ip = form.elements.floating_ip.value;
   body.address_family = form.elements.address_family.value;
+  body.multipart_user_data = form.elements.multipart_user_data.checked;
   const optional = ["region", "user_domain_name", "project_domain_name", "floating_network", "ssh_security_group"];
   optional.push(...(kind === "password" ? ["username", "project_name", "project_id"] : ["application_credential_id"]));
   for (const name of optional) {
