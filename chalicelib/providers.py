@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
-from chalicelib import credentials, models, pages, schemas, timeutil
+from chalicelib import credentials, models, pages, reach, schemas, timeutil
 from chalicelib.errors import ApiError, not_found
 
 # Item attributes a client may write directly (secrets and the name are handled apart).
@@ -63,9 +63,17 @@ def _secret(fields: Mapping) -> dict[str, str]:
     return {"application_credential_secret": fields["application_credential_secret"]}
 
 
+def _written(labels: dict) -> dict:
+    """Label mappings as they are written: one that does not say when it is ready is ready once
+    its sshd answers (ACTIVE alone is not ready, REAL-CLOUDS.md). Labels stored before this was the
+    default have no `ready`, and keep behaving as `active` (the watcher reads them so)."""
+    return {label: {**mapping, "ready": mapping.get("ready", reach.READY_SSH)} for label, mapping in labels.items()}
+
+
 def create(body: dict) -> models.Provider:
     """Register a provider from a body that PROVIDER_CREATE accepted (credentials included)."""
     fields = {**schemas.PROVIDER_DEFAULTS, **{k: v for k, v in body.items() if v is not None}}
+    fields["labels"] = _written(fields["labels"])
     name = fields["name"]
     if models.Provider.count(name) > 0:
         raise ApiError("conflict", f"provider {name} already exists", "name")
@@ -92,6 +100,8 @@ def create(body: dict) -> models.Provider:
 def update(name: str, patch: dict) -> models.Provider:
     """Apply a partial change that PROVIDER_PATCH accepted. A null resets a field to its default (or clears it)."""
     provider = get(name)
+    if patch.get("labels"):
+        patch = {**patch, "labels": _written(patch["labels"])}
     current = {k: getattr(provider, k) for k in _PLAIN_FIELDS}
     current["labels"] = provider.labels.as_dict()
     # Switching auth type drops the other type's fields; the secret is re-entered with it.

@@ -49,7 +49,8 @@ LABEL_MAPPING = {
         "ready": {
             "type": "string",
             "enum": list(reach.READINESS),
-            "description": "ssh: ACTIVE once sshd answers on ssh_port (host keys read); active: once Nova says so",
+            "description": "ssh (what a label written without it gets): ACTIVE once sshd answers on ssh_port (host "
+            "keys read); active: once Nova says so (as labels stored before ssh was the default still do)",
         },
         "ssh_port": {"type": "integer", "minimum": 1, "maximum": 65535},
         "volume_size": {

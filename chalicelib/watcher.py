@@ -53,6 +53,7 @@ def reconcile_building(
                     if step == WAITING:  # given one now, or waiting for it to show in the addresses
                         still_building.append(instance)
                     continue
+            # A label stored before `ready: ssh` became the default has no `ready`: it is `active`.
             if _mapping(provider, instance).get("ready") == reach.READY_SSH:
                 waiting_for_ssh.append((instance, server))
             else:

@@ -38,12 +38,23 @@ def cmd_login(args: argparse.Namespace) -> int:
 # --- providers ---------------------------------------------------------------------------
 
 
+_LABEL_USAGE = "NAME=IMAGE,FLAVOR[,NETWORK][,ready=ssh|active][,ssh_port=PORT]"
+
+
 def _label(text: str) -> tuple[str, dict]:
     name, _, rest = text.partition("=")
-    parts = rest.split(",")
-    if not name or len(parts) not in (2, 3) or not all(parts):
-        raise CliError(f"--label {text!r}: use NAME=IMAGE,FLAVOR or NAME=IMAGE,FLAVOR,NETWORK", 2)
-    return name, dict(zip(("image", "flavor", "network"), parts, strict=False))
+    parts = [p for p in rest.split(",") if "=" not in p]
+    options = dict(p.split("=", 1) for p in rest.split(",") if "=" in p)
+    if not name or len(parts) not in (2, 3) or not all(parts) or set(options) - {"ready", "ssh_port"}:
+        raise CliError(f"--label {text!r}: use {_LABEL_USAGE}", 2)
+    mapping = dict(zip(("image", "flavor", "network"), parts, strict=False))
+    if "ready" in options:
+        mapping["ready"] = options["ready"]
+    if "ssh_port" in options:
+        if not options["ssh_port"].isdigit():
+            raise CliError(f"--label {text!r}: ssh_port must be a port number", 2)
+        mapping["ssh_port"] = int(options["ssh_port"])
+    return name, mapping
 
 
 def _shared_fields(args: argparse.Namespace) -> dict:
@@ -311,8 +322,9 @@ def _provider_options(parser: argparse.ArgumentParser, *, shared_only: bool = Fa
     parser.add_argument(
         "--label",
         action="append",
-        metavar="NAME=IMAGE,FLAVOR[,NETWORK]",
-        help="a label users can request and what it means there (repeat for more; replaces the labels)",
+        metavar=_LABEL_USAGE,
+        help="a label users can request and what it means there (repeat for more; replaces the labels); "
+        "ready=ssh (the default): ready once sshd answers on ssh_port (22), ready=active: once Nova says ACTIVE",
     )
     parser.add_argument(
         "--floating-ip",

@@ -14,7 +14,7 @@ import yaml
 from chalicelib import sweeper, timeutil, userdata
 from chalicelib.settings import settings
 from sim.testing import start_simulator
-from tests.conftest import register_sim_provider, request_state, unique, wait_for
+from tests.conftest import register_sim_provider, request_state, sim_label, unique, wait_for
 
 
 def test_one_instance_goes_active_with_addresses_and_is_torn_down(admin_api, user_api, sim):
@@ -122,7 +122,7 @@ def test_keystone_v2_and_application_credential_providers_launch(admin_api, user
             "application_credential_secret": "ac-secret-1",
             "max_instances": 1,
             "priority": 200,
-            "labels": {label: {"image": "ubuntu-22.04", "flavor": "m1.small", "network": "public"}},
+            "labels": {label: sim_label()},
         }
         assert admin_api.post("/providers", json=body).status_code == 201
         request = user_api.post("/requests", json={"label": label, "count": 2}).json()

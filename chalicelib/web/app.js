@@ -363,7 +363,8 @@ function labelRow(label = "", mapping = {}) {
   const field = (name, text, value) => h("div", {}, h("label", {}, text, h("input", { name: `l-${name}`, value: value || "" })));
   const ready = h("select", { name: "l-ready" },
     h("option", { value: "active" }, "when Nova says ACTIVE"), h("option", { value: "ssh" }, "when SSH answers"));
-  ready.value = mapping.ready || "active";
+  // A new label is ready once SSH answers; one stored before that default has no `ready` and is `active`.
+  ready.value = mapping.ready || (label ? "active" : "ssh");
   // Settings the form has no field for (security groups, SSH port) are kept as they were.
   return h("div", { class: "label-row", "data-mapping": JSON.stringify(mapping) },
     field("label", "Label", label), field("image", "Image", mapping.image), field("flavor", "Flavor", mapping.flavor),

@@ -38,3 +38,15 @@ def test_the_providers_address_family_chooses_the_access_ip_of_a_server_with_bot
     shown = admin_api.get(f"/instances/{instance.id}").json()
     assert (shown["state"], shown["access_ip"]) == ("ACTIVE", expected)
     assert shown["addresses"] == {"ipv4": ["51.68.1.20"], "ipv6": ["2001:41d0::1"]}
+
+
+def test_a_label_stored_before_ssh_became_the_default_has_no_ready_and_is_active_when_nova_says_so(admin_api, provider):
+    legacy = {"ubuntu-small": {"image": "ubuntu-22.04", "flavor": "m1.small", "network": "public"}}
+    models.Provider(provider["name"]).update(actions=[models.Provider.labels.set(legacy)])
+    assert admin_api.get(f"/providers/{provider['name']}").json()["labels"] == legacy  # shown as stored
+    instance = building_instance(admin_api, provider, "srv-legacy")
+    server = cloud.Server(instance.server_id, "ACTIVE", {}, BOTH_FAMILIES, None)
+
+    # No SSH check (nothing listens at these addresses): ACTIVE at once, as before.
+    assert watcher.reconcile_building(models.Provider.get(provider["name"]), [instance], {server.id: server}) == []
+    assert models.Instance.get(instance.id).state == models.ACTIVE

@@ -211,3 +211,15 @@ def test_a_boot_timeout_of_its_own_or_null_for_the_deployments(admin_api, provid
         admin_api.patch(f"/providers/{name}", json={"boot_timeout_seconds": None}).json()["boot_timeout_seconds"]
         is None
     )
+
+
+def test_a_label_written_without_ready_is_ready_once_ssh_answers_and_active_stays_active(admin_api):
+    new = {"image": "ubuntu-22.04", "flavor": "m1.small"}
+    created = admin_api.post("/providers", json=provider_body(labels={"a": new, "b": {**new, "ready": "active"}}))
+    assert created.status_code == 201, created.text
+    labels = created.json()["labels"]
+    assert (labels["a"], labels["b"]) == ({**new, "ready": "ssh"}, {**new, "ready": "active"})
+    name = created.json()["name"]
+    assert models.Provider.get(name).labels.as_dict()["a"]["ready"] == "ssh"  # stored, not only shown
+    patched = admin_api.patch(f"/providers/{name}", json={"labels": {"c": new}}).json()
+    assert patched["labels"] == {"c": {**new, "ready": "ssh"}}
