@@ -32,13 +32,20 @@ def building(provider_name: str) -> list[models.Instance]:
 
 
 def reconcile_building(
-    provider: models.Provider, instances: list[models.Instance], servers: dict[str, cloud.Server]
+    provider: models.Provider,
+    instances: list[models.Instance],
+    servers: dict[str, cloud.Server],
+    *,
+    leased: bool,
 ) -> list[models.Instance]:
     """Settle BUILDING instances against one server list taken *after* they were read (so every
     server of theirs existed when the list was made); returns those that still build.
 
     A server that is ACTIVE makes its instance ACTIVE, unless the label asks for `ready: ssh`: then
-    only once its sshd answers (`reach`), all such checks of a round in parallel."""
+    only once its sshd answers (`reach`), all such checks of a round in parallel. Only a caller
+    holding the provider's watcher lease (`leased`) gives servers floating IPs: two passes giving
+    one instance one each at once would take two, one over the quota when placement left exactly
+    as many as the instances (the sweeper starts a watcher wherever instances still build)."""
     still_building: list[models.Instance] = []
     came_up = False
     now = timeutil.now()
@@ -48,7 +55,7 @@ def reconcile_building(
         server = servers.get(instance.server_id)
         if server is not None and server.status == "ACTIVE":
             if provider.floating_ip == addresses.FLOATING_IP_AUTO:
-                step = _floating_ip_step(provider, instance, server, now)
+                step = _floating_ip_step(provider, instance, server, now, leased)
                 if step != SHOWN:
                     if step == WAITING:  # given one now, or waiting for it to show in the addresses
                         still_building.append(instance)
@@ -93,10 +100,12 @@ def reconcile_building(
 SHOWN, WAITING, FAILED = "shown", "waiting", "failed"
 
 
-def _floating_ip_step(provider: models.Provider, instance: models.Instance, server: cloud.Server, now) -> str:
+def _floating_ip_step(
+    provider: models.Provider, instance: models.Instance, server: cloud.Server, now, leased: bool
+) -> str:
     """SHOWN once the server's addresses show its floating IP; else give it one if it has none
-    (WAITING). A floating IP that cannot be had (quota, no external network) fails the instance
-    over (FAILED, or WAITING when its server could not be deleted yet)."""
+    and we hold the watcher lease (WAITING). A floating IP that cannot be had (quota, no external
+    network) fails the instance over (FAILED, or WAITING when its server could not be deleted yet)."""
     if any(a.type == addresses.FLOATING for a in server.addresses):
         return SHOWN
     if instance.floating_ip_id is not None:
@@ -105,6 +114,8 @@ def _floating_ip_step(provider: models.Provider, instance: models.Instance, serv
             return WAITING  # attached: Neutron and Nova take a moment to show it
         error = cloud.CloudError(cloud.TIMEOUT, f"floating IP {instance.floating_ip_id} not shown after {timeout} s")
         return FAILED if _give_up(provider, instance, server, error) else WAITING
+    if not leased:
+        return WAITING  # the watcher gives it one
     try:
         given = cloud.attach_floating_ip(provider, server.id, instance.id)
     except cloud.CloudError as error:
@@ -274,7 +285,7 @@ def _poll(provider_name: str, lease: list[str | None], deadline: float) -> None:
         except cloud.CloudError as error:
             log.warning("watcher %s: list failed: %s", provider_name, error.message)
         else:
-            instances = reconcile_building(provider, instances, servers)
+            instances = reconcile_building(provider, instances, servers, leased=True)
             before, others = others, {s.id: s.status for s in servers.values() if s.instance_id not in seen}
             finished = before is not None and any(
                 status != "BUILD" and before.get(server_id, "BUILD") == "BUILD" for server_id, status in others.items()

@@ -32,7 +32,9 @@ def test_the_providers_address_family_chooses_the_access_ip_of_a_server_with_bot
     instance = building_instance(admin_api, provider, "srv-" + family)
     server = cloud.Server(instance.server_id, "ACTIVE", {}, BOTH_FAMILIES, None)
 
-    still = watcher.reconcile_building(models.Provider.get(provider["name"]), [instance], {server.id: server})
+    still = watcher.reconcile_building(
+        models.Provider.get(provider["name"]), [instance], {server.id: server}, leased=True
+    )
 
     assert still == []
     shown = admin_api.get(f"/instances/{instance.id}").json()
@@ -48,5 +50,8 @@ def test_a_label_stored_before_ssh_became_the_default_has_no_ready_and_is_active
     server = cloud.Server(instance.server_id, "ACTIVE", {}, BOTH_FAMILIES, None)
 
     # No SSH check (nothing listens at these addresses): ACTIVE at once, as before.
-    assert watcher.reconcile_building(models.Provider.get(provider["name"]), [instance], {server.id: server}) == []
+    assert (
+        watcher.reconcile_building(models.Provider.get(provider["name"]), [instance], {server.id: server}, leased=True)
+        == []
+    )
     assert models.Instance.get(instance.id).state == models.ACTIVE
