@@ -57,8 +57,10 @@ class Scenario:
     def label(self) -> dict[str, Any]:
         """The label's mapping, the same on every provider."""
         mapping: dict[str, Any] = {"image": "ubuntu-22.04", "flavor": "m1.small", "network": "public"}
+        # Stated either way: a label written without `ready` waits for SSH.
+        mapping["ready"] = self.ready
         if self.ready == "ssh":
-            mapping.update(ready="ssh", ssh_port=SSH_PORT)
+            mapping["ssh_port"] = SSH_PORT
         return mapping
 
     @property

@@ -49,7 +49,8 @@ INSTANCE_PREFIX = "canary-"  # a canary's server carries oms_instance_id "canary
 
 
 def boot_timeout(provider: models.Provider) -> float:
-    return min(float(settings.boot_timeout_seconds), MAX_BOOT_SECONDS)
+    """The provider's boot timeout, within what one function invocation can wait."""
+    return min(float(provider.boot_timeout), MAX_BOOT_SECONDS)
 
 
 def _lease_seconds(provider: models.Provider) -> float:
@@ -371,7 +372,7 @@ def _floating_ip(work: _Run, server_id: str):
 def _wait_banner(work: _Run, server, port: int):
     from chalicelib import addresses, reach
 
-    ip = addresses.access_ip(server.addresses)
+    ip = addresses.access_ip(server.addresses, work.provider.address_family)
     if ip is None:
         raise faults.CloudError(faults.UNREACHABLE, "the server has no address to reach it at")
 

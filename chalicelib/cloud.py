@@ -44,6 +44,12 @@ class Limits:
     used_instances: int
 
 
+@dataclass(frozen=True)
+class Quota:
+    limit: int  # -1: unlimited
+    used: int
+
+
 _lock = threading.Lock()
 
 
@@ -189,6 +195,19 @@ def authenticate(provider: models.Provider) -> None:
     """Get a token (or prove the cached one): Keystone answers with the service catalog."""
     try:
         connection(provider).authorize()
+    except Exception as error:
+        raise classify(error) from error
+
+
+@_operation("floating_ip_quota")
+def floating_ip_quota(provider: models.Provider) -> Quota:
+    """The project's floating IP quota and how many it holds, whoever made them (Neutron's quota
+    details: Nova's `/limits` says nothing of network quotas since microversion 2.36). A Neutron
+    without usage details counts as unlimited."""
+    try:
+        conn = connection(provider)
+        details = conn.network.get_quota(conn.current_project_id, details=True).floating_ips or {}
+        return Quota(int(details.get("limit", -1)), int(details.get("used", 0)))
     except Exception as error:
         raise classify(error) from error
 

@@ -8,13 +8,16 @@ launch errors, which may concern one request, must come N in a row.
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from pynamodb.exceptions import UpdateError
 
-from chalicelib import cloud, models, placement, timeutil
+from chalicelib import addresses, cloud, models, placement, timeutil
 from chalicelib.models import DEGRADED, DOWN, HEALTHY
 from chalicelib.settings import settings
+
+log = logging.getLogger("oms.health")
 
 FAILURES_TO_OPEN = 3
 BUILD_FAILURES_TO_PROBATION = 3
@@ -130,20 +133,45 @@ def check_setup(provider: models.Provider) -> list[str]:
     return problems
 
 
+def _room(limit: int, used: int, ours: int) -> int | None:
+    """How many of a quota's items we may hold: the limit less what others hold (what is used
+    beyond our own); None when it is unlimited (-1)."""
+    if limit < 0:
+        return None
+    return max(0, limit - max(0, used - ours))
+
+
+def _floating_ip_quota(provider: models.Provider) -> cloud.Quota | None:
+    """With `floating_ip: auto` every instance there holds a floating IP too: the project's floating
+    IP quota. One that cannot be read leaves the instance quota alone (the check itself passed)."""
+    if provider.floating_ip != addresses.FLOATING_IP_AUTO:
+        return None
+    try:
+        return cloud.floating_ip_quota(provider)
+    except cloud.CloudError as error:
+        log.warning(
+            "%s: floating IP quota unread (%s): instances capped by their own quota", provider.name, error.message
+        )
+        return None
+
+
 def check(provider: models.Provider) -> models.Provider:
-    """Run a health check now and record its outcome on the provider item."""
+    """Run a health check now and record its outcome on the provider item: its quota is the room
+    the instance quota leaves us (servers that are not ours use it up too), and with `floating_ip:
+    auto` no more than the floating IPs the project still has for us."""
     try:
         limits = cloud.limits(provider)
     except cloud.CloudError as error:
         record_failure(provider, error, open_now=True)
         return provider
+    floating_ips = _floating_ip_quota(provider)
     provider.refresh(consistent_read=True)  # a fresh in_use: the check may have taken a while
-    if limits.max_instances < 0:
-        quota = None  # Nova's -1: unlimited
-    else:
-        # Servers that are not ours use up the account's quota too.
-        not_ours = max(0, limits.used_instances - int(provider.in_use))
-        quota = max(0, limits.max_instances - not_ours)
+    ours = int(provider.in_use)
+    rooms = [_room(limits.max_instances, limits.used_instances, ours)]
+    if floating_ips is not None:
+        rooms.append(_room(floating_ips.limit, floating_ips.used, ours))
+    known = [room for room in rooms if room is not None]
+    quota = min(known) if known else None
     provider.update(
         actions=[
             models.Provider.health_state.set(HEALTHY),

@@ -188,8 +188,15 @@ def _reserve_and_create(plan: dict[str, str], by_id, providers, requests) -> tup
                 label=instance.label,
                 metadata=cloud.server_metadata(instance.id, instance.request_id, instance.expires_at),
                 user_data=userdata.compose(
-                    request.ssh_public_key if request else None, request.user_data if request else None
+                    request.ssh_public_key if request else None,
+                    request.user_data if request else None,
+                    multipart=provider.multipart_user_data,
                 ),
+            )
+        except userdata.NeedsMultipart as error:
+            # This provider cannot take the request's user data at all: another one may.
+            return cloud.CloudError(
+                cloud.CONFIG, f"{error}, which {provider.name} refuses (multipart_user_data: false)"
             )
         except cloud.CloudError as error:
             return error

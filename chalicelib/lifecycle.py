@@ -172,8 +172,11 @@ def record_server(instance: Instance, server_id: str) -> bool:
     return _move(instance, BUILDING, expected=[LAUNCHING], actions=[Instance.server_id.set(server_id)])
 
 
-def came_up(instance: Instance, found: Iterable[addresses.Address], host_keys: Iterable[str] = ()) -> bool:
-    """BUILDING -> ACTIVE with the server's addresses, the one to reach it at, and its host keys."""
+def came_up(
+    instance: Instance, found: Iterable[addresses.Address], host_keys: Iterable[str] = (), *, family: str
+) -> bool:
+    """BUILDING -> ACTIVE with the server's addresses, the one to reach it at (of its provider's
+    `address_family` first), and its host keys."""
     found, host_keys = list(found), list(host_keys)
     fields = telemetry.about(instance, to=ACTIVE)
     actions = [
@@ -182,7 +185,7 @@ def came_up(instance: Instance, found: Iterable[addresses.Address], host_keys: I
         ),
         Instance.ips.set([IpAddress(**a.as_dict()) for a in found]),
     ]
-    reach = addresses.access_ip(found)
+    reach = addresses.access_ip(found, family)
     actions.append(Instance.access_ip.set(reach) if reach else Instance.access_ip.remove())
     actions.append(Instance.host_keys.set(host_keys) if host_keys else Instance.host_keys.remove())
     if not _move(instance, ACTIVE, expected=[BUILDING], actions=actions):

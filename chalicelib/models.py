@@ -96,6 +96,12 @@ class Provider(Model):
     floating_network = UnicodeAttribute(null=True)
     # A security group we ensure (tcp/22 and the labels' SSH ports open) and give every server.
     ssh_security_group = UnicodeAttribute(null=True)
+    # Which family's address to SSH to when a server has both (addresses.FAMILIES).
+    address_family = UnicodeAttribute(default="ipv4")
+    # How long a launch there may take to be ready; None: the deployment's OMS_BOOT_TIMEOUT_SECONDS.
+    boot_timeout_seconds = NumberAttribute(null=True)
+    # False for clouds that refuse MIME multipart user data (ConoHa): userdata.compose avoids it.
+    multipart_user_data = BooleanAttribute(default=True)
     # What the last explicit check found wrong in the labels' settings for this account.
     setup_problems = ListAttribute(of=UnicodeAttribute, null=True)
     # Slots held by instances of ours (reserved with a conditional `in_use < cap`).
@@ -160,6 +166,13 @@ class Provider(Model):
     def free(self) -> int:
         """Slots we may still take here, as read: the cap less what our instances hold."""
         return max(0, self.cap - int(self.in_use))
+
+    @property
+    def boot_timeout(self) -> int:
+        """How long an instance here may take from its launch to ready: the provider's own boot
+        timeout (regions whose builds take many minutes, or clouds that boot in seconds), else the
+        deployment's (`OMS_BOOT_TIMEOUT_SECONDS`)."""
+        return int(self.boot_timeout_seconds or settings.boot_timeout_seconds)
 
 
 class RequestsByOwner(GlobalSecondaryIndex):

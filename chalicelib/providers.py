@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
-from chalicelib import canary, credentials, models, pages, schemas, timeutil
+from chalicelib import canary, credentials, models, pages, reach, schemas, timeutil
 from chalicelib.errors import ApiError, invalid, not_found
 
 # Item attributes a client may write directly (secrets and the name are handled apart).
@@ -33,6 +33,9 @@ _PLAIN_FIELDS = (
     "ssh_security_group",
     "canary_label",
     "canary_every_hours",
+    "address_family",
+    "boot_timeout_seconds",
+    "multipart_user_data",
     "labels",
 )
 
@@ -73,9 +76,17 @@ def _check_canary_schedule(fields: Mapping) -> None:
         raise invalid(f"canary_label {label} is not one of the provider's labels", "canary_label")
 
 
+def _written(labels: dict) -> dict:
+    """Label mappings as they are written: one that does not say when it is ready is ready once
+    its sshd answers (ACTIVE alone is not ready, REAL-CLOUDS.md). Labels stored before this was the
+    default have no `ready`, and keep behaving as `active` (the watcher reads them so)."""
+    return {label: {**mapping, "ready": mapping.get("ready", reach.READY_SSH)} for label, mapping in labels.items()}
+
+
 def create(body: dict) -> models.Provider:
     """Register a provider from a body that PROVIDER_CREATE accepted (credentials included)."""
     fields = {**schemas.PROVIDER_DEFAULTS, **{k: v for k, v in body.items() if v is not None}}
+    fields["labels"] = _written(fields["labels"])
     _check_canary_schedule(fields)
     name = fields["name"]
     if models.Provider.count(name) > 0:
@@ -103,6 +114,8 @@ def create(body: dict) -> models.Provider:
 def update(name: str, patch: dict) -> models.Provider:
     """Apply a partial change that PROVIDER_PATCH accepted. A null resets a field to its default (or clears it)."""
     provider = get(name)
+    if patch.get("labels"):
+        patch = {**patch, "labels": _written(patch["labels"])}
     current = {k: getattr(provider, k) for k in _PLAIN_FIELDS}
     current["labels"] = provider.labels.as_dict()
     # Switching auth type drops the other type's fields; the secret is re-entered with it.

@@ -49,7 +49,8 @@ LABEL_MAPPING = {
         "ready": {
             "type": "string",
             "enum": list(reach.READINESS),
-            "description": "ssh: ACTIVE once sshd answers on ssh_port (host keys read); active: once Nova says so",
+            "description": "ssh (what a label written without it gets): ACTIVE once sshd answers on ssh_port (host "
+            "keys read); active: once Nova says so (as labels stored before ssh was the default still do)",
         },
         "ssh_port": {"type": "integer", "minimum": 1, "maximum": 65535},
         "volume_size": {
@@ -106,6 +107,24 @@ PROVIDER_FIELDS: dict[str, Any] = {
         "maximum": 720,
         "description": "boot a canary of canary_label this often while no instance of ours runs there (health)",
     },
+    "address_family": {
+        "type": "string",
+        "enum": list(addresses.FAMILIES),
+        "description": "the family of the address to SSH to (access_ip) when a server has both: ipv4 (default) "
+        "or ipv6 (clouds where IPv4 is scarce or extra)",
+    },
+    "boot_timeout_seconds": {
+        "type": "integer",
+        "minimum": 30,
+        "maximum": 7200,
+        "description": "how long an instance there may take from its launch to ready (ACTIVE, its floating IP "
+        "shown, sshd answering) before it is deleted and fails over; null: the deployment's default",
+    },
+    "multipart_user_data": {
+        "type": "boolean",
+        "description": "false for clouds that refuse MIME multipart user data (ConoHa): a script and the SSH key "
+        "then go as one #cloud-config, and user data that needs MIME to go with a key fails over as config",
+    },
     "labels": {
         "type": "object",
         "maxProperties": 100,
@@ -122,6 +141,8 @@ PROVIDER_DEFAULTS = {
     "priority": 100,
     "enabled": True,
     "floating_ip": addresses.FLOATING_IP_NEVER,
+    "address_family": addresses.IPV4,
+    "multipart_user_data": True,
     "labels": {},
 }
 PASSWORD_FIELDS = ("username", "password")
@@ -411,6 +432,7 @@ PROVIDER = {
         "canary_label": _str_or_null,
         "canary_every_hours": {"type": ["integer", "null"]},
         "canary": {**CANARY, "type": ["object", "null"], "description": "the last canary boot, or the one running"},
+        "boot_timeout_seconds": nullable(PROVIDER_FIELDS["boot_timeout_seconds"]),
         "problems": {
             "type": "array",
             "items": {"type": "string"},
@@ -465,6 +487,9 @@ def provider_view(provider: models.Provider, *, admin: bool) -> dict:
         "floating_ip": provider.floating_ip,
         "floating_network": provider.floating_network,
         "ssh_security_group": provider.ssh_security_group,
+        "address_family": provider.address_family,
+        "boot_timeout_seconds": None if provider.boot_timeout_seconds is None else int(provider.boot_timeout_seconds),
+        "multipart_user_data": provider.multipart_user_data,
         "problems": list(provider.setup_problems or []),
         "canary_label": provider.canary_label,
         "canary_every_hours": None if provider.canary_every_hours is None else int(provider.canary_every_hours),
@@ -514,7 +539,10 @@ INSTANCE = {
                 "ipv6": {"type": "array", "items": {"type": "string"}},
             },
         },
-        "access_ip": {**_str_or_null, "description": "the address to SSH to: floating first, then public, IPv4 first"},
+        "access_ip": {
+            **_str_or_null,
+            "description": "the address to SSH to: floating first, then public; its provider's address_family first",
+        },
         "host_keys": {
             "type": "array",
             "items": {"type": "string"},

@@ -132,7 +132,7 @@ def _reconcile(provider: models.Provider, part: ProviderPass) -> int:
         log.warning("sweep: cannot list servers of %s: %s", provider.name, error.message)
         return counted
     part.listed = True
-    part.still_building = len(watcher.reconcile_building(provider, held[models.BUILDING], servers))
+    part.still_building = len(watcher.reconcile_building(provider, held[models.BUILDING], servers, leased=False))
     for instance in held[models.ACTIVE]:
         if instance.server_id not in servers and _relaunch_vanished(instance, provider):
             part.vanished.append(instance.id)

@@ -32,37 +32,46 @@ def building(provider_name: str) -> list[models.Instance]:
 
 
 def reconcile_building(
-    provider: models.Provider, instances: list[models.Instance], servers: dict[str, cloud.Server]
+    provider: models.Provider,
+    instances: list[models.Instance],
+    servers: dict[str, cloud.Server],
+    *,
+    leased: bool,
 ) -> list[models.Instance]:
     """Settle BUILDING instances against one server list taken *after* they were read (so every
     server of theirs existed when the list was made); returns those that still build.
 
     A server that is ACTIVE makes its instance ACTIVE, unless the label asks for `ready: ssh`: then
-    only once its sshd answers (`reach`), all such checks of a round in parallel."""
+    only once its sshd answers (`reach`), all such checks of a round in parallel. Only a caller
+    holding the provider's watcher lease (`leased`) gives servers floating IPs: two passes giving
+    one instance one each at once would take two, one over the quota when placement left exactly
+    as many as the instances (the sweeper starts a watcher wherever instances still build)."""
     still_building: list[models.Instance] = []
     came_up = False
     now = timeutil.now()
+    timeout = provider.boot_timeout
     waiting_for_ssh = []
     for instance in instances:
         server = servers.get(instance.server_id)
         if server is not None and server.status == "ACTIVE":
             if provider.floating_ip == addresses.FLOATING_IP_AUTO:
-                step = _floating_ip_step(provider, instance, server, now)
+                step = _floating_ip_step(provider, instance, server, now, leased)
                 if step != SHOWN:
                     if step == WAITING:  # given one now, or waiting for it to show in the addresses
                         still_building.append(instance)
                     continue
+            # A label stored before `ready: ssh` became the default has no `ready`: it is `active`.
             if _mapping(provider, instance).get("ready") == reach.READY_SSH:
                 waiting_for_ssh.append((instance, server))
             else:
-                came_up = lifecycle.came_up(instance, server.addresses) or came_up
+                came_up = lifecycle.came_up(instance, server.addresses, family=provider.address_family) or came_up
             continue
         if server is None:
             error = cloud.CloudError(cloud.BUILD_FAILED, f"server {instance.server_id} vanished while building")
         elif server.status == "ERROR":
             error = cloud.classify_fault(server.fault)
-        elif _booting_for(instance, now) > settings.boot_timeout_seconds:
-            error = cloud.CloudError(cloud.TIMEOUT, f"still {server.status} after {settings.boot_timeout_seconds} s")
+        elif _booting_for(instance, now) > timeout:
+            error = cloud.CloudError(cloud.TIMEOUT, f"still {server.status} after {timeout} s")
         else:
             still_building.append(instance)
             continue
@@ -70,12 +79,13 @@ def reconcile_building(
             still_building.append(instance)
     for (instance, server), answer in zip(waiting_for_ssh, _ssh_checks(provider, waiting_for_ssh), strict=True):
         if answer is not None:
-            came_up = lifecycle.came_up(instance, server.addresses, answer) or came_up
-        elif _booting_for(instance, now) > settings.boot_timeout_seconds:
-            where = f"{addresses.access_ip(server.addresses) or 'no address'}:{_ssh_port(provider, instance)}"
+            came_up = lifecycle.came_up(instance, server.addresses, answer, family=provider.address_family) or came_up
+        elif _booting_for(instance, now) > timeout:
+            ip = addresses.access_ip(server.addresses, provider.address_family)
+            where = f"{ip or 'no address'}:{_ssh_port(provider, instance)}"
             error = cloud.CloudError(
                 cloud.UNREACHABLE,
-                f"ACTIVE, but no SSH banner from {where} within {settings.boot_timeout_seconds} s of its launch "
+                f"ACTIVE, but no SSH banner from {where} within {timeout} s of its launch "
                 "(is tcp/22 open in its security groups, and is the address reachable?)",
             )
             if not _give_up(provider, instance, server, error):
@@ -90,10 +100,12 @@ def reconcile_building(
 SHOWN, WAITING, FAILED = "shown", "waiting", "failed"
 
 
-def _floating_ip_step(provider: models.Provider, instance: models.Instance, server: cloud.Server, now) -> str:
+def _floating_ip_step(
+    provider: models.Provider, instance: models.Instance, server: cloud.Server, now, leased: bool
+) -> str:
     """SHOWN once the server's addresses show its floating IP; else give it one if it has none
-    (WAITING). A floating IP that cannot be had (quota, no external network) fails the instance
-    over (FAILED, or WAITING when its server could not be deleted yet).
+    and we hold the watcher lease (WAITING). A floating IP that cannot be had (quota, no external
+    network) fails the instance over (FAILED, or WAITING when its server could not be deleted yet).
 
     Shown with none recorded, it may be one a pass that died before recording it attached: it is
     recorded now, or the sweeper would free it as a leak while the instance is reached at it."""
@@ -102,12 +114,13 @@ def _floating_ip_step(provider: models.Provider, instance: models.Instance, serv
             return WAITING
         return SHOWN
     if instance.floating_ip_id is not None:
-        if _booting_for(instance, now) <= settings.boot_timeout_seconds:
+        timeout = provider.boot_timeout
+        if _booting_for(instance, now) <= timeout:
             return WAITING  # attached: Neutron and Nova take a moment to show it
-        error = cloud.CloudError(
-            cloud.TIMEOUT, f"floating IP {instance.floating_ip_id} not shown after {settings.boot_timeout_seconds} s"
-        )
+        error = cloud.CloudError(cloud.TIMEOUT, f"floating IP {instance.floating_ip_id} not shown after {timeout} s")
         return FAILED if _give_up(provider, instance, server, error) else WAITING
+    if not leased:
+        return WAITING  # the watcher gives it one
     try:
         given = cloud.attach_floating_ip(provider, server.id, instance.id)
     except cloud.CloudError as error:
@@ -170,7 +183,7 @@ def _ssh_checks(provider: models.Provider, waiting: list[tuple]) -> list[list[st
 
     def check(item: tuple) -> list[str] | None:
         instance, server = item
-        ip = addresses.access_ip(server.addresses)
+        ip = addresses.access_ip(server.addresses, provider.address_family)
         if ip is None or reach.ssh_banner(ip, _ssh_port(provider, instance), SSH_CHECK_SECONDS) is None:
             return None
         try:
@@ -284,7 +297,7 @@ def _poll(provider_name: str, lease: list[str | None], deadline: float) -> None:
         except cloud.CloudError as error:
             log.warning("watcher %s: list failed: %s", provider_name, error.message)
         else:
-            instances = reconcile_building(provider, instances, servers)
+            instances = reconcile_building(provider, instances, servers, leased=True)
             before, others = others, {s.id: s.status for s in servers.values() if s.instance_id not in seen}
             finished = before is not None and any(
                 status != "BUILD" and before.get(server_id, "BUILD") == "BUILD" for server_id, status in others.items()

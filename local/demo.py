@@ -2,7 +2,9 @@
 
 A newcomer can request instances at once, with no OpenStack account: providers demo-p1..demo-p3
 (simulated accounts p1..p3, quota 20 each, 2 s boot) all map label `ubuntu-small`; demo-p3 gives
-servers only private addresses, so its instances get floating IPs.
+servers only private addresses, so its instances get floating IPs. An instance is ready once its
+(simulated) sshd answers, on SSH_PORT: demo-p1 and demo-p2 let every port in, as OVH does;
+demo-p3's default security group lets nothing in, so the provider ensures one that lets SSH in.
 """
 
 from __future__ import annotations
@@ -18,13 +20,17 @@ LABEL = "ubuntu-small"
 # The last account is one of the clouds that give servers only private addresses: its instances
 # are reached through floating IPs, behind a security group made to let SSH in.
 PRIVATE_ONLY = "p3"
+# Where the simulated sshd listens (on each server's loopback address): 22 would need root.
+SSH_PORT = 2222
 
 
 def start_simulator(host: str, port: int, providers: int = 3) -> SimServer:
-    config = default_config(providers=providers, quota=20, boot_seconds=2.0, seed=1)
+    config = default_config(providers=providers, quota=20, boot_seconds=2.0, seed=1, settings={"ssh_port": SSH_PORT})
     for provider in config.providers:
         if provider.name == PRIVATE_ONLY:
             provider.network_layout = "floating"
+        else:
+            provider.settings.security_groups_open = True
     server = SimServer(config)
     server.start(host, port)
     return server
@@ -55,7 +61,15 @@ def register_providers(server: SimServer) -> list[str]:
                 "password": "secret",
                 "project_name": "demo",
                 "max_instances": 20,
-                "labels": {LABEL: {"image": "ubuntu-22.04", "flavor": "m1.small", "network": network}},
+                "labels": {
+                    LABEL: {
+                        "image": "ubuntu-22.04",
+                        "flavor": "m1.small",
+                        "network": network,
+                        "ready": "ssh",
+                        "ssh_port": SSH_PORT,
+                    }
+                },
                 **reach,
             }
         )

@@ -38,12 +38,23 @@ def cmd_login(args: argparse.Namespace) -> int:
 # --- providers ---------------------------------------------------------------------------
 
 
+_LABEL_USAGE = "NAME=IMAGE,FLAVOR[,NETWORK][,ready=ssh|active][,ssh_port=PORT]"
+
+
 def _label(text: str) -> tuple[str, dict]:
     name, _, rest = text.partition("=")
-    parts = rest.split(",")
-    if not name or len(parts) not in (2, 3) or not all(parts):
-        raise CliError(f"--label {text!r}: use NAME=IMAGE,FLAVOR or NAME=IMAGE,FLAVOR,NETWORK", 2)
-    return name, dict(zip(("image", "flavor", "network"), parts, strict=False))
+    parts = [p for p in rest.split(",") if "=" not in p]
+    options = dict(p.split("=", 1) for p in rest.split(",") if "=" in p)
+    if not name or len(parts) not in (2, 3) or not all(parts) or set(options) - {"ready", "ssh_port"}:
+        raise CliError(f"--label {text!r}: use {_LABEL_USAGE}", 2)
+    mapping = dict(zip(("image", "flavor", "network"), parts, strict=False))
+    if "ready" in options:
+        mapping["ready"] = options["ready"]
+    if "ssh_port" in options:
+        if not options["ssh_port"].isdigit():
+            raise CliError(f"--label {text!r}: ssh_port must be a port number", 2)
+        mapping["ssh_port"] = int(options["ssh_port"])
+    return name, mapping
 
 
 def _shared_fields(args: argparse.Namespace) -> dict:
@@ -64,6 +75,12 @@ def _shared_fields(args: argparse.Namespace) -> dict:
         fields["canary_label"] = args.canary_label
     if getattr(args, "canary_every_hours", None) is not None:
         fields["canary_every_hours"] = args.canary_every_hours
+    if getattr(args, "address_family", None):
+        fields["address_family"] = args.address_family
+    if getattr(args, "boot_timeout", None) is not None:
+        fields["boot_timeout_seconds"] = args.boot_timeout
+    if getattr(args, "multipart_user_data", None) is not None:
+        fields["multipart_user_data"] = args.multipart_user_data
     return fields
 
 
@@ -342,8 +359,9 @@ def _provider_options(parser: argparse.ArgumentParser, *, shared_only: bool = Fa
     parser.add_argument(
         "--label",
         action="append",
-        metavar="NAME=IMAGE,FLAVOR[,NETWORK]",
-        help="a label users can request and what it means there (repeat for more; replaces the labels)",
+        metavar=_LABEL_USAGE,
+        help="a label users can request and what it means there (repeat for more; replaces the labels); "
+        "ready=ssh (the default): ready once sshd answers on ssh_port (22), ready=active: once Nova says ACTIVE",
     )
     parser.add_argument(
         "--floating-ip",
@@ -364,6 +382,22 @@ def _provider_options(parser: argparse.ArgumentParser, *, shared_only: bool = Fa
         type=int,
         metavar="N",
         help="boot a canary every N hours while the provider is idle; its result counts on its health",
+    )
+    parser.add_argument(
+        "--address-family",
+        choices=("ipv4", "ipv6"),
+        help="the family of the address to SSH to when a server has both (default ipv4)",
+    )
+    parser.add_argument(
+        "--boot-timeout",
+        type=int,
+        metavar="SECONDS",
+        help="30..7200: how long an instance there may take to be ready (default: the deployment's)",
+    )
+    parser.add_argument(
+        "--multipart-user-data",
+        action=argparse.BooleanOptionalAction,
+        help="--no-multipart-user-data for clouds that refuse MIME multipart user data (ConoHa)",
     )
     if shared_only:
         return

@@ -460,11 +460,9 @@ def delete_security_group_rule(provider: Provider, req: Request, rule_id: str) -
     return _neutron(lambda: (provider.delete_rule(rule_id), Response(204))[1])
 
 
-@router.route("GET", "/v2.0/quotas/{}", "quota_get")
-def get_quota(provider: Provider, req: Request, project_id: str) -> Response:
-    limit = provider.settings.floating_ip_quota
-    quota = {
-        "floatingip": limit,
+def _quota_limits(provider: Provider) -> dict[str, int]:
+    return {
+        "floatingip": provider.settings.floating_ip_quota,
         "network": 100,
         "subnet": 100,
         "port": 500,
@@ -474,12 +472,37 @@ def get_quota(provider: Provider, req: Request, project_id: str) -> Response:
         "rbac_policy": 10,
         "subnetpool": -1,
     }
+
+
+@router.route("GET", "/v2.0/quotas/{}", "quota_get")
+def get_quota(provider: Provider, req: Request, project_id: str) -> Response:
+    return Response(200, {"quota": _quota_limits(provider)})
+
+
+@router.route("GET", "/v2.0/quotas/{}/details", "quota_get")
+def get_quota_details(provider: Provider, req: Request, project_id: str) -> Response:
+    """Each limit with its usage (the quota_details extension); floating IPs are the one resource
+    counted here (the project's, whoever made them), the rest show none used."""
+    with provider.lock:
+        used = {"floatingip": len(provider.floating_ips)}
+    quota = {
+        name: {"limit": limit, "used": used.get(name, 0), "reserved": 0}
+        for name, limit in _quota_limits(provider).items()
+    }
     return Response(200, {"quota": quota})
 
 
 @router.route("GET", "/v2.0/extensions", "extension_list")
 def extensions(provider: Provider, req: Request) -> Response:
-    names = ("external-net", "router", "security-group", "port-security", "standard-attr-tag", "quotas")
+    names = (
+        "external-net",
+        "router",
+        "security-group",
+        "port-security",
+        "standard-attr-tag",
+        "quotas",
+        "quota_details",
+    )
     items = [{"alias": n, "name": n, "description": "", "links": [], "updated": CREATED} for n in names]
     return Response(200, {"extensions": items})
 

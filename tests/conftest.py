@@ -222,6 +222,12 @@ def unique(prefix: str = "p") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+def sim_label(**extra) -> dict:
+    """A label mapping of the simulator's image and flavor that is ready once Nova says ACTIVE:
+    what tests that are not about readiness map (a label written without `ready` waits for SSH)."""
+    return {"image": "ubuntu-22.04", "flavor": "m1.small", "network": "public", "ready": "active", **extra}
+
+
 def provider_body(**overrides) -> dict:
     body = {
         "name": unique(),
@@ -231,7 +237,7 @@ def provider_body(**overrides) -> dict:
         "project_name": "demo",
         "max_instances": 20,
         # A label of its own, so that no other test's requests are launched there.
-        "labels": {unique("lbl"): {"image": "ubuntu-22.04", "flavor": "m1.small", "network": "public"}},
+        "labels": {unique("lbl"): sim_label()},
     }
     body.update(overrides)
     return body
@@ -260,9 +266,7 @@ def register_down(admin_api: Api, **overrides) -> dict:
 @pytest.fixture
 def provider(admin_api) -> dict:
     """A provider offering label `ubuntu-small`, down: requests for it wait in PENDING."""
-    return register_down(
-        admin_api, labels={"ubuntu-small": {"image": "ubuntu-22.04", "flavor": "m1.small", "network": "public"}}
-    )
+    return register_down(admin_api, labels={"ubuntu-small": sim_label()})
 
 
 @pytest.fixture
@@ -279,15 +283,7 @@ SIM_SSH_PORT = 2222  # the simulator's sshd stand-ins listen here in tests: 22 w
 
 def ssh_ready_label(label: str, network: str = "public") -> dict:
     """A label mapping on the simulator that is ready only once sshd answers on SIM_SSH_PORT."""
-    return {
-        label: {
-            "image": "ubuntu-22.04",
-            "flavor": "m1.small",
-            "network": network,
-            "ready": "ssh",
-            "ssh_port": SIM_SSH_PORT,
-        }
-    }
+    return {label: sim_label(network=network, ready="ssh", ssh_port=SIM_SSH_PORT)}
 
 
 def register_sim_provider(admin_api: Api, sim, sim_name: str, label: str, **overrides) -> dict:
@@ -301,7 +297,7 @@ def register_sim_provider(admin_api: Api, sim, sim_name: str, label: str, **over
         "password": credentials["password"],
         "project_name": credentials["project_name"],
         "max_instances": 20,
-        "labels": {label: {"image": "ubuntu-22.04", "flavor": "m1.small", "network": "public"}},
+        "labels": {label: sim_label()},
         **overrides,
     }
     response = admin_api.post("/providers", json=body)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sim.testing import start_simulator
-from tests.conftest import first_attempt, register_sim_provider, request_state, unique, wait_for
+from tests.conftest import first_attempt, register_sim_provider, request_state, sim_label, unique, wait_for
 
 ZERO_DISK = {
     "providers": [
@@ -17,7 +17,7 @@ ZERO_DISK = {
 
 
 def mapping(**extra) -> dict:
-    return {"image": "ubuntu-22.04", "flavor": "v1.small", "network": "public", **extra}
+    return sim_label(flavor="v1.small", **extra)
 
 
 def test_a_zero_disk_flavor_boots_with_a_volume_size_and_says_why_without_one(admin_api, user_api):

@@ -115,7 +115,7 @@ def test_import_three_clouds_request_30_and_wait_inventory_in_every_format_then_
     clouds = clouds_files(tmp_path, cli_sim)
     imported = oms(
         "providers", "import", "--clouds-yaml", str(clouds), "--prefix", prefix,
-        "--label", f"{label}=ubuntu-22.04,m1.small,public", "--max-instances", "20",
+        "--label", f"{label}=ubuntu-22.04,m1.small,public,ready=active", "--max-instances", "20",
     )  # fmt: skip
     assert imported.stdout.count("imported ") == 3, imported.stdout
     listed = json.loads(oms("providers", "list", "--json").stdout)
@@ -176,6 +176,25 @@ def test_an_env_file_is_imported_through_openstacksdk(oms, cli_sim, tmp_path, st
     oms("providers", "import", "--env-file", str(env_file), "--name", name, "--priority", "5")
     shown = json.loads(oms("providers", "show", name, "--json").stdout)
     assert (shown["username"], shown["region"], shown["priority"]) == (alpha["username"], "RegionOne", 5)
+    assert (shown["address_family"], shown["boot_timeout_seconds"], shown["multipart_user_data"]) == (
+        "ipv4",
+        None,
+        True,
+    )
+    oms(
+        "providers", "edit", name, "--address-family", "ipv6", "--boot-timeout", "900", "--no-multipart-user-data",
+        "--label", "small=ubuntu-22.04,m1.small,public,ssh_port=2222",
+    )  # fmt: skip
+    shown = json.loads(oms("providers", "show", name, "--json").stdout)
+    assert (shown["address_family"], shown["boot_timeout_seconds"], shown["multipart_user_data"]) == (
+        "ipv6",
+        900,
+        False,
+    )
+    assert shown["labels"]["small"] == {
+        "image": "ubuntu-22.04", "flavor": "m1.small", "network": "public", "ready": "ssh", "ssh_port": 2222
+    }  # fmt: skip
+    assert "--label" in oms("providers", "edit", name, "--label", "small=i,f,colour=blue", check=2).stderr
     assert "healthy" in oms("providers", "check", name).stdout
     assert "disabled" in oms("providers", "disable", name).stdout
     assert json.loads(oms("providers", "show", name, "--json").stdout)["enabled"] is False

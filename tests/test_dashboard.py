@@ -98,6 +98,8 @@ def test_add_a_provider_request_five_watch_them_come_up_and_delete_them(page, si
     form.get_by_label("Password", exact=True).fill(credentials["password"])
     form.get_by_label("Project name").fill(credentials["project_name"])
     row = form.locator(".label-row").first
+    assert row.get_by_label("Ready").input_value() == "ssh"  # a new label waits for SSH
+    row.get_by_label("Ready").select_option("active")  # this test is about launching, not readiness
     row.get_by_label("Label", exact=True).fill(label)
     row.get_by_label("Image").fill("ubuntu-22.04")
     row.get_by_label("Flavor").fill("m1.small")
@@ -221,7 +223,13 @@ def test_edit_switch_off_and_delete_a_provider_and_extend_a_request(page, admin_
     deletes = []
     page.on("request", lambda r: r.method == "DELETE" and "/providers/" in r.url and deletes.append(r.url))
     # Label settings the form has no field for must survive an edit made in it.
-    mapping = {"image": "ubuntu-22.04", "flavor": "m1.small", "security_groups": ["ssh"], "ssh_port": 2222}
+    mapping = {
+        "image": "ubuntu-22.04",
+        "flavor": "m1.small",
+        "security_groups": ["ssh"],
+        "ssh_port": 2222,
+        "ready": "active",
+    }
     assert admin_api.patch(f"/providers/{name}", json={"labels": {"ubuntu-small": mapping}}).status_code == 200
     sign_in(page, ADMIN_KEY)
     show(page, "providers")
@@ -231,11 +239,20 @@ def test_edit_switch_off_and_delete_a_provider_and_extend_a_request(page, admin_
     assert form.get_by_label("Name", exact=True).input_value() == name
     form.get_by_label("Priority (lower is used first)").fill("7")
     form.get_by_label("Floating IPs", exact=True).select_option("auto")
+    assert form.locator(".label-row").first.get_by_label("Ready").input_value() == "active"
     form.locator(".label-row").first.get_by_label("Ready").select_option("ssh")
+    form.get_by_label("Address to SSH to").select_option("ipv6")
+    form.get_by_label("Boot timeout in seconds (optional)").fill("900")
+    form.get_by_label("Takes MIME multipart user data (off for ConoHa)").uncheck()
     form.get_by_role("button", name="Save changes").click()
     row.locator("td:nth-child(5)", has_text="7").wait_for()
     saved = admin_api.get(f"/providers/{name}").json()
     assert saved["priority"] == 7 and saved["floating_ip"] == "auto"
+    assert (saved["address_family"], saved["boot_timeout_seconds"], saved["multipart_user_data"]) == (
+        "ipv6",
+        900,
+        False,
+    )
     assert saved["labels"]["ubuntu-small"] == {**mapping, "ready": "ssh"}
     assert models.Provider.get(name).secret_version == secret_version  # an empty password keeps the secret
 

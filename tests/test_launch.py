@@ -6,12 +6,15 @@ when a provider is in maintenance, out of quota or breaks builds; deleting tears
 
 from __future__ import annotations
 
+import base64
 from collections import Counter
 
-from chalicelib import sweeper, timeutil
+import yaml
+
+from chalicelib import sweeper, timeutil, userdata
 from chalicelib.settings import settings
 from sim.testing import start_simulator
-from tests.conftest import register_sim_provider, request_state, unique, wait_for
+from tests.conftest import register_sim_provider, request_state, sim_label, unique, wait_for
 
 
 def test_one_instance_goes_active_with_addresses_and_is_torn_down(admin_api, user_api, sim):
@@ -119,7 +122,7 @@ def test_keystone_v2_and_application_credential_providers_launch(admin_api, user
             "application_credential_secret": "ac-secret-1",
             "max_instances": 1,
             "priority": 200,
-            "labels": {label: {"image": "ubuntu-22.04", "flavor": "m1.small", "network": "public"}},
+            "labels": {label: sim_label()},
         }
         assert admin_api.post("/providers", json=body).status_code == 201
         request = user_api.post("/requests", json={"label": label, "count": 2}).json()
@@ -188,3 +191,40 @@ def test_a_provider_whose_builds_keep_failing_gets_only_probes_until_one_comes_u
     sim.control("p1", error_rate=0.0)
     assert {i["provider"] for i in ready(5)} == {broken}
     assert models.Provider.get(broken).build_failures == 0
+
+
+def test_a_provider_refusing_multipart_gets_a_script_and_key_as_one_cloud_config_and_no_include(
+    admin_api, user_api, sim
+):
+    sim.control("p1", user_data_formats="no_multipart")  # ConoHa-like: MIME multipart is refused
+    label = unique("lbl")
+    conoha = register_sim_provider(admin_api, sim, "p1", label, priority=10, multipart_user_data=False)
+    other = register_sim_provider(admin_api, sim, "p2", label)
+    assert (conoha["multipart_user_data"], other["multipart_user_data"]) == (False, True)
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl me@laptop"
+    script = "#!/bin/sh\necho hello > /tmp/hello\n"
+
+    body = {"label": label, "count": 1, "ssh_public_key": key, "user_data": script}
+    request = user_api.post("/requests", json=body).json()
+    done = wait_for(lambda: (r := request_state(user_api, request["id"]))["state"] == "ready" and r, what="ACTIVE")
+    [instance] = done["instances"]
+    assert instance["provider"] == conoha["name"] and instance["attempts"] == []
+    sent = base64.b64decode(sim.raw_server("p1", instance["server_id"])["user_data"]).decode()
+    assert sent.startswith("#cloud-config\n") and "MIME" not in sent
+    assert yaml.safe_load(sent) == {
+        "write_files": [{"path": userdata.USER_SCRIPT, "permissions": "0755", "content": script}],
+        "runcmd": [[userdata.USER_SCRIPT]],
+        "ssh_authorized_keys": [key],
+    }
+
+    # An #include goes with a key only as MIME: not on this provider, but on the other one.
+    included = {**body, "user_data": "#include\nhttps://example.org/cloud-config\n"}
+    moved = user_api.post("/requests", json=included).json()
+    done = wait_for(lambda: (r := request_state(user_api, moved["id"]))["state"] == "ready" and r, what="ACTIVE")
+    [instance] = done["instances"]
+    [attempt] = instance["attempts"]
+    assert (attempt["provider"], attempt["error"], instance["provider"]) == (conoha["name"], "config", other["name"])
+    assert "'#include'" in attempt["message"] and "multipart_user_data: false" in attempt["message"], attempt
+    for made in (request, moved):
+        user_api.delete(f"/requests/{made['id']}")
+    wait_for(lambda: request_state(user_api, moved["id"])["state"] == "deleted", what="deleted")

@@ -4,7 +4,7 @@ provider check says so and lists them; a launch there fails over as config, nami
 from __future__ import annotations
 
 from sim.testing import start_simulator
-from tests.conftest import first_attempt, register_sim_provider, request_state, unique, wait_for
+from tests.conftest import first_attempt, register_sim_provider, request_state, sim_label, unique, wait_for
 
 
 def test_a_label_with_no_network_where_there_are_several_is_reported_by_the_check_and_fails_as_config(
@@ -13,8 +13,8 @@ def test_a_label_with_no_network_where_there_are_several_is_reported_by_the_chec
     with start_simulator(providers=1, boot_seconds=0.2, network_layout="multi") as sim:
         unnamed, named = unique("lbl"), unique("lbl")
         labels = {
-            unnamed: {"image": "ubuntu-22.04", "flavor": "m1.small"},
-            named: {"image": "ubuntu-22.04", "flavor": "m1.small", "network": "public"},
+            unnamed: {"image": "ubuntu-22.04", "flavor": "m1.small", "ready": "active"},
+            named: sim_label(),
         }
         name = register_sim_provider(admin_api, sim, "p1", unnamed, labels=labels)["name"]
         checked = admin_api.post(f"/providers/{name}/check").json()

@@ -11,7 +11,15 @@ import openstack
 from chalicelib import reach, timeutil
 from chalicelib.settings import settings
 from sim.testing import start_simulator
-from tests.conftest import SIM_SSH_PORT, register_sim_provider, request_state, ssh_ready_label, unique, wait_for
+from tests.conftest import (
+    SIM_SSH_PORT,
+    first_attempt,
+    register_sim_provider,
+    request_state,
+    ssh_ready_label,
+    unique,
+    wait_for,
+)
 
 
 def test_ready_ssh_instances_are_active_only_once_sshd_answers_with_the_host_keys_it_printed(admin_api, user_api):
@@ -87,3 +95,46 @@ def test_an_ssh_security_group_is_made_once_and_opens_the_way_in(admin_api, user
         assert {("IPv4", 22), ("IPv6", 22), ("IPv4", SIM_SSH_PORT), ("IPv6", SIM_SSH_PORT)} <= opened
         user_api.delete(f"/requests/{request['id']}")
         wait_for(lambda: request_state(user_api, request["id"])["state"] == "deleted", what="deleted")
+
+
+def test_a_provider_preferring_ipv6_is_reached_at_the_ipv6_address_of_servers_that_have_both(admin_api, user_api):
+    with start_simulator(providers=1, boot_seconds=0.2, ssh_port=SIM_SSH_PORT) as sim:  # `public`: v4 and v6
+        label = unique("lbl")
+        register_sim_provider(
+            admin_api,
+            sim,
+            "p1",
+            label,
+            labels=ssh_ready_label(label),
+            ssh_security_group="oms-ssh",
+            address_family="ipv6",
+        )
+        request = user_api.post("/requests", json={"label": label, "count": 2}).json()
+        done = wait_for(
+            lambda: (r := request_state(user_api, request["id"]))["state"] == "ready" and r, timeout=120, what="ready"
+        )
+        for instance in done["instances"]:
+            [v4], [v6] = instance["addresses"]["ipv4"], instance["addresses"]["ipv6"]
+            assert instance["access_ip"] == v6 != v4, instance
+            # The sshd that answered before it was ACTIVE is the one behind its IPv6 face.
+            assert reach.ssh_banner(v6, SIM_SSH_PORT, timeout=2)
+        user_api.delete(f"/requests/{request['id']}")
+        wait_for(lambda: request_state(user_api, request["id"])["state"] == "deleted", what="deleted")
+
+
+def test_a_providers_own_short_boot_timeout_fails_a_closed_port_over_as_unreachable(stack, admin_api, user_api):
+    with start_simulator(providers=1, boot_seconds=0.2, ssh_port=SIM_SSH_PORT) as sim:  # default group: closed
+        label = unique("lbl")
+        name = register_sim_provider(
+            admin_api, sim, "p1", label, labels=ssh_ready_label(label), boot_timeout_seconds=30
+        )["name"]
+        assert settings.boot_timeout_seconds > 31  # the deployment's would not have fired yet
+        request = user_api.post("/requests", json={"label": label, "count": 1}).json()
+        wait_for(lambda: [s["status"] for s in sim.servers("p1")] == ["ACTIVE"], what="its server ACTIVE")
+        timeutil.clock.advance(31)  # past the provider's own boot timeout
+
+        attempt = wait_for(lambda: first_attempt(user_api, request["id"]), what="a failover")
+        assert attempt["error"] == "unreachable" and "within 30 s" in attempt["message"], attempt
+        assert attempt["provider"] == name
+        user_api.delete(f"/requests/{request['id']}")
+        wait_for(lambda: not sim.servers("p1"), what="no server left")

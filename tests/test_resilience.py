@@ -15,7 +15,7 @@ from chalice.app import DynamoDBEventConfig
 
 import app as app_module
 from local.stack import _registered
-from tests.conftest import free_port, register_sim_provider, request_state, unique, wait_for
+from tests.conftest import free_port, register_sim_provider, request_state, sim_label, unique, wait_for
 from tests.test_events import make_pump
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,7 +92,7 @@ def test_a_worker_killed_mid_batch_neither_leaks_nor_launches_twice(sim, tmp_pat
             "password": credentials["password"],
             "project_name": credentials["project_name"],
             "max_instances": 10,
-            "labels": {"small": {"image": "ubuntu-22.04", "flavor": "m1.small", "network": "public"}},
+            "labels": {"small": sim_label()},
         }
         assert requests.post(url + "providers", json=body, headers=auth, timeout=30).status_code == 201
         request = requests.post(url + "requests", json={"label": "small", "count": 6}, headers=auth, timeout=30).json()

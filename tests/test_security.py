@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 
 from chalicelib.settings import settings
-from tests.conftest import XRAY, dump_tables, register_sim_provider, request_state, unique, wait_for
+from tests.conftest import XRAY, dump_tables, register_sim_provider, request_state, sim_label, unique, wait_for
 
 
 def _listening_sockets() -> dict[int, str]:
@@ -123,7 +123,7 @@ def test_canary_credentials_appear_nowhere_but_in_secrets_manager(admin_api, use
 
     with start_simulator(config=config, seed=11) as canary_sim:
         label = unique("lbl")
-        mapping = {label: {"image": "ubuntu-22.04", "flavor": "m1.small", "network": "public"}}
+        mapping = {label: sim_label()}
         pw_name, ac_name = unique("cpw"), unique("cac")
         cpw, cac = (canary_sim.state(n)["credentials"] for n in ("cpw", "cac"))
         common = {"labels": mapping}

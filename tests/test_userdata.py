@@ -42,6 +42,40 @@ def test_a_script_with_a_key_is_multipart_and_each_part_keeps_its_type():
     assert parts[1] == ("text/x-shellscript", script)
 
 
+SCRIPT = "#!/bin/sh\necho hello > /tmp/hello\n"
+
+
+@pytest.mark.parametrize(
+    ("mine", "expected"),
+    [
+        (None, {"ssh_authorized_keys": [KEY]}),
+        ("#cloud-config\npackages: [htop]\n", {"packages": ["htop"], "ssh_authorized_keys": [KEY]}),
+        (
+            SCRIPT,
+            {
+                "write_files": [{"path": userdata.USER_SCRIPT, "permissions": "0755", "content": SCRIPT}],
+                "runcmd": [[userdata.USER_SCRIPT]],
+                "ssh_authorized_keys": [KEY],
+            },
+        ),
+    ],
+)
+def test_for_a_provider_refusing_multipart_a_key_and_a_script_are_one_cloud_config(mine, expected):
+    composed = userdata.compose(KEY, mine, multipart=False)
+    assert "MIME" not in composed and cloud_config(composed) == expected
+
+
+@pytest.mark.parametrize(
+    "mine",
+    ["#include\nhttps://example.org/x\n", "#include-once\nhttps://example.org/x\n", "#cloud-boothook\necho hi\n"],
+)
+def test_for_a_provider_refusing_multipart_a_part_that_needs_mime_with_a_key_is_refused_naming_it(mine):
+    first = mine.splitlines()[0]
+    with pytest.raises(userdata.NeedsMultipart, match=f"starting with '{first}'"):
+        userdata.compose(KEY, mine, multipart=False)
+    assert userdata.compose(None, mine, multipart=False) == mine  # without a key it goes as it is
+
+
 def test_without_a_key_the_users_part_is_sent_as_it_is():
     for mine in ("#!/bin/sh\ntrue\n", "#cloud-config\npackages: [htop]\n", "#include\nhttps://example.org/x\n"):
         assert userdata.compose(None, mine) == mine

@@ -407,7 +407,8 @@ function labelRow(label = "", mapping = {}) {
   const field = (name, text, value) => h("div", {}, h("label", {}, text, h("input", { name: `l-${name}`, value: value || "" })));
   const ready = h("select", { name: "l-ready" },
     h("option", { value: "active" }, "when Nova says ACTIVE"), h("option", { value: "ssh" }, "when SSH answers"));
-  ready.value = mapping.ready || "active";
+  // A new label is ready once SSH answers; one stored before that default has no `ready` and is `active`.
+  ready.value = mapping.ready || (label ? "active" : "ssh");
   // Settings the form has no field for (security groups, SSH port) are kept as they were.
   return h("div", { class: "label-row", "data-mapping": JSON.stringify(mapping) },
     field("label", "Label", label), field("image", "Image", mapping.image), field("flavor", "Flavor", mapping.flavor),
@@ -442,10 +443,11 @@ function editProvider(name) {
   form.elements.mode.value = "edit";
   for (const key of ["name", "auth_url", "region", "username", "project_name", "project_id", "user_domain_name",
     "project_domain_name", "application_credential_id", "max_instances", "priority", "floating_ip",
-    "floating_network", "ssh_security_group"]) {
+    "floating_network", "ssh_security_group", "address_family", "boot_timeout_seconds"]) {
     if (form.elements[key]) form.elements[key].value = p[key] === null || p[key] === undefined ? "" : p[key];
   }
   form.elements.enabled.checked = p.enabled;
+  form.elements.multipart_user_data.checked = p.multipart_user_data;
   form.elements.name.readOnly = true;
   setAuthType(form, p.auth_type);
   $("#label-rows").replaceChildren(...Object.entries(p.labels).map(([l, m]) => labelRow(l, m)), ...(Object.keys(p.labels).length ? [] : [labelRow()]));
@@ -461,12 +463,14 @@ function providerBody(form) {
   const value = (name) => form.elements[name].value.trim();
   const kind = $('input[name="auth_type"]:checked', form).value;
   const body = { name: value("name"), auth_url: value("auth_url"), enabled: form.elements.enabled.checked };
-  for (const name of ["max_instances", "priority"]) {
+  for (const name of ["max_instances", "priority", "boot_timeout_seconds"]) {
     // An empty number is the default (null in an edit), never Number("") = 0.
     if (value(name)) body[name] = Number(value(name));
     else if (editing) body[name] = null;
   }
   body.floating_ip = form.elements.floating_ip.value;
+  body.address_family = form.elements.address_family.value;
+  body.multipart_user_data = form.elements.multipart_user_data.checked;
   const optional = ["region", "user_domain_name", "project_domain_name", "floating_network", "ssh_security_group"];
   optional.push(...(kind === "password" ? ["username", "project_name", "project_id"] : ["application_credential_id"]));
   for (const name of optional) {

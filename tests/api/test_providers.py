@@ -78,6 +78,8 @@ def test_duplicate_name_is_409(admin_api, provider):
         ({"priority": 1001}, "priority"),
         ({"enabled": "yes"}, "enabled"),
         ({"interface": "private"}, "interface"),
+        ({"boot_timeout_seconds": 29}, "boot_timeout_seconds"),
+        ({"boot_timeout_seconds": 7201}, "boot_timeout_seconds"),
         ({"labels": {"ubuntu": {"image": "x"}}}, "labels.ubuntu.flavor"),
         ({"labels": {"ubuntu": {"image": "x", "flavor": "y", "disk": 1}}}, "labels.ubuntu.disk"),
         ({"labels": {"bad label": {"image": "x", "flavor": "y"}}}, "labels.bad label"),
@@ -186,3 +188,38 @@ def test_a_write_racing_a_delete_does_not_bring_the_provider_back(admin_api, pro
     assert admin_api.get(f"/providers/{provider['name']}").status_code == 404
     assert admin_api.patch(f"/providers/{provider['name']}", json={"priority": 1}).status_code == 404
     assert admin_api.post("/providers", json=provider_body(name=provider["name"])).status_code == 201
+
+
+def test_address_family_is_ipv4_unless_set_and_a_null_sets_it_back(admin_api, provider):
+    name = provider["name"]
+    assert provider["address_family"] == "ipv4"
+    assert admin_api.patch(f"/providers/{name}", json={"address_family": "ipv6"}).json()["address_family"] == "ipv6"
+    assert admin_api.get(f"/providers/{name}").json()["address_family"] == "ipv6"
+    assert admin_api.patch(f"/providers/{name}", json={"address_family": None}).json()["address_family"] == "ipv4"
+    refused = admin_api.patch(f"/providers/{name}", json={"address_family": "ipv5"})
+    assert refused.status_code == 400 and refused.json()["error"]["field"] == "address_family"
+
+
+def test_a_boot_timeout_of_its_own_or_null_for_the_deployments(admin_api, provider):
+    name = provider["name"]
+    assert provider["boot_timeout_seconds"] is None
+    assert (
+        admin_api.patch(f"/providers/{name}", json={"boot_timeout_seconds": 120}).json()["boot_timeout_seconds"] == 120
+    )
+    assert models.Provider.get(name).boot_timeout_seconds == 120
+    assert (
+        admin_api.patch(f"/providers/{name}", json={"boot_timeout_seconds": None}).json()["boot_timeout_seconds"]
+        is None
+    )
+
+
+def test_a_label_written_without_ready_is_ready_once_ssh_answers_and_active_stays_active(admin_api):
+    new = {"image": "ubuntu-22.04", "flavor": "m1.small"}
+    created = admin_api.post("/providers", json=provider_body(labels={"a": new, "b": {**new, "ready": "active"}}))
+    assert created.status_code == 201, created.text
+    labels = created.json()["labels"]
+    assert (labels["a"], labels["b"]) == ({**new, "ready": "ssh"}, {**new, "ready": "active"})
+    name = created.json()["name"]
+    assert models.Provider.get(name).labels.as_dict()["a"]["ready"] == "ssh"  # stored, not only shown
+    patched = admin_api.patch(f"/providers/{name}", json={"labels": {"c": new}}).json()
+    assert patched["labels"] == {"c": {**new, "ready": "ssh"}}
