@@ -67,7 +67,7 @@ def dashboard_asset(call: Call, name: str) -> Response:
     body=schemas.PROVIDER_CREATE,
     status=201,
     answer=schemas.PROVIDER,
-    errors=(409,),
+    errors=(409, 422),
 )
 def create_provider(call: Call) -> dict:
     return schemas.provider_view(providers.create(call.body), admin=True)

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
 from chalicelib import canary, credentials, models, pages, reach, schemas, timeutil
-from chalicelib.errors import ApiError, invalid, not_found
+from chalicelib.errors import ApiError, not_found
 
 # Item attributes a client may write directly (secrets and the name are handled apart).
 _PLAIN_FIELDS = (
@@ -66,14 +66,15 @@ def _secret(fields: Mapping) -> dict[str, str]:
 
 
 def _check_canary_schedule(fields: Mapping) -> None:
-    """A scheduled canary needs both its label (one the provider maps) and its interval."""
+    """A scheduled canary needs both its label (one the provider maps) and its interval: a body
+    the schema takes that asks for less is 422, naming the field."""
     label, every = fields.get("canary_label"), fields.get("canary_every_hours")
     if label is None and every is not None:
-        raise invalid("canary_label is required with canary_every_hours", "canary_label")
+        raise ApiError("unprocessable", "canary_label is required with canary_every_hours", "canary_label")
     if every is None and label is not None:
-        raise invalid("canary_every_hours is required with canary_label", "canary_every_hours")
+        raise ApiError("unprocessable", "canary_every_hours is required with canary_label", "canary_every_hours")
     if label is not None and label not in (fields.get("labels") or {}):
-        raise invalid(f"canary_label {label} is not one of the provider's labels", "canary_label")
+        raise ApiError("unprocessable", f"canary_label {label} is not one of the provider's labels", "canary_label")
 
 
 def _written(labels: dict) -> dict:

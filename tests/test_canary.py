@@ -170,7 +170,7 @@ def test_an_idle_provider_gets_a_scheduled_canary_every_n_hours(stack, admin_api
         bad = admin_api.post(
             "/providers", json={**provider_fields(sim, label), "canary_label": "other", "canary_every_hours": 6}
         )
-        assert bad.status_code == 400 and bad.json()["error"]["field"] == "canary_label"
+        assert bad.status_code == 422 and bad.json()["error"]["field"] == "canary_label"
         name = register_sim_provider(
             admin_api, sim, "p1", label, labels=ssh_ready_label(label), canary_label=label, canary_every_hours=6
         )["name"]

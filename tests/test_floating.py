@@ -105,7 +105,7 @@ def _crash_during_floating_ip_create(sim, tmp_path, count: int, before_kill=None
             "password": credentials["password"],
             "project_name": credentials["project_name"],
             "floating_ip": "auto",
-            "labels": {"small": {"image": "ubuntu-22.04", "flavor": "m1.small", "network": "private"}},
+            "labels": ssh_ready_label("small", "private"),
         }
         assert requests.post(url + "providers", json=body, headers=AUTH, timeout=30).status_code == 201
         request = requests.post(url + "requests", json={"label": "small", "count": count}, headers=AUTH, timeout=30)
