@@ -433,7 +433,8 @@ def _give_slot_back(work: _Run) -> None:
 
 
 def _finish(work: _Run) -> dict | None:
-    """Write the result, give the lease back, and let it count on the provider's health."""
+    """Let the result count on the provider's health, then write it and give the lease back (in
+    that order: whoever sees the canary ended sees its health counted)."""
     from chalicelib import health
 
     record, provider = work.record, work.provider
@@ -444,8 +445,13 @@ def _finish(work: _Run) -> dict | None:
         finished_at=timeutil.iso(now),
         seconds=round((now - timeutil.parse(record["started_at"])).total_seconds(), 3),
     )
-    if failed:
+    if failed is None:
+        health.record_launch_ok(provider)
+        health.record_build_ok(provider)
+    else:
         record.update(failed_step=failed["step"], error=f"{failed['step']}: {failed['detail']}")
+        if failed["step"] not in ("slot", "delete") and work.failure is not None:
+            health.record_outcome(provider, work.failure)
     item = models.Provider
     try:
         provider.update(
@@ -457,9 +463,4 @@ def _finish(work: _Run) -> dict | None:
             raise
         return None  # ended by the sweeper meanwhile
     log.info("canary %s on %s: %s", record["id"], provider.name, record.get("error") or "passed")
-    if failed is None:
-        health.record_launch_ok(provider)
-        health.record_build_ok(provider)
-    elif failed["step"] not in ("slot", "delete") and work.failure is not None:
-        health.record_outcome(provider, work.failure)
     return record
