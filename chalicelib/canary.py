@@ -265,7 +265,7 @@ def _boot(work: _Run) -> None:
     provider, label = work.provider, work.record["label"]
     mapping = provider.labels.as_dict().get(label) or {}
     work.step("slot", lambda: _take_slot(work))
-    work.step("auth", lambda: (cloud.authenticate(provider) or "token issued", None))
+    work.step("auth", lambda: (cloud.authenticate(provider) or "a Keystone token", None))
     resolved = work.step("resolve", lambda: _resolve(provider, label, mapping))
 
     def create():
