@@ -20,6 +20,10 @@ from typing import Any
 from chalicelib.settings import Settings
 
 log = logging.getLogger("oms.local")
+# The stack's own machinery (the stream pump, the scheduler, checkpoints) calls DynamoDB outside
+# any invocation, so with tracing on aws-xray-sdk warns of a missing segment on every such call.
+# Lambda has no such callers: there the warning would mean something, here it is noise.
+logging.getLogger("aws_xray_sdk.core.recorder").setLevel(logging.ERROR)
 ROOT = Path(__file__).resolve().parent.parent
 
 
