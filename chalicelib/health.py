@@ -22,7 +22,8 @@ log = logging.getLogger("oms.health")
 FAILURES_TO_OPEN = 3
 BUILD_FAILURES_TO_PROBATION = 3
 MAX_COOLDOWN_SECONDS = 600
-# Error classes that say something about the provider as a whole (others concern one server).
+# Error classes that say something about the provider as a whole (others concern one server;
+# a rate limit concerns how often we ask).
 PROVIDER_FAULTS = (cloud.AUTH, cloud.UNAVAILABLE, cloud.TIMEOUT)
 
 
@@ -92,6 +93,10 @@ def record_build_ok(provider: models.Provider) -> None:
 
 
 def record_outcome(provider: models.Provider, error: cloud.CloudError) -> None:
+    """What a launch's error means for the provider. A rate limit means nothing for its health or
+    quota: it works, we asked too often (the rate governor reacts to it)."""
+    if error.error_class == cloud.RATE_LIMITED:
+        return
     if error.error_class in PROVIDER_FAULTS:
         record_failure(provider, error)
     else:
