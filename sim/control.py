@@ -116,6 +116,12 @@ def add_servers(providers: Mapping[str, Provider], req: Request, name: str) -> R
     return Response(201, {"servers": [s.snapshot() for s in created]})
 
 
+@router.route("POST", "/providers/{}/revoke-tokens", "control")
+def revoke_tokens(providers: Mapping[str, Provider], req: Request, name: str) -> Response:
+    """Every token issued so far stops working (as if they expired); the credentials still log in."""
+    return Response(200, {"revoked": providers[name].revoke_tokens()})
+
+
 @router.route("DELETE", "/providers/{}/servers", "control")
 def delete_all_servers(providers: Mapping[str, Provider], req: Request, name: str) -> Response:
     provider = providers[name]

@@ -364,6 +364,14 @@ class Provider:
         with self.lock:
             return self.tokens.pop(token_id, None) is not None
 
+    def revoke_tokens(self) -> int:
+        """Forget every token issued so far, the credentials staying valid: what a client holding
+        one meets when it expires mid-work (ConoHa's last 24 h). Returns how many were revoked."""
+        with self.lock:
+            revoked = len(self.tokens)
+            self.tokens.clear()
+            return revoked
+
     # -- servers ------------------------------------------------------------
     def _open_face(self, family: int, server_id: str | None, fip_id: str | None, address: str | None = None) -> Face:
         port = self.settings.ssh_port

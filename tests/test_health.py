@@ -47,3 +47,23 @@ def test_a_provider_whose_creates_all_fail_is_degraded_across_sweeps_until_a_lau
     for made in (failed, ok):
         user_api.delete(f"/requests/{made['id']}")
     wait_for(lambda: request_state(user_api, ok["id"])["state"] == "deleted", what="deleted")
+
+
+def test_tokens_revoked_mid_work_are_replaced_and_the_provider_stays_healthy(admin_api, user_api, sim):
+    label = unique("lbl")
+    name = register_sim_provider(admin_api, sim, "p2", label)["name"]
+    first = user_api.post("/requests", json={"label": label, "count": 1}).json()
+    wait_for(lambda: request_state(user_api, first["id"])["state"] == "ready", what="first ready")
+    before = health(admin_api, name)
+    tokens = sim.state("p2")["tokens_issued"]
+    assert sim.revoke_tokens("p2") >= 1  # as if they expired (ConoHa's last 24 h); the password still works
+
+    second = user_api.post("/requests", json={"label": label, "count": 1}).json()
+    wait_for(lambda: request_state(user_api, second["id"])["state"] == "ready", what="launched with a new token")
+    after = health(admin_api, name)
+    assert (after["state"], after["consecutive_failures"], after["last_error"]) == ("healthy", 0, before["last_error"])
+    state = sim.state("p2")
+    assert state["tokens_issued"] > tokens and state["errors"].get("401"), "the old token was refused, a new one made"
+    for made in (first, second):
+        user_api.delete(f"/requests/{made['id']}")
+    wait_for(lambda: request_state(user_api, second["id"])["state"] == "deleted", what="deleted")
