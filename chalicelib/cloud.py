@@ -411,6 +411,12 @@ class Server:
     metadata: dict
     addresses: tuple[Address, ...]
     fault: str | None
+    task_state: str | None = None  # Nova's OS-EXT-STS:task_state
+
+    @property
+    def deleting(self) -> bool:
+        """A delete is under way (it can take long, and the server counts on quota meanwhile)."""
+        return self.task_state == "deleting"
 
     @property
     def instance_id(self) -> str | None:
@@ -579,6 +585,7 @@ def _server(raw: dict) -> Server:
         dict(raw.get("metadata") or {}),
         addresses.typed(raw.get("addresses")),
         fault.get("message") if isinstance(fault, dict) else None,
+        raw.get("OS-EXT-STS:task_state"),
     )
 
 

@@ -224,7 +224,8 @@ def _delete_leaks(
     """Delete leaked servers and release leaked floating IPs seen in two consecutive passes."""
     leaked = _leaked(servers, owners) | _leaked_floating_ips(list(floating_ips), owners)
     previous = set(provider.leak_suspects or ())
-    for key in leaked & previous:
+    going = {s.id for s in servers if s.deleting}  # being deleted already: waited for, not deleted again
+    for key in (leaked & previous) - going:
         kind, what = ("floating IP", key[len(_FIP) :]) if key.startswith(_FIP) else ("server", key)
         try:
             if kind == "server":
