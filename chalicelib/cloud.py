@@ -8,10 +8,12 @@ to the error classes of DESIGN.md, which is all the rest of the code ever sees o
 from __future__ import annotations
 
 import base64
+import email.utils
 import functools
 import json
 import threading
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import openstack
@@ -29,6 +31,7 @@ from chalicelib.faults import (  # noqa: F401 - re-exported as the adapter's voc
     CAPACITY,
     CONFIG,
     QUOTA,
+    RATE_LIMITED,
     TIMEOUT,
     UNAVAILABLE,
     UNKNOWN,
@@ -78,8 +81,7 @@ def _auth_args(provider: models.Provider, secret: dict[str, str]) -> tuple[str, 
     return "password", {k: v for k, v in args.items() if v is not None}
 
 
-@functools.lru_cache(maxsize=256)
-def _connection(name: str, secret_version: str, settings_key: tuple) -> openstack.connection.Connection:
+def _connect(name: str, secret_version: str) -> openstack.connection.Connection:
     provider = models.Provider.get(name)
     # The version this connection is cached under, not whatever the item says by now.
     secret = credentials.load(name, secret_version)
@@ -99,9 +101,15 @@ def _connection(name: str, secret_version: str, settings_key: tuple) -> openstac
     )
 
 
-def connection(provider: models.Provider) -> openstack.connection.Connection:
-    # Keyed by everything a connection depends on, so a PATCH (rotation included) gets a new one.
-    key = (
+_connections: dict[tuple, openstack.connection.Connection] = {}
+MAX_CONNECTIONS = 256
+
+
+def _key(provider: models.Provider) -> tuple:
+    # Everything a connection depends on, so a PATCH (rotation included) gets a new one.
+    return (
+        provider.name,
+        provider.secret_version,
         provider.auth_url,
         provider.region,
         provider.interface,
@@ -114,66 +122,232 @@ def connection(provider: models.Provider) -> openstack.connection.Connection:
         provider.user_domain_name,
         provider.project_domain_name,
     )
+
+
+def connection(provider: models.Provider) -> openstack.connection.Connection:
+    key = _key(provider)
     with _lock:
-        return _connection(provider.name, provider.secret_version, key)
+        if key not in _connections:
+            if len(_connections) >= MAX_CONNECTIONS:
+                _connections.pop(next(iter(_connections)))  # the oldest
+            _connections[key] = _connect(provider.name, provider.secret_version)
+        return _connections[key]
 
 
-# What services say, in their own words (REAL-CLOUDS.md), when the answer's status alone misleads.
-# A quota reached through Nova on ports: 403 without the word "quota".
-_QUOTA_WORDS = ("maximum number of ports exceeded",)
-# Nova's faults for no room anywhere (its scheduler's, and its retry limit's).
-_CAPACITY_WORDS = ("no valid host", "exhausted all hosts available")
-# The label's settings do not fit this cloud (409s and 403s included): fix them, never "unknown".
-_CONFIG_WORDS = (
-    "more than one possible network",
-    "multiple possible networks found",
-    "unable to automatically allocate a network",
-    "only volume-backed servers are allowed",
-    "is not reachable from subnet",
+def _forget(provider: models.Provider) -> None:
+    """Drop the provider's cached connection (and its token)."""
+    with _lock:
+        _connections.pop(_key(provider), None)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One row of what a service's answer means: the exception kinds or HTTP statuses it applies
+    to (none: any), phrases of which one must be in the service's message (none: any; "a ... b"
+    is `a`, then later `b`), or a header the answer must carry; `said` is the source's words
+    (REAL-CLOUDS.md unless named), so each row can be checked against what real clouds send."""
+
+    error_class: str
+    said: str
+    kinds: tuple[type, ...] = ()
+    statuses: tuple[int, ...] = ()
+    phrases: tuple[str, ...] = ()
+    header: str | None = None
+    uncertain: bool = False  # the request may have been carried out all the same
+
+    def matches(self, error: Exception, status: int | None, text: str, headers) -> bool:
+        return (
+            (not self.kinds or isinstance(error, self.kinds))
+            and (not self.statuses or status in self.statuses)
+            and (not self.phrases or any(_says(text, phrase) for phrase in self.phrases))
+            and (self.header is None or self.header in headers)
+        )
+
+
+def _says(text: str, phrase: str) -> bool:
+    at = 0
+    for part in phrase.split(" ... "):
+        at = text.find(part, at)
+        if at < 0:
+            return False
+        at += len(part)
+    return True
+
+
+_AUTH_KINDS = (ks_exc.Unauthorized, ks_exc.EmptyCatalog, ks_exc.EndpointNotFound, ks_exc.NoMatchingPlugin)
+_NOT_REACHED = (ks_exc.ConnectFailure, ks_exc.ConnectionError, ks_exc.DiscoveryFailure)
+
+# First row that matches wins: the service's words before its status, which alone misleads (a
+# quota is 403 or 409 or 413, a config error 400, 403 or 409). Phrases are matched on the message
+# lowercased, the response body included (an old Nova's 413 names its fault `overLimit` there).
+RULES = (
+    Rule(
+        QUOTA,
+        'Nova 403 "Quota exceeded for instances: Requested 1, but already used 10 of 10 instances" (and cores, '
+        "ram); Neutron 409 \"Quota exceeded for resources: ['port']\" / ['floatingip']",
+        phrases=("quota exceeded", "exceeds ... quota", "over quota"),
+    ),
+    Rule(
+        QUOTA,
+        'Nova 403 "Maximum number of ports exceeded" (a port quota, no word quota)',
+        phrases=("maximum number of ports exceeded",),
+    ),
+    Rule(
+        QUOTA,
+        'older Nova: 413 "Quota exceeded" wording varies; any 403/413 naming a quota',
+        statuses=(403, 413),
+        phrases=("quota",),
+    ),
+    Rule(RATE_LIMITED, 'OVH: 429 {"error": {"status": "429 Too Many Requests", ...}}', statuses=(429,)),
+    Rule(
+        RATE_LIMITED,
+        'older Nova and Rackspace: 413 "overLimit" with Retry-After',
+        statuses=(413,),
+        phrases=("overlimit", "rate limit", "rate-limited"),
+    ),
+    Rule(RATE_LIMITED, "a 413 with Retry-After asks us to come back later", statuses=(413,), header="retry-after"),
+    Rule(
+        CAPACITY,
+        'fault "No valid host was found. ...", "Exceeded maximum number of retries. Exhausted all '
+        'hosts available for retrying build failures for instance ..."',
+        phrases=("no valid host", "exhausted all hosts available"),
+    ),
+    Rule(BUILD_FAILED, 'fault "Build of instance ... aborted: ..."', phrases=("build of instance ... aborted",)),
+    Rule(
+        CONFIG,
+        'Nova 409 "More than one possible network found. Specify network ID(s)...", older Nova "Multiple '
+        'possible networks found, use a Network ID to be more specific.", 400 "Unable to automatically allocate '
+        'a network..."',
+        phrases=(
+            "more than one possible network",
+            "multiple possible networks found",
+            "unable to automatically allocate a network",
+        ),
+    ),
+    Rule(
+        CONFIG,
+        'Nova 403 "Only volume-backed servers are allowed for flavors with zero disk."',
+        phrases=("only volume-backed servers are allowed",),
+    ),
+    Rule(
+        CONFIG,
+        'Neutron 404 "External network ... is not reachable from subnet ..."',
+        phrases=("external network ... is not reachable from subnet",),
+    ),
+    Rule(
+        CONFIG,
+        'Nova 403 "It is not allowed to create an interface on external network <id>" (sim/README.md)',
+        phrases=("not allowed to create an interface on external network",),
+    ),
+    # A lock is somebody's for a while (an admin's, a backup's): try again later, as teardown's
+    # back-off does; nothing about the provider's health.
+    Rule(
+        UNAVAILABLE,
+        'Nova 409 "Instance ... is locked" (on delete)',
+        statuses=(409,),
+        phrases=("instance ... is locked",),
+    ),
+    Rule(AUTH, '401, token/catalog failures ("authenticate again and retry once" comes first)', kinds=_AUTH_KINDS),
+    Rule(AUTH, "401 from a service: the token was refused", statuses=(401,)),
+    Rule(
+        UNAVAILABLE,
+        'a read timeout (keystoneauth: "Request to ... timed out"): the request may have been carried out',
+        kinds=(ks_exc.ConnectTimeout,),
+        uncertain=True,
+    ),
+    Rule(
+        UNAVAILABLE,
+        'connection dropped after sending ("Connection aborted.", "Remote end closed connection '
+        'without response", reset): the answer was lost',
+        kinds=(ks_exc.ConnectFailure,),
+        phrases=("connection aborted", "remote end closed", "connection reset"),
+        uncertain=True,
+    ),
+    Rule(UNAVAILABLE, "connection refused, TLS, discovery failures: the request never arrived", kinds=_NOT_REACHED),
+    Rule(CONFIG, "400/404 image, flavor or network not found", statuses=(400, 404)),
+    Rule(
+        CONFIG,
+        "openstacksdk's not-found and bad-request kinds",
+        kinds=(os_exc.ResourceNotFound, os_exc.BadRequestException),
+    ),
+    Rule(
+        UNAVAILABLE,
+        '"Nova can answer 500 and create the server anyway; a gateway\'s 502/504 says nothing either way"',
+        statuses=(500, 502, 504),
+        uncertain=True,
+    ),
+    Rule(UNAVAILABLE, "503 maintenance and other 5xx: refused before acting", statuses=tuple(range(501, 600))),
+    Rule(TIMEOUT, "openstacksdk gave up waiting (ResourceTimeout)", kinds=(os_exc.ResourceTimeout,)),
 )
 
 
+def _status(error: Exception) -> int | None:
+    return getattr(error, "status_code", None) or getattr(error, "http_status", None)
+
+
+def _retry_after(headers) -> float | None:
+    """Retry-After in seconds: a number, or an HTTP date (RFC 9110); None when absent or unreadable."""
+    value = (headers.get("retry-after") or "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
 def classify(error: Exception) -> CloudError:
-    """Map an openstacksdk/keystoneauth exception to an error class (DESIGN.md's table)."""
+    """Map an openstacksdk/keystoneauth exception to an error class: the first row of RULES it
+    matches, else `unknown` (uncertain: nothing says the request was not carried out)."""
     if isinstance(error, CloudError):
         return error
     # openstacksdk keeps the service's own words (e.g. Nova's "Quota exceeded ...") in `details`.
     details = getattr(error, "details", None)
     message = (str(details) if details else str(error)).strip() or error.__class__.__name__
-    text = message.lower()
-    if isinstance(error, ks_exc.Unauthorized | ks_exc.EmptyCatalog | ks_exc.EndpointNotFound | ks_exc.NoMatchingPlugin):
-        return CloudError(AUTH, message)
-    if isinstance(
-        error, ks_exc.ConnectFailure | ks_exc.ConnectionError | ks_exc.RequestTimeout | ks_exc.DiscoveryFailure
-    ):
-        return CloudError(UNAVAILABLE, message)
-    status = getattr(error, "status_code", None) or getattr(error, "http_status", None)
-    if ("quota" in text and ("exceed" in text or status in (403, 413))) or any(w in text for w in _QUOTA_WORDS):
-        return CloudError(QUOTA, message)
-    if any(words in text for words in _CAPACITY_WORDS):
-        return CloudError(CAPACITY, message)
-    if any(words in text for words in _CONFIG_WORDS):
-        return CloudError(CONFIG, message)
-    if status == 401:
-        return CloudError(AUTH, message)
-    if status in (400, 404) or isinstance(error, os_exc.ResourceNotFound | os_exc.BadRequestException):
-        return CloudError(CONFIG, message)
-    if status is not None and (status >= 500 or status == 429):
-        # A gateway's 502/504 says nothing of whether the service behind it acted.
-        return CloudError(UNAVAILABLE, message, uncertain=status in (502, 504))
-    if isinstance(error, os_exc.ResourceTimeout):
-        return CloudError(TIMEOUT, message)
-    return CloudError(UNKNOWN, message, uncertain=True)
+    response = getattr(error, "response", None)
+    headers = {k.lower(): v for k, v in (response.headers if response is not None else {}).items()}
+    text = f"{message}\n{response.text if response is not None else ''}".lower()
+    status = _status(error)
+    rule = next((r for r in RULES if r.matches(error, status, text, headers)), None)
+    if rule is None:
+        return CloudError(UNKNOWN, message, uncertain=True)
+    retry_after = _retry_after(headers) if rule.error_class == RATE_LIMITED else None
+    return CloudError(rule.error_class, message, uncertain=rule.uncertain, retry_after=retry_after)
+
+
+_calls = threading.local()  # how deep in operations this thread is (they call each other)
 
 
 def _operation(name: str):
-    """Trace the decorated call on its provider (first argument) as `openstack.<name>`."""
+    """Trace the decorated call on its provider (first argument) as `openstack.<name>`.
+
+    A call refused as unauthenticated on a cached connection is tried once more on a new one (a
+    new token): a token can expire or be revoked in the middle of work (ConoHa's last 24 h), and
+    that is "authenticate again", not "provider down". Only the outermost operation retries, and
+    only a second refusal reaches the caller (and the provider's health) as `auth`."""
 
     def wrap(function):
         @functools.wraps(function)
         def call(provider: models.Provider, *args, **kwargs):
-            with telemetry.provider_call(provider.name, name):
-                return function(provider, *args, **kwargs)
+            depth = getattr(_calls, "depth", 0)
+            cached = not depth and _key(provider) in _connections
+            _calls.depth = depth + 1
+            try:
+                with telemetry.provider_call(provider.name, name):
+                    try:
+                        return function(provider, *args, **kwargs)
+                    except CloudError as error:
+                        if not cached or error.error_class != AUTH:
+                            raise
+                        _forget(provider)
+                    return function(provider, *args, **kwargs)
+            finally:
+                _calls.depth = depth
 
         return call
 
@@ -237,6 +411,12 @@ class Server:
     metadata: dict
     addresses: tuple[Address, ...]
     fault: str | None
+    task_state: str | None = None  # Nova's OS-EXT-STS:task_state
+
+    @property
+    def deleting(self) -> bool:
+        """A delete is under way (it can take long, and the server counts on quota meanwhile)."""
+        return self.task_state == "deleting"
 
     @property
     def instance_id(self) -> str | None:
@@ -405,6 +585,7 @@ def _server(raw: dict) -> Server:
         dict(raw.get("metadata") or {}),
         addresses.typed(raw.get("addresses")),
         fault.get("message") if isinstance(fault, dict) else None,
+        raw.get("OS-EXT-STS:task_state"),
     )
 
 
@@ -581,8 +762,9 @@ def delete_server(provider: models.Provider, server_id: str) -> None:
 
 
 def classify_fault(fault: str | None) -> CloudError:
-    """A server that went ERROR: no valid host is a capacity problem, anything else a failed build."""
+    """A server that went ERROR: no valid host is a capacity problem (RULES), anything else a
+    failed build."""
     message = fault or "server went to ERROR"
-    if any(words in message.lower() for words in _CAPACITY_WORDS):
-        return CloudError(CAPACITY, message)
-    return CloudError(BUILD_FAILED, message)
+    text = message.lower()
+    capacity = any(r.error_class == CAPACITY and r.matches(None, None, text, {}) for r in RULES)
+    return CloudError(CAPACITY if capacity else BUILD_FAILED, message)

@@ -1,9 +1,12 @@
 """Provider health: what each outcome of a call to a provider means for its circuit breaker.
 
-closed -> open after N consecutive launch failures -> half-open when `retry_at` passes -> one
-passing check or launch closes it. A check is a token plus `GET /limits`: it asks nothing of the
-provider but to answer, so a failed check (and any auth failure) opens the circuit at once, while
-launch errors, which may concern one request, must come N in a row.
+Checks and launches prove different things. A check (a token plus `GET /limits`) proves only
+that the API answers: a failed one opens the circuit at once, a passed one closes a circuit that
+checks opened, but never clears what launches showed. Launch errors that are the provider's
+(auth, unavailable, timeout) count in `launch_failures`: the provider is degraded, down (circuit
+open) at the Nth in a row or on an auth failure, and only an accepted create (or a passed
+canary) makes it healthy again; when its cooldown ends, the next launch is the trial (half-open).
+DESIGN.md draws the state machine.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ log = logging.getLogger("oms.health")
 FAILURES_TO_OPEN = 3
 BUILD_FAILURES_TO_PROBATION = 3
 MAX_COOLDOWN_SECONDS = 600
-# Error classes that say something about the provider as a whole (others concern one server).
+# Error classes that say something about the provider as a whole (others concern one server;
+# a rate limit concerns how often we ask).
 PROVIDER_FAULTS = (cloud.AUTH, cloud.UNAVAILABLE, cloud.TIMEOUT)
 
 
@@ -39,34 +43,36 @@ def cooldown_seconds(consecutive_failures: int, base: float | None = None) -> fl
     return min(max(MAX_COOLDOWN_SECONDS, base), base * 2 ** min(extra, 16))
 
 
-def record_failure(provider: models.Provider, error: cloud.CloudError, *, open_now: bool = False) -> None:
-    """Count a provider-wide failure; open the circuit when it is the Nth in a row, when it is an
-    auth failure, or at once (`open_now`: a failed health check)."""
+def _error(error: cloud.CloudError, at: str) -> list:
+    return [
+        models.Provider.last_error.set(f"{error.error_class}: {error.message}"[:500]),
+        models.Provider.last_error_at.set(at),
+    ]
+
+
+def record_failure(provider: models.Provider, error: cloud.CloudError, *, by_check: bool = False) -> None:
+    """Count a provider-wide failure, of a health check (`by_check`: the circuit opens at once) or
+    of a launch (it opens when it is the Nth in a row, or an auth failure)."""
     now = timeutil.now()
-    provider.update(
-        actions=[
-            models.Provider.consecutive_failures.add(1),
-            models.Provider.last_error.set(f"{error.error_class}: {error.message}"[:500]),
-            models.Provider.checked_at.set(timeutil.iso(now)),
-        ]
-    )
+    item = models.Provider
+    count = item.checked_at.set(timeutil.iso(now)) if by_check else item.launch_failures.add(1)
+    provider.update(actions=[item.consecutive_failures.add(1), count, *_error(error, timeutil.iso(now))])
     failures = int(provider.consecutive_failures)
     # A failed half-open trial keeps the circuit open (with a longer cooldown).
-    down = open_now or error.error_class == cloud.AUTH or failures >= FAILURES_TO_OPEN or provider.health_state == DOWN
-    retry_at = models.Provider.retry_at
+    down = by_check or error.error_class == cloud.AUTH or failures >= FAILURES_TO_OPEN or provider.health_state == DOWN
     provider.update(
         actions=[
-            models.Provider.health_state.set(DOWN if down else DEGRADED),
-            retry_at.set(timeutil.iso(now + timedelta(seconds=cooldown_seconds(failures))))
+            item.health_state.set(DOWN if down else DEGRADED),
+            item.retry_at.set(timeutil.iso(now + timedelta(seconds=cooldown_seconds(failures))))
             if down
-            else retry_at.remove(),
+            else item.retry_at.remove(),
         ]
     )
 
 
 def record_problem(provider: models.Provider, error: cloud.CloudError) -> None:
     """An error that excludes the provider for one instance only; shown on the provider."""
-    actions = [models.Provider.last_error.set(f"{error.error_class}: {error.message}"[:500])]
+    actions = _error(error, timeutil.now_iso())
     if error.error_class == cloud.QUOTA:
         # Its real quota is lower than we thought: cap it at what it holds now.
         actions.append(models.Provider.quota_instances.set(models.Provider.in_use))
@@ -92,6 +98,10 @@ def record_build_ok(provider: models.Provider) -> None:
 
 
 def record_outcome(provider: models.Provider, error: cloud.CloudError) -> None:
+    """What a launch's error means for the provider. A rate limit means nothing for its health or
+    quota: it works, we asked too often (the rate governor reacts to it)."""
+    if error.error_class == cloud.RATE_LIMITED:
+        return
     if error.error_class in PROVIDER_FAULTS:
         record_failure(provider, error)
     else:
@@ -99,12 +109,14 @@ def record_outcome(provider: models.Provider, error: cloud.CloudError) -> None:
 
 
 def record_launch_ok(provider: models.Provider) -> None:
-    """A create was accepted: the provider is healthy and off probation."""
+    """A create was accepted: the provider is healthy (its launch failures are over, a half-open
+    trial passed) and off probation."""
     now = timeutil.now_iso()
     provider.update(
         actions=[
             models.Provider.health_state.set(HEALTHY),
             models.Provider.consecutive_failures.set(0),
+            models.Provider.launch_failures.set(0),
             models.Provider.retry_at.remove(),
             models.Provider.last_launch_ok_at.set(now),
         ]
@@ -155,15 +167,15 @@ def _floating_ip_quota(provider: models.Provider) -> cloud.Quota | None:
         return None
 
 
-def check(provider: models.Provider) -> models.Provider:
-    """Run a health check now and record its outcome on the provider item: its quota is the room
-    the instance quota leaves us (servers that are not ours use it up too), and with `floating_ip:
-    auto` no more than the floating IPs the project still has for us."""
+def check(provider: models.Provider) -> bool:
+    """Run a health check now and record its outcome on the provider item; True when it passed.
+    Its quota is the room the instance quota leaves us (servers that are not ours use it up too),
+    and with `floating_ip: auto` no more than the floating IPs the project still has for us."""
     try:
         limits = cloud.limits(provider)
     except cloud.CloudError as error:
-        record_failure(provider, error, open_now=True)
-        return provider
+        record_failure(provider, error, by_check=True)
+        return False
     floating_ips = _floating_ip_quota(provider)
     provider.refresh(consistent_read=True)  # a fresh in_use: the check may have taken a while
     ours = int(provider.in_use)
@@ -172,14 +184,28 @@ def check(provider: models.Provider) -> models.Provider:
         rooms.append(_room(floating_ips.limit, floating_ips.used, ours))
     known = [room for room in rooms if room is not None]
     quota = min(known) if known else None
+    item = models.Provider
     provider.update(
         actions=[
-            models.Provider.health_state.set(HEALTHY),
-            models.Provider.checked_at.set(timeutil.now_iso()),
-            models.Provider.last_error.remove(),
-            models.Provider.consecutive_failures.set(0),
-            models.Provider.retry_at.remove(),
-            models.Provider.quota_instances.remove() if quota is None else models.Provider.quota_instances.set(quota),
+            item.checked_at.set(timeutil.now_iso()),
+            item.quota_instances.remove() if quota is None else item.quota_instances.set(quota),
         ]
     )
-    return provider
+    _answered(provider)
+    return True
+
+
+def _answered(provider: models.Provider) -> None:
+    """A passed check makes the provider healthy unless launches have failed there since one last
+    succeeded: what they showed stands until a launch proves otherwise (when the circuit they
+    opened half-opens, the next launch is the trial). The write is conditioned on none having
+    failed meanwhile."""
+    item = models.Provider
+    try:
+        provider.update(
+            actions=[item.health_state.set(HEALTHY), item.consecutive_failures.set(0), item.retry_at.remove()],
+            condition=item.launch_failures.does_not_exist() | (item.launch_failures == 0),
+        )
+    except UpdateError as error:
+        if not models.is_conditional_failure(error):
+            raise

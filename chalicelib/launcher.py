@@ -276,8 +276,10 @@ def fail_over(
     instance: models.Instance, error: cloud.CloudError, provider: models.Provider, *, provider_at_fault: bool = True
 ) -> None:
     """Send the instance on to the next provider (`lifecycle.fail_over`); an error that is the
-    provider's fault counts on its health."""
-    if lifecycle.fail_over(instance, error, provider_at_fault=provider_at_fault) and provider_at_fault:
+    provider's fault counts on its health. A rate limit says "slow down", not "this provider cannot
+    take it": the provider is not excluded for the instance (the rate governor paces it)."""
+    excludes = provider_at_fault and error.error_class != cloud.RATE_LIMITED
+    if lifecycle.fail_over(instance, error, provider_at_fault=excludes) and provider_at_fault:
         health.record_outcome(provider, error)
 
 

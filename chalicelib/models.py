@@ -111,9 +111,17 @@ class Provider(Model):
     slot_changes = NumberAttribute(default=0)
     quota_instances = NumberAttribute(null=True)
     health_state = UnicodeAttribute(default=UNKNOWN_HEALTH)
+    # When a health check last ran (what it proves: the API answers, or not).
     checked_at = UnicodeAttribute(null=True)
+    # The last error seen there (a check's, a launch's, a build's) and when: kept as the record of
+    # what went wrong last; `health_state` says whether it still holds.
     last_error = UnicodeAttribute(null=True)
+    last_error_at = UnicodeAttribute(null=True)
+    # Provider-wide failures in a row, checks and launches alike: the circuit's count and cooldown.
     consecutive_failures = NumberAttribute(default=0)
+    # Launches that failed for the provider's fault since one last succeeded: only a launch (or a
+    # passed canary) clears them, never a check, which proves only that the API answers.
+    launch_failures = NumberAttribute(default=0)
     retry_at = UnicodeAttribute(null=True)
     # When a create last succeeded here: a provider without a recent one is on probation.
     last_launch_ok_at = UnicodeAttribute(null=True)

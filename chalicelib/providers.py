@@ -180,8 +180,8 @@ def check(name: str) -> models.Provider:
     (problems a launch would otherwise meet: a label with no network where there are several)."""
     from chalicelib import health  # imports openstacksdk: kept off the cold path of other routes
 
-    provider = health.check(get(name))
-    if provider.health_state == models.HEALTHY:
+    provider = get(name)
+    if health.check(provider):
         health.check_setup(provider)
     return provider
 

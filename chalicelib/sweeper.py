@@ -104,9 +104,9 @@ def sweep_provider(provider: models.Provider, part: ProviderPass) -> None:
     part.canary_ended = canary.end_stale(provider)
     if not health.circuit_open(provider):
         part.checked = CHECKING
-        health.check(provider)
+        answered = health.check(provider)
         part.checked = provider.health_state
-        if provider.health_state == models.HEALTHY:
+        if answered:  # it may still be degraded by its launches: its instances are settled all the same
             counted = _reconcile(provider, part)
             part.canary_started = canary.start_if_due(provider)
     try:
@@ -224,7 +224,8 @@ def _delete_leaks(
     """Delete leaked servers and release leaked floating IPs seen in two consecutive passes."""
     leaked = _leaked(servers, owners) | _leaked_floating_ips(list(floating_ips), owners)
     previous = set(provider.leak_suspects or ())
-    for key in leaked & previous:
+    going = {s.id for s in servers if s.deleting}  # being deleted already: waited for, not deleted again
+    for key in (leaked & previous) - going:
         kind, what = ("floating IP", key[len(_FIP) :]) if key.startswith(_FIP) else ("server", key)
         try:
             if kind == "server":
@@ -263,7 +264,7 @@ def _run_provider_jobs(report: SweepReport, budget: float) -> None:
         if parts[provider.name].checked == CHECKING:  # it never answered: a failed check
             report.timed_out.append(provider.name)
             error = cloud.CloudError(cloud.UNAVAILABLE, f"health check: no answer within {budget:g} s")
-            health.record_failure(provider, error, open_now=True)
+            health.record_failure(provider, error, by_check=True)
 
 
 def watch_building(report: SweepReport) -> None:

@@ -55,6 +55,11 @@ def teardown(
         if server_id is None:
             servers = listed.values() if listed is not None else cloud.our_servers(provider)
             server_id = next((s.id for s in servers if s.instance_id == instance.id), None)
+        if server_id is not None and listed is not None and server_id in listed and listed[server_id].deleting:
+            # A delete is under way there (ours, whose answer was lost, or anyone's): wait for it,
+            # asking again would only queue another. The sweeper looks again after the back-off.
+            lifecycle.delete_deferred(instance, None)
+            return None
         if server_id is not None and (listed is None or server_id in listed):
             cloud.delete_server(provider, server_id)
     except cloud.CloudError as error:

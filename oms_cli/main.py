@@ -151,7 +151,8 @@ def cmd_providers_check(args: argparse.Namespace, client: Client) -> int:
         return _boot_canary(args, client)
     provider = client.call("POST", f"/providers/{quote(args.name)}/check", {})
     health = provider["health"]
-    text = f"{provider['name']}: {health['state']}" + (f" ({health['last_error']})" if health["last_error"] else "")
+    error = output.last_error(health)
+    text = f"{provider['name']}: {health['state']}" + (f" ({error})" if error else "")
     show(args, provider, text)
     return 0 if health["state"] == "healthy" else 1
 

@@ -90,8 +90,16 @@ def provider_row(provider: dict) -> dict:
         "priority": provider.get("priority"),
         "enabled": "yes" if provider["enabled"] else "no",
         "labels": sorted(provider["labels"]),
-        "last_error": provider["health"]["last_error"],
+        "last_error": last_error(provider["health"]),
     }
+
+
+def last_error(health: dict) -> str | None:
+    """The provider's last error with when it happened (it may be old: the state says if it holds)."""
+    if not health["last_error"]:
+        return None
+    at = health.get("last_error_at")
+    return f"{health['last_error']} (at {at})" if at else health["last_error"]
 
 
 # --- --wait ------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ import yaml
 
 MODES = ("normal", "maintenance", "auth_fail", "hang")
 CREATE_ERRORS = (None, 500, 503)
+# Answers given after the server was made all the same (Nova's 500 can come after the create).
+CREATE_ERRORS_AFTER = (None, 500)
 # How a provider's servers are reached (see sim/README.md, "Reachability"); fixed at start-up.
 NETWORK_LAYOUTS = ("public", "floating", "multi", "ipv6")
 # "no_multipart": only content cloud-init runs directly (ConoHa refuses MIME multipart).
@@ -38,6 +40,8 @@ SETTING_NAMES = (
     "error_rate",
     "no_valid_host_rate",
     "create_error",
+    "create_error_after",
+    "delete_seconds",
     "floating_ip_quota",
     "floating_ip_router",
     "floating_ip_delay_seconds",
@@ -84,6 +88,10 @@ class Settings:
     error_rate: float = 0.0
     no_valid_host_rate: float = 0.0
     create_error: int | None = None
+    # 500: every create makes its server, then answers 500 (the client cannot know it was made).
+    create_error_after: int | None = None
+    # Seconds a delete takes: meanwhile the server shows task_state "deleting" and counts on quota.
+    delete_seconds: float = 0.0
     floating_ip_quota: int = 10
     # False plays a tenant subnet with no router to the external network: associating fails.
     floating_ip_router: bool = True
@@ -172,7 +180,7 @@ def validate_settings(raw: Any) -> dict[str, Any]:
             if not isinstance(value, bool):
                 raise ConfigError(f"{key} must be true or false, got {value!r}")
             out[key] = value
-        elif key in ("floating_ip_delay_seconds", "floating_ip_answer_seconds", "ready_seconds"):
+        elif key in ("floating_ip_delay_seconds", "floating_ip_answer_seconds", "ready_seconds", "delete_seconds"):
             out[key] = _number(key, value, low=0, high=3600)
         elif key == "ssh_port":
             out[key] = int(_number(key, value, low=1, high=65535, integer=True))
@@ -187,6 +195,10 @@ def validate_settings(raw: Any) -> dict[str, Any]:
         elif key == "create_error":
             if isinstance(value, bool) or value not in CREATE_ERRORS:
                 raise ConfigError(f"create_error must be null, 500 or 503; got {value!r}")
+            out[key] = value
+        elif key == "create_error_after":
+            if isinstance(value, bool) or value not in CREATE_ERRORS_AFTER:
+                raise ConfigError(f"create_error_after must be null or 500; got {value!r}")
             out[key] = value
         else:
             raise ConfigError(f"unknown setting {key!r}; known settings: {', '.join(SETTING_NAMES)}")

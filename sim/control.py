@@ -76,6 +76,18 @@ def host_keys(providers: Mapping[str, Provider], req: Request, name: str, server
     return Response(200, {"host_keys": list(server.host_keys)})
 
 
+@router.route("PATCH", "/providers/{}/servers/{}", "control")
+def patch_server(providers: Mapping[str, Provider], req: Request, name: str, server_id: str) -> Response:
+    """`{"locked": true}` locks a server as an admin (or a backup) would: its deletes answer 409."""
+    body = _body(req)
+    if not isinstance(body, dict) or set(body) != {"locked"} or not isinstance(body["locked"], bool):
+        raise ConfigError('body must be {"locked": true | false}')
+    server = providers[name].lock_server(server_id, body["locked"])
+    if server is None:
+        return error(404, f"unknown server {server_id!r}")
+    return Response(200, server.snapshot())
+
+
 @router.route("GET", "/providers/{}/floating-ips", "control")
 def list_floating_ips(providers: Mapping[str, Provider], req: Request, name: str) -> Response:
     return Response(200, {"floating_ips": providers[name].floating_ip_snapshots()})
@@ -116,10 +128,16 @@ def add_servers(providers: Mapping[str, Provider], req: Request, name: str) -> R
     return Response(201, {"servers": [s.snapshot() for s in created]})
 
 
+@router.route("POST", "/providers/{}/revoke-tokens", "control")
+def revoke_tokens(providers: Mapping[str, Provider], req: Request, name: str) -> Response:
+    """Every token issued so far stops working (as if they expired); the credentials still log in."""
+    return Response(200, {"revoked": providers[name].revoke_tokens()})
+
+
 @router.route("DELETE", "/providers/{}/servers", "control")
 def delete_all_servers(providers: Mapping[str, Provider], req: Request, name: str) -> Response:
     provider = providers[name]
-    deleted = [s.id for s in provider.list_servers() if provider.delete_server(s.id)]
+    deleted = [s.id for s in provider.list_servers() if provider.delete_server(s.id, forced=True)]
     return Response(200, {"deleted": deleted})
 
 

@@ -50,6 +50,8 @@ def server_body(provider: Provider, req: Request, mv: tuple[int, int], server: S
         flavor_ref = {"id": server.flavor_id, "links": links(req, "flavors", server.flavor_id)[1:]}
     states = {"BUILD": ("building", "spawning", 0), "ACTIVE": ("active", None, 1), "ERROR": ("error", None, 0)}
     vm_state, task_state, power_state = states[status]
+    if server.gone_at is not None:
+        task_state = "deleting"
     body: dict[str, Any] = {
         "id": server.id,
         "name": server.name,
@@ -89,7 +91,7 @@ def server_body(provider: Provider, req: Request, mv: tuple[int, int], server: S
     if status == "ERROR":
         body["fault"] = {"code": 500, "created": iso(server.created_at), "message": server.fault_message}
     if mv >= (2, 9):
-        body["locked"] = False
+        body["locked"] = server.locked
     if mv >= (2, 19):
         body["description"] = None
     if mv >= (2, 26):
@@ -166,8 +168,11 @@ def get_server_ips(provider: Provider, req: Request, mv: tuple[int, int], server
 @router.route("DELETE", "/v2.1/servers/{}", "server_delete")
 @versioned
 def delete_server(provider: Provider, req: Request, mv: tuple[int, int], server_id: str) -> Response:
-    if not provider.delete_server(server_id):
+    deleted = provider.delete_server(server_id)
+    if not deleted:
         return not_found("Instance", server_id)
+    if deleted == "locked":
+        return error(409, f"Instance {server_id} is locked")
     return Response(204)
 
 
@@ -375,6 +380,8 @@ def create_server(provider: Provider, req: Request, mv: tuple[int, int]) -> Resp
         created = provider.create_servers(spec)
     except QuotaExceeded as exc:
         return error(403, str(exc))
+    if provider.settings.create_error_after == 500:
+        return error(500, UNEXPECTED)  # the servers exist all the same
     first = created[0]
     body = {
         "id": first.id,

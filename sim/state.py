@@ -152,6 +152,8 @@ class Server:
     faces: list[Face] = field(default_factory=list)
     volume_ids: list[str] = field(default_factory=list)
     config_drive: bool = False
+    locked: bool = False  # Nova's lock: a delete answers 409 "Instance ... is locked"
+    gone_at: float | None = None  # monotonic time a delete under way ends (task_state "deleting" till then)
     sshd_at: float = 0.0  # monotonic time from which sshd answers and the host keys are printed
     banner_at: float | None = None  # monotonic time a client was first given the banner
     _host_keys: list[str] | None = None
@@ -198,6 +200,8 @@ class Server:
             "active_at": _wall_iso(self.ready_at) if self.outcome == "ACTIVE" else None,
             "sshd_up_at": _wall_iso(self.sshd_at) if self.outcome == "ACTIVE" else None,
             "first_banner_at": None if self.banner_at is None else _wall_iso(self.banner_at),
+            "locked": self.locked,
+            "task_state": "deleting" if self.gone_at is not None else None,
         }
 
 
@@ -364,6 +368,14 @@ class Provider:
         with self.lock:
             return self.tokens.pop(token_id, None) is not None
 
+    def revoke_tokens(self) -> int:
+        """Forget every token issued so far, the credentials staying valid: what a client holding
+        one meets when it expires mid-work (ConoHa's last 24 h). Returns how many were revoked."""
+        with self.lock:
+            revoked = len(self.tokens)
+            self.tokens.clear()
+            return revoked
+
     # -- servers ------------------------------------------------------------
     def _open_face(self, family: int, server_id: str | None, fip_id: str | None, address: str | None = None) -> Face:
         port = self.settings.ssh_port
@@ -407,8 +419,9 @@ class Provider:
 
         Like Nova, a multi-create gets as many as the quota allows but at least min_count.
         """
+        self._finish_deletes()
         with self.lock:
-            used = len(self.servers)
+            used = len(self.servers)  # servers being deleted still count, as in Nova
             limit = self.settings.quota_instances
             count = spec.max_count
             if limit >= 0 and used + count > limit:
@@ -477,21 +490,51 @@ class Provider:
 
     def list_servers(self) -> list[Server]:
         """Newest first, like Nova's default created_at desc sort."""
+        self._finish_deletes()
         with self.lock:
             return list(reversed(self.servers.values()))
 
     def get_server(self, server_id: str) -> Server | None:
+        self._finish_deletes()
         with self.lock:
             return self.servers.get(server_id)
 
-    def delete_server(self, server_id: str) -> bool:
-        """Delete a server with its ports; its floating IPs stay allocated (a leak if nobody frees them)."""
-        server = self._forget_server(server_id)
-        if server is None:
-            return False
-        # Outside the lock: the listener loop may be waiting for it to judge a connection.
-        self.listeners.close([f.listen for f in server.faces])
+    def lock_server(self, server_id: str, locked: bool) -> Server | None:
+        with self.lock:
+            server = self.servers.get(server_id)
+            if server is not None:
+                server.locked = locked
+            return server
+
+    def delete_server(self, server_id: str, *, forced: bool = False) -> bool | str:
+        """Delete a server with its ports; its floating IPs stay allocated (a leak if nobody frees
+        them). "locked" for a locked server (unless `forced`: the control API's). With
+        `delete_seconds`, the server stays (task_state "deleting", counted on quota) that long."""
+        with self.lock:
+            server = self.servers.get(server_id)
+            if server is None:
+                return False
+            if server.locked and not forced:
+                return "locked"
+            if self.settings.delete_seconds and not forced:
+                if server.gone_at is None:
+                    server.gone_at = time.monotonic() + self.settings.delete_seconds
+                return True
+        self._close(self._forget_server(server_id))
         return True
+
+    def _finish_deletes(self) -> None:
+        """End the deletes whose time has come (computed on read: no timers run)."""
+        now = time.monotonic()
+        with self.lock:
+            due = [s.id for s in self.servers.values() if s.gone_at is not None and s.gone_at <= now]
+        for server_id in due:
+            self._close(self._forget_server(server_id))
+
+    def _close(self, server: Server | None) -> None:
+        if server is not None:
+            # Outside the lock: the listener loop may be waiting for it to judge a connection.
+            self.listeners.close([f.listen for f in server.faces])
 
     def _forget_server(self, server_id: str) -> Server | None:
         with self.lock:
@@ -799,6 +842,7 @@ class Provider:
 
     def snapshot(self) -> dict[str, Any]:
         """Settings and counters for GET /_sim/providers/<name>."""
+        self._finish_deletes()
         now = time.monotonic()
         with self.lock:
             statuses = Counter(s.status(now) for s in self.servers.values())

@@ -71,6 +71,14 @@ class Simulator:
         """PATCH settings (mode, quota_instances, boot_seconds, ...); returns the new state."""
         return self.request("PATCH", f"providers/{provider}", settings)
 
+    def lock(self, provider: str, server_id: str, locked: bool = True) -> dict[str, Any]:
+        """Lock (or unlock) a server: Nova then answers its deletes 409 "Instance ... is locked"."""
+        return self.request("PATCH", f"providers/{provider}/servers/{server_id}", {"locked": locked})
+
+    def revoke_tokens(self, provider: str) -> int:
+        """Every token the provider issued so far stops working; returns how many there were."""
+        return self.request("POST", f"providers/{provider}/revoke-tokens", {})["revoked"]
+
     def state(self, provider: str) -> dict[str, Any]:
         """Settings and counters (servers_live, servers_peak, calls, ...)."""
         return self.request("GET", f"providers/{provider}")

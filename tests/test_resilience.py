@@ -153,3 +153,63 @@ def test_a_hung_provider_delays_only_its_own_work(admin_api, user_api, sim):
         return len(servers) == 3 and all(s["metadata"]["oms_expires_at"] == extended["expires_at"] for s in servers)
 
     wait_for(tagged, timeout=120, what="p1's servers tagged with the new expiry")
+
+
+def test_creates_answered_500_after_making_their_servers_leave_none_for_the_sweeper(stack, admin_api, user_api, sim):
+    """Nova can answer 500 and create the server anyway: each is looked for at once and adopted,
+    so no server of ours is left unclaimed there for the sweeper's leak pass (none runs here)."""
+    label = unique("lbl")
+    sim.control("p3", create_error_after=500)
+    name = register_sim_provider(admin_api, sim, "p3", label)["name"]
+    with stack.scheduler.paused():
+        request = user_api.post("/requests", json={"label": label, "count": 3}).json()
+        done = wait_for(
+            lambda: (r := request_state(user_api, request["id"]))["state"] == "ready" and r, what="3 adopted, ACTIVE"
+        )
+        state = sim.state("p3")
+        assert (state["servers_created"], state["errors"].get("500")) == (3, 3)
+        claimed = {i["server_id"] for i in done["instances"]}
+        assert {s["id"] for s in sim.servers("p3")} == claimed, "a server made under a 500 was left unclaimed"
+        assert {i["provider"] for i in done["instances"]} == {name}
+    user_api.delete(f"/requests/{request['id']}")
+    wait_for(lambda: request_state(user_api, request["id"])["state"] == "deleted", what="deleted")
+    assert sim.state("p3")["servers_live"] == 0
+
+
+def test_a_locked_server_is_retried_and_a_delete_under_way_is_waited_for_not_repeated(stack, admin_api, user_api, sim):
+    import openstack
+
+    from chalicelib import models, sweeper, timeutil
+    from chalicelib.settings import settings
+
+    label = unique("lbl")
+    name = register_sim_provider(admin_api, sim, "p5", label)["name"]
+    request = user_api.post("/requests", json={"label": label, "count": 1}).json()
+    done = wait_for(lambda: (r := request_state(user_api, request["id"]))["state"] == "ready" and r, what="ready")
+    [instance] = done["instances"]
+    server_id = instance["server_id"]
+    sim.lock("p5", server_id)
+    with stack.scheduler.paused():
+        user_api.delete(f"/requests/{request['id']}")
+        stuck = wait_for(
+            lambda: (i := models.Instance.get(instance["id"])).delete_failures and i, what="the 409 backed off"
+        )
+        assert stuck.state == "DELETING" and sim.state("p5")["errors"].get("409") == 1
+
+        # Someone unlocks it and deletes it; on this cloud a delete takes a while.
+        sim.lock("p5", server_id, locked=False)
+        sim.control("p5", delete_seconds=2)
+        openstack.connect(**sim.connect_kwargs("p5")).compute.delete_server(server_id)
+        assert sim.raw_server("p5", server_id)["task_state"] == "deleting"
+        deletes = sim.state("p5")["calls"]["server_delete"]
+        timeutil.clock.advance(settings.delete_retry_seconds * 4)  # its back-off has passed
+        sweeper.sweep()
+        assert sim.state("p5")["calls"]["server_delete"] == deletes, "a delete under way was asked again"
+        assert models.Instance.get(instance["id"]).state == "DELETING"  # waited for: still on quota
+
+        wait_for(lambda: not sim.servers("p5"), timeout=10, what="the delete done")
+        timeutil.clock.advance(settings.delete_retry_seconds * 4)
+        sweeper.sweep()
+    assert request_state(user_api, request["id"])["state"] == "deleted"
+    assert sim.state("p5")["calls"]["server_delete"] == deletes
+    assert admin_api.get(f"/providers/{name}").json()["capacity"]["in_use"] == 0

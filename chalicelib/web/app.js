@@ -323,7 +323,7 @@ function renderProviders() {
       h("td", {}, h("strong", {}, p.name), admin ? h("div", { class: "small" }, p.auth_url) : null),
       h("td", {}, p.region || "—"),
       h("td", {}, badge(p.health.state),
-        p.health.last_error ? h("div", { class: "small" }, p.health.last_error) : null,
+        p.health.last_error ? h("div", { class: "small" }, since(p.health.last_error_at), ": ", p.health.last_error) : null,
         ...(p.problems || []).map((problem) => h("div", { class: "small problem" }, problem)),
         h("div", { class: "small" }, "checked ", since(p.health.checked_at)),
         admin && p.canary ? canaryView(p) : null),
