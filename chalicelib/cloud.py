@@ -81,7 +81,8 @@ def _auth_args(provider: models.Provider, secret: dict[str, str]) -> tuple[str, 
     return "password", {k: v for k, v in args.items() if v is not None}
 
 
-def _connect(name: str, secret_version: str) -> openstack.connection.Connection:
+@functools.lru_cache(maxsize=256)
+def _connection(name: str, secret_version: str, settings_key: tuple) -> openstack.connection.Connection:
     provider = models.Provider.get(name)
     # The version this connection is cached under, not whatever the item says by now.
     secret = credentials.load(name, secret_version)
@@ -101,15 +102,11 @@ def _connect(name: str, secret_version: str) -> openstack.connection.Connection:
     )
 
 
-_connections: dict[tuple, openstack.connection.Connection] = {}
-MAX_CONNECTIONS = 256
-
-
-def _key(provider: models.Provider) -> tuple:
-    # Everything a connection depends on, so a PATCH (rotation included) gets a new one.
-    return (
-        provider.name,
-        provider.secret_version,
+def connection(provider: models.Provider) -> openstack.connection.Connection:
+    """The provider's cached connection. A token that expires or is revoked mid-work needs
+    nothing here: keystoneauth's session authenticates again and retries once on a 401."""
+    # Keyed by everything a connection depends on, so a PATCH (rotation included) gets a new one.
+    key = (
         provider.auth_url,
         provider.region,
         provider.interface,
@@ -122,22 +119,8 @@ def _key(provider: models.Provider) -> tuple:
         provider.user_domain_name,
         provider.project_domain_name,
     )
-
-
-def connection(provider: models.Provider) -> openstack.connection.Connection:
-    key = _key(provider)
     with _lock:
-        if key not in _connections:
-            if len(_connections) >= MAX_CONNECTIONS:
-                _connections.pop(next(iter(_connections)))  # the oldest
-            _connections[key] = _connect(provider.name, provider.secret_version)
-        return _connections[key]
-
-
-def _forget(provider: models.Provider) -> None:
-    """Drop the provider's cached connection (and its token)."""
-    with _lock:
-        _connections.pop(_key(provider), None)
+        return _connection(provider.name, provider.secret_version, key)
 
 
 @dataclass(frozen=True)
@@ -320,34 +303,14 @@ def classify(error: Exception) -> CloudError:
     return CloudError(rule.error_class, message, uncertain=rule.uncertain, retry_after=retry_after)
 
 
-_calls = threading.local()  # how deep in operations this thread is (they call each other)
-
-
 def _operation(name: str):
-    """Trace the decorated call on its provider (first argument) as `openstack.<name>`.
-
-    A call refused as unauthenticated on a cached connection is tried once more on a new one (a
-    new token): a token can expire or be revoked in the middle of work (ConoHa's last 24 h), and
-    that is "authenticate again", not "provider down". Only the outermost operation retries, and
-    only a second refusal reaches the caller (and the provider's health) as `auth`."""
+    """Trace the decorated call on its provider (first argument) as `openstack.<name>`."""
 
     def wrap(function):
         @functools.wraps(function)
         def call(provider: models.Provider, *args, **kwargs):
-            depth = getattr(_calls, "depth", 0)
-            cached = not depth and _key(provider) in _connections
-            _calls.depth = depth + 1
-            try:
-                with telemetry.provider_call(provider.name, name):
-                    try:
-                        return function(provider, *args, **kwargs)
-                    except CloudError as error:
-                        if not cached or error.error_class != AUTH:
-                            raise
-                        _forget(provider)
-                    return function(provider, *args, **kwargs)
-            finally:
-                _calls.depth = depth
+            with telemetry.provider_call(provider.name, name):
+                return function(provider, *args, **kwargs)
 
         return call
 
