@@ -79,3 +79,15 @@ def test_20_vcpus_hold_exactly_10_two_vcpu_servers_with_no_quota_error(admin_api
         rooms = admin_api.post(f"/providers/{name}/check").json()["capacity"]["rooms"]
         assert rooms["ram_mb"]["instances"] == 5 and rooms["cores"]["instances"] == 9
         assert admin_api.get(f"/providers/{name}").json()["capacity"]["quota_instances"] == 5
+
+
+def test_the_cli_shows_each_rooms_instances_and_units_where_an_instance_takes_more_than_one():
+    from oms_cli import output
+
+    capacity = {
+        "rooms": {
+            "instances": {"limit": 20, "used": 0, "room": 20, "per_instance": 1, "instances": 20},
+            "cores": {"limit": 20, "used": 0, "room": 20, "per_instance": 2, "instances": 10},
+        }
+    }
+    assert output.rooms(capacity) == "instances 20, cores 10 (20 of 20)"
