@@ -8,7 +8,6 @@ launch errors, which may concern one request, must come N in a row.
 
 from __future__ import annotations
 
-import logging
 from datetime import timedelta
 
 from pynamodb.exceptions import UpdateError
@@ -16,8 +15,6 @@ from pynamodb.exceptions import UpdateError
 from chalicelib import cloud, models, placement, quota, timeutil
 from chalicelib.models import DEGRADED, DOWN, HEALTHY
 from chalicelib.settings import settings
-
-log = logging.getLogger("oms.health")
 
 FAILURES_TO_OPEN = 3
 BUILD_FAILURES_TO_PROBATION = 3

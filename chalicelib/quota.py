@@ -86,18 +86,18 @@ def _room(quota: cloud.Quota, ours: int, smallest: int, biggest: int) -> Room | 
     return Room(quota.limit, quota.used, room, biggest, room // biggest)
 
 
+def _span(footprints: list[int]) -> tuple[int, int]:
+    return min(footprints, default=0), max(footprints, default=0)
+
+
 def rooms(reading: Reading, ours: int) -> dict[str, Room]:
     """Each limited resource's room, given `ours` (the provider's `in_use`): instances, cores,
     ram_mb, and with the network read floating_ips and ports (one of each per instance)."""
     limits, flavors = reading.limits, reading.flavors
-    sized = {
+    sized = {  # resource: (quota, our smallest footprint, our biggest)
         "instances": (limits.instances, 1, 1),
-        "cores": (limits.cores, min((f.vcpus for f in flavors), default=0), max((f.vcpus for f in flavors), default=0)),
-        "ram_mb": (
-            limits.ram_mb,
-            min((f.ram_mb for f in flavors), default=0),
-            max((f.ram_mb for f in flavors), default=0),
-        ),
+        "cores": (limits.cores, *_span([f.vcpus for f in flavors])),
+        "ram_mb": (limits.ram_mb, *_span([f.ram_mb for f in flavors])),
     }
     if reading.network is not None:
         sized.update(floating_ips=(reading.network.floating_ips, 1, 1), ports=(reading.network.ports, 1, 1))
