@@ -42,15 +42,26 @@ from chalicelib.settings import settings
 
 
 @dataclass(frozen=True)
-class Limits:
-    max_instances: int
-    used_instances: int
+class Quota:
+    limit: int  # -1: unlimited
+    used: int  # by the whole project, whoever made it
 
 
 @dataclass(frozen=True)
-class Quota:
-    limit: int  # -1: unlimited
-    used: int
+class Limits:
+    """The project's compute quotas (`GET /limits`)."""
+
+    instances: Quota
+    cores: Quota
+    ram_mb: Quota
+
+
+@dataclass(frozen=True)
+class NetworkQuota:
+    """The project's Neutron quotas that each instance of ours uses one of."""
+
+    floating_ips: Quota
+    ports: Quota
 
 
 _lock = threading.Lock()
@@ -317,12 +328,21 @@ def _operation(name: str):
     return wrap
 
 
+def _quota(limit, used) -> Quota:
+    """A quota as a cloud reports it; one it leaves out limits nothing."""
+    return Quota(-1 if limit is None else int(limit), int(used or 0))
+
+
 @_operation("limits")
 def limits(provider: models.Provider) -> Limits:
-    """Authenticate and read the provider's instance quota (`GET /limits`)."""
+    """Authenticate and read the provider's instance, vCPU and RAM quotas (`GET /limits`)."""
     try:
         absolute = connection(provider).compute.get_limits().absolute
-        return Limits(int(absolute.instances), int(absolute.instances_used))
+        return Limits(
+            _quota(absolute.instances, absolute.instances_used),
+            _quota(absolute.total_cores, absolute.total_cores_used),
+            _quota(absolute.total_ram, absolute.total_ram_used),
+        )
     except Exception as error:  # every failure leaves this module classified
         raise classify(error) from error
 
@@ -336,23 +356,35 @@ def authenticate(provider: models.Provider) -> None:
         raise classify(error) from error
 
 
-@_operation("floating_ip_quota")
-def floating_ip_quota(provider: models.Provider) -> Quota:
-    """The project's floating IP quota and how many it holds, whoever made them (Neutron's quota
-    details: Nova's `/limits` says nothing of network quotas since microversion 2.36). A Neutron
-    without usage details counts as unlimited."""
+@_operation("network_quota")
+def network_quota(provider: models.Provider) -> NetworkQuota:
+    """The project's floating IP and port quotas and how many it holds, whoever made them, in one
+    call (Neutron's quota details: Nova's `/limits` says nothing of network quotas since
+    microversion 2.36). A Neutron without usage details counts as unlimited."""
     try:
         conn = connection(provider)
-        details = conn.network.get_quota(conn.current_project_id, details=True).floating_ips or {}
-        return Quota(int(details.get("limit", -1)), int(details.get("used", 0)))
+        quota = conn.network.get_quota(conn.current_project_id, details=True)
     except Exception as error:
         raise classify(error) from error
+    floating_ips, ports = quota.floating_ips or {}, quota.ports or {}
+    return NetworkQuota(
+        _quota(floating_ips.get("limit"), floating_ips.get("used")), _quota(ports.get("limit"), ports.get("used"))
+    )
 
 
 # --- servers -------------------------------------------------------------------------------
 
 META_INSTANCE, META_REQUEST = "oms_instance_id", "oms_request_id"
 META_DEPLOYMENT, META_EXPIRES = "oms_deployment", "oms_expires_at"
+
+
+@dataclass(frozen=True)
+class Flavor:
+    """A label's flavor on one provider and what one server of it takes of the quotas."""
+
+    id: str
+    vcpus: int
+    ram_mb: int
 
 
 @dataclass(frozen=True)
@@ -390,30 +422,116 @@ class Server:
         return self.metadata.get(META_EXPIRES)
 
 
+# Resolutions and flavors, cached for the life of the process: a label's images and flavors
+# change rarely, and a launch or check must not list them each time. `forget` drops them.
 _resolved: dict[tuple, Resolved] = {}
+_flavors: dict[tuple, Flavor] = {}
+
+
+def _mapping(provider: models.Provider, label: str) -> dict:
+    mapping = provider.labels.as_dict().get(label)
+    if mapping is None:
+        raise CloudError(CONFIG, f"label {label} is not mapped on provider {provider.name}")
+    return mapping
+
+
+def forget(provider: models.Provider, label: str | None = None) -> None:
+    """Drop what was resolved for the label (every label when None) on this provider: its image
+    or flavor was replaced, or a quota error says the figures the check used were wrong."""
+    for cache in (_resolved, _flavors):
+        for key in [k for k in cache if k[0] == provider.name and label in (None, k[2])]:
+            cache.pop(key, None)
+
+
+def _image_property(image, key: str):
+    """A property as Glance shows it: openstacksdk keeps the ones it knows (os_distro, ...) as
+    attributes and the rest in `properties`."""
+    extra = image.properties or {}
+    return extra[key] if key in extra else getattr(image, key, None)
+
+
+def _find_image(conn, provider: models.Provider, wanted: str | dict):
+    """The label's image: by name (the newest of those with it: clouds rotate images and keep the
+    name, and openstacksdk's find_image refuses two), else by id; or the newest active image with
+    every property asked for (`{"os_distro": "ubuntu", "os_version": "22.04"}`), whatever it is named."""
+    if isinstance(wanted, dict):
+        found = [
+            i
+            for i in conn.image.images()
+            if all(str(_image_property(i, key)) == str(value) for key, value in wanted.items())
+        ]
+        what = "with " + ", ".join(f"{key}={value}" for key, value in sorted(wanted.items()))
+    else:
+        found = list(conn.image.images(name=wanted))
+        what = f"named {wanted}"
+        if not found:
+            try:
+                return conn.image.get_image(wanted)
+            except os_exc.NotFoundException:
+                raise CloudError(CONFIG, f"no image named or with id {wanted} on {provider.name}") from None
+    found = [i for i in found if i.status == "active"]
+    if not found:
+        raise CloudError(CONFIG, f"no active image {what} on {provider.name}")
+    return max(found, key=lambda i: (i.created_at or "", i.id))
+
+
+def _find_flavor(conn, provider: models.Provider, wanted: str | dict, boot_volume: bool):
+    """The label's flavor: by name or id; or the smallest (vCPUs, then RAM, then disk) enabled one
+    with at least `min_vcpus` and `min_ram_mb`, leaving out 0 GB-disk flavors unless the label
+    boots from a volume (Nova refuses an image boot on them)."""
+    if not isinstance(wanted, dict):
+        return conn.compute.find_flavor(wanted, ignore_missing=False)
+    fits = [
+        f
+        for f in conn.compute.flavors(details=True)
+        if not f.is_disabled
+        and int(f.vcpus) >= int(wanted.get("min_vcpus", 0))
+        and int(f.ram) >= int(wanted.get("min_ram_mb", 0))
+        and (boot_volume or int(f.disk or 0) > 0)
+    ]
+    if not fits:
+        asked = ", ".join(f"{key} {value}" for key, value in sorted(wanted.items()))
+        raise CloudError(CONFIG, f"no flavor with {asked} on {provider.name}")
+    return min(fits, key=lambda f: (int(f.vcpus), int(f.ram), int(f.disk or 0), f.name))
+
+
+@_operation("flavor")
+def flavor(provider: models.Provider, label: str) -> Flavor:
+    """The label's flavor on this provider, with its vCPUs and RAM (cached per flavor asked for)."""
+    mapping = _mapping(provider, label)
+    boot_volume = bool(mapping.get("volume_size"))
+    key = (provider.name, provider.auth_url, label, json.dumps(mapping["flavor"], sort_keys=True), boot_volume)
+    if key not in _flavors:
+        try:
+            found = _find_flavor(connection(provider), provider, mapping["flavor"], boot_volume)
+        except CloudError:
+            raise
+        except Exception as error:
+            raise classify(error) from error
+        _flavors[key] = Flavor(found.id, int(found.vcpus), int(found.ram))
+    return _flavors[key]
 
 
 @_operation("resolve")
 def resolve(provider: models.Provider, label: str) -> Resolved:
     """The label's image, flavor and network as ids on this provider (cached per mapping)."""
-    mapping = provider.labels.as_dict().get(label)
-    if mapping is None:
-        raise CloudError(CONFIG, f"label {label} is not mapped on provider {provider.name}")
+    mapping = _mapping(provider, label)
     key = (provider.name, provider.auth_url, label, json.dumps(mapping, sort_keys=True))
     if key in _resolved:
         return _resolved[key]
     try:
         conn = connection(provider)
-        image = conn.image.find_image(mapping["image"], ignore_missing=False)
-        flavor = conn.compute.find_flavor(mapping["flavor"], ignore_missing=False)
+        image = _find_image(conn, provider, mapping["image"])
         network = (
             conn.network.find_network(mapping["network"], ignore_missing=False) if mapping.get("network") else None
         )
+    except CloudError:
+        raise
     except Exception as error:
         raise classify(error) from error
     resolved = Resolved(
         image.id,
-        flavor.id,
+        flavor(provider, label).id,
         network.id if network else None,
         tuple(mapping.get("security_groups") or ()),
         int(mapping["volume_size"]) if mapping.get("volume_size") else None,
@@ -487,17 +605,7 @@ def server_metadata(instance_id: str, request_id: str, expires_at: str) -> dict[
     }
 
 
-@_operation("create_server")
-def create_server(
-    provider: models.Provider,
-    *,
-    name: str,
-    label: str,
-    metadata: dict[str, str],
-    user_data: str | None,
-) -> str:
-    """Create one server; returns its id. Raises CloudError."""
-    resolved = resolve(provider, label)
+def _create_kwargs(provider: models.Provider, resolved: Resolved, name: str, metadata, user_data) -> dict:
     kwargs = {
         "name": name,
         "flavor_id": resolved.flavor_id,
@@ -529,15 +637,50 @@ def create_server(
         kwargs["security_groups"] = [{"name": group} for group in dict.fromkeys(groups)]
     if user_data:
         kwargs["user_data"] = base64.b64encode(user_data.encode()).decode()
+    return kwargs
+
+
+def _create(provider: models.Provider, resolved: Resolved, name: str, metadata, user_data) -> str:
     try:
-        return connection(provider).compute.create_server(**kwargs).id
+        return (
+            connection(provider)
+            .compute.create_server(**_create_kwargs(provider, resolved, name, metadata, user_data))
+            .id
+        )
     except Exception as error:
         failure = classify(error)
-        if failure.error_class == CONFIG:
-            # The image, flavor or network may have been replaced under the same name: resolve anew.
-            for key in [k for k in _resolved if k[0] == provider.name and k[2] == label]:
-                _resolved.pop(key, None)
+        if failure.error_class == QUOTA:
+            # The footprints the check used may be stale: read every one again with the quotas.
+            forget(provider)
         raise failure from error
+
+
+@_operation("create_server")
+def create_server(
+    provider: models.Provider,
+    *,
+    name: str,
+    label: str,
+    metadata: dict[str, str],
+    user_data: str | None,
+) -> str:
+    """Create one server; returns its id. Raises CloudError.
+
+    A configuration error (400/404: an image or flavor replaced, renamed or deleted since it was
+    resolved) drops the label's resolution and resolves it again; when that finds other ids the
+    create is tried once more with them (a refused create made nothing), so a rotated image costs
+    no failover. A quota error drops the provider's flavors (`_create`)."""
+    resolved = resolve(provider, label)
+    try:
+        return _create(provider, resolved, name, metadata, user_data)
+    except CloudError as failure:
+        if failure.error_class != CONFIG:
+            raise
+        forget(provider, label)
+        again = resolve(provider, label)
+        if again == resolved:
+            raise
+    return _create(provider, again, name, metadata, user_data)
 
 
 def _server(raw: dict) -> Server:

@@ -11,16 +11,13 @@ DESIGN.md draws the state machine.
 
 from __future__ import annotations
 
-import logging
 from datetime import timedelta
 
 from pynamodb.exceptions import UpdateError
 
-from chalicelib import addresses, cloud, models, placement, timeutil
+from chalicelib import cloud, models, placement, quota, timeutil
 from chalicelib.models import DEGRADED, DOWN, HEALTHY
 from chalicelib.settings import settings
-
-log = logging.getLogger("oms.health")
 
 FAILURES_TO_OPEN = 3
 BUILD_FAILURES_TO_PROBATION = 3
@@ -145,50 +142,21 @@ def check_setup(provider: models.Provider) -> list[str]:
     return problems
 
 
-def _room(limit: int, used: int, ours: int) -> int | None:
-    """How many of a quota's items we may hold: the limit less what others hold (what is used
-    beyond our own); None when it is unlimited (-1)."""
-    if limit < 0:
-        return None
-    return max(0, limit - max(0, used - ours))
-
-
-def _floating_ip_quota(provider: models.Provider) -> cloud.Quota | None:
-    """With `floating_ip: auto` every instance there holds a floating IP too: the project's floating
-    IP quota. One that cannot be read leaves the instance quota alone (the check itself passed)."""
-    if provider.floating_ip != addresses.FLOATING_IP_AUTO:
-        return None
-    try:
-        return cloud.floating_ip_quota(provider)
-    except cloud.CloudError as error:
-        log.warning(
-            "%s: floating IP quota unread (%s): instances capped by their own quota", provider.name, error.message
-        )
-        return None
-
-
 def check(provider: models.Provider) -> bool:
-    """Run a health check now and record its outcome on the provider item; True when it passed.
-    Its quota is the room the instance quota leaves us (servers that are not ours use it up too),
-    and with `floating_ip: auto` no more than the floating IPs the project still has for us."""
+    """Run a health check now and record its outcome on the provider item, with its quota (the
+    instances of ours the account still takes, whichever of its quotas runs out first: quota.py);
+    True when it passed."""
     try:
         limits = cloud.limits(provider)
     except cloud.CloudError as error:
         record_failure(provider, error, by_check=True)
         return False
-    floating_ips = _floating_ip_quota(provider)
+    reading = quota.read(provider, limits)
     provider.refresh(consistent_read=True)  # a fresh in_use: the check may have taken a while
-    ours = int(provider.in_use)
-    rooms = [_room(limits.max_instances, limits.used_instances, ours)]
-    if floating_ips is not None:
-        rooms.append(_room(floating_ips.limit, floating_ips.used, ours))
-    known = [room for room in rooms if room is not None]
-    quota = min(known) if known else None
-    item = models.Provider
     provider.update(
         actions=[
-            item.checked_at.set(timeutil.now_iso()),
-            item.quota_instances.remove() if quota is None else item.quota_instances.set(quota),
+            models.Provider.checked_at.set(timeutil.now_iso()),
+            *quota.record(quota.rooms(reading, int(provider.in_use))),
         ]
     )
     _answered(provider)

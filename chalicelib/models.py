@@ -32,6 +32,9 @@ TERMINAL_STATES = (DELETED, FAILED)
 # States in which an instance holds a slot on its provider (counted in the provider's `in_use`).
 HOLDING = (LAUNCHING, BUILDING, ACTIVE, DELETING)
 
+# The account's resources a check reads a room of (quota.py), by the name the views give them.
+QUOTA_RESOURCES = ("instances", "cores", "ram_mb", "floating_ips", "ports")
+
 # Provider health (the circuit breaker's view, DESIGN.md): never checked, answering, failing
 # some launches, circuit open.
 UNKNOWN_HEALTH, HEALTHY, DEGRADED, DOWN = "unknown", "healthy", "degraded", "down"
@@ -109,7 +112,10 @@ class Provider(Model):
     # Bumped with every change of `in_use`: the drift check's proof that no slot changed hands
     # between two sweeps.
     slot_changes = NumberAttribute(default=0)
+    # The instances of ours the account takes, whichever quota runs out first (quota.py), and
+    # each limited resource's room as the last check read it (what the views show).
     quota_instances = NumberAttribute(null=True)
+    quota_rooms = MapAttribute(null=True)
     health_state = UnicodeAttribute(default=UNKNOWN_HEALTH)
     # When a health check last ran (what it proves: the API answers, or not).
     checked_at = UnicodeAttribute(null=True)

@@ -42,8 +42,37 @@ LABEL_MAPPING = {
     "additionalProperties": False,
     "required": ["image", "flavor"],
     "properties": {
-        "image": _text,
-        "flavor": _text,
+        "image": {
+            "description": "a name or id (of several images with one name, the newest by created_at), or image "
+            'properties every candidate must have, e.g. {"os_distro": "ubuntu", "os_version": "22.04"}: the newest '
+            "active image with them, whatever it is named (clouds rename and rotate images)",
+            "oneOf": [
+                _text,
+                {
+                    "type": "object",
+                    "minProperties": 1,
+                    "maxProperties": 20,
+                    "propertyNames": {"pattern": r"^[A-Za-z0-9_.:-]{1,255}$"},
+                    "additionalProperties": _text,
+                },
+            ],
+        },
+        "flavor": {
+            "description": "a name or id, or a minimum: the smallest enabled flavor (vCPUs, then RAM, then disk) with "
+            "at least min_vcpus and min_ram_mb (one with a 0 GB disk only when the label sets volume_size)",
+            "oneOf": [
+                _text,
+                {
+                    "type": "object",
+                    "minProperties": 1,
+                    "additionalProperties": False,
+                    "properties": {
+                        "min_vcpus": {"type": "integer", "minimum": 1, "maximum": 1024},
+                        "min_ram_mb": {"type": "integer", "minimum": 1, "maximum": 16777216},
+                    },
+                },
+            ],
+        },
         "network": _text,
         "security_groups": {"type": "array", "maxItems": 20, "items": _text},
         "ready": {
@@ -421,6 +450,21 @@ def canary_view(record: dict | None) -> dict | None:
     return None if record is None else {k: record[k] for k in _CANARY_VIEW_FIELDS if k in record}
 
 
+QUOTA_ROOM = {
+    "type": "object",
+    "required": ["limit", "used", "room", "per_instance", "instances"],
+    "properties": {
+        "limit": {"type": "integer", "description": "the account's quota, in the resource's units (RAM: MiB)"},
+        "used": {"type": "integer", "description": "what the whole project uses, ours included"},
+        "room": {"type": "integer", "description": "what we may hold: the limit less what others use"},
+        "per_instance": {
+            "type": "integer",
+            "description": "what one instance of ours takes: the biggest footprint of the provider's labels",
+        },
+        "instances": {"type": "integer", "description": "the instances of ours the room takes"},
+    },
+}
+
 PROVIDER = {
     "type": "object",
     "required": list(USER_PROVIDER_FIELDS),
@@ -469,12 +513,24 @@ PROVIDER = {
         },
         "capacity": {
             "type": "object",
-            "required": ["max_instances", "quota_instances", "in_use", "available"],
+            "required": ["max_instances", "quota_instances", "in_use", "available", "rooms"],
             "properties": {
                 "max_instances": {"type": "integer"},
-                "quota_instances": {"type": ["integer", "null"]},
+                "quota_instances": {
+                    "type": ["integer", "null"],
+                    "description": "the instances of ours the account takes, whichever quota runs out first (the "
+                    "smallest room's instances); lowered to in_use by a quota error until the next check; null: "
+                    "nothing limited, or never checked",
+                },
                 "in_use": {"type": "integer"},
                 "available": {"type": "integer"},
+                "rooms": {
+                    "type": "object",
+                    "description": "each limited resource the last check read (instances, cores, ram_mb, and with "
+                    "floating_ip auto floating_ips and ports): a resource left out is unlimited or unread",
+                    "propertyNames": {"enum": list(models.QUOTA_RESOURCES)},
+                    "additionalProperties": QUOTA_ROOM,
+                },
             },
         },
         "created_at": _ts,
@@ -482,6 +538,12 @@ PROVIDER = {
     },
 }
 PROVIDER_LIST = _list_of("Provider")
+
+
+def _rooms(provider: models.Provider) -> dict[str, dict]:
+    """The rooms the last check found (quota.py), by resource."""
+    stored = provider.quota_rooms.as_dict() if provider.quota_rooms is not None else {}
+    return {name: {key: int(value) for key, value in room.items()} for name, room in stored.items()}
 
 
 def provider_view(provider: models.Provider, *, admin: bool) -> dict:
@@ -525,6 +587,7 @@ def provider_view(provider: models.Provider, *, admin: bool) -> dict:
             "quota_instances": None if provider.quota_instances is None else int(provider.quota_instances),
             "in_use": int(provider.in_use),
             "available": provider.free,
+            "rooms": _rooms(provider),
         },
         "created_at": provider.created_at,
         "updated_at": provider.updated_at,

@@ -88,6 +88,7 @@ class Validator:
             "maximum": self._range,
             "maxItems": self._max_items,
             "items": self._items,
+            "minProperties": self._min_properties,
             "maxProperties": self._max_properties,
             "required": self._required,
             "properties": self._fields,
@@ -201,6 +202,10 @@ class Validator:
                 self.validate(item, items, f"{field}[{index}]")
 
     # --- objects ------------------------------------------------------------------------------
+
+    def _min_properties(self, value: Any, low: int, schema: dict, field: str) -> None:
+        if isinstance(value, dict) and len(value) < low:
+            raise invalid(f"{field or 'body'} needs at least {low} {'entry' if low == 1 else 'entries'}", field)
 
     def _max_properties(self, value: Any, high: int, schema: dict, field: str) -> None:
         if isinstance(value, dict) and len(value) > high:

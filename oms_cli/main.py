@@ -108,14 +108,14 @@ def _flag_fields(args: argparse.Namespace) -> dict:
 
 def cmd_providers_list(args: argparse.Namespace, client: Client) -> int:
     items = client.all("/providers")
-    columns = ["name", "region", "health", "in_use", "priority", "enabled", "labels", "last_error"]
+    columns = ["name", "region", "health", "in_use", "quota", "priority", "enabled", "labels", "last_error"]
     show(args, items, output.table([output.provider_row(p) for p in items], columns))
     return 0
 
 
 def cmd_providers_show(args: argparse.Namespace, client: Client) -> int:
     provider = client.get(f"/providers/{quote(args.name)}")
-    show(args, provider, output.details(provider))
+    show(args, provider, output.details({**provider, "quota": output.rooms(provider["capacity"])}))
     return 0
 
 

@@ -77,6 +77,16 @@ def instance_row(instance: dict) -> dict:
     }
 
 
+def rooms(capacity: dict) -> str:
+    """Each limited resource's room, as the instances it takes, e.g. `instances 20, cores 10 (20 of
+    20)`: the resource's own room and limit in brackets where an instance takes more than one."""
+    parts = []
+    for name, room in capacity.get("rooms", {}).items():
+        units = f" ({room['room']} of {room['limit']})" if room["per_instance"] > 1 else ""
+        parts.append(f"{name} {room['instances']}{units}")
+    return ", ".join(parts)
+
+
 def provider_row(provider: dict) -> dict:
     capacity = provider["capacity"]
     cap = capacity["max_instances"]
@@ -87,6 +97,7 @@ def provider_row(provider: dict) -> dict:
         "region": provider.get("region"),
         "health": provider["health"]["state"],
         "in_use": f"{capacity['in_use']}/{cap}",
+        "quota": rooms(capacity),
         "priority": provider.get("priority"),
         "enabled": "yes" if provider["enabled"] else "no",
         "labels": sorted(provider["labels"]),

@@ -35,6 +35,9 @@ DEFAULT_NETWORKS = ({"name": "public"},)
 SETTING_NAMES = (
     "mode",
     "quota_instances",
+    "quota_cores",
+    "quota_ram_mb",
+    "quota_ports",
     "boot_seconds",
     "latency_ms",
     "error_rate",
@@ -83,6 +86,11 @@ class Settings:
 
     mode: str = "normal"
     quota_instances: int = 20
+    # vCPUs and RAM (MiB) the project may hold, counted from its servers' flavors (-1: unlimited,
+    # as most clouds but not all say), and Neutron ports (one per server and network).
+    quota_cores: int = -1
+    quota_ram_mb: int = -1
+    quota_ports: int = 500
     boot_seconds: float = 2.0
     latency_ms: float = 0.0
     error_rate: float = 0.0
@@ -165,7 +173,7 @@ def validate_settings(raw: Any) -> dict[str, Any]:
             if value not in MODES:
                 raise ConfigError(f"mode must be one of {', '.join(MODES)}; got {value!r}")
             out[key] = value
-        elif key == "quota_instances":
+        elif key in ("quota_instances", "quota_cores", "quota_ram_mb", "quota_ports"):
             # -1 is Nova's spelling of "unlimited".
             out[key] = int(_number(key, value, low=-1, integer=True))
         elif key == "boot_seconds":

@@ -7,6 +7,7 @@ Errors are ``{"error": "<message>"}`` with a 4xx status.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from sim.config import ConfigError
@@ -91,6 +92,57 @@ def patch_server(providers: Mapping[str, Provider], req: Request, name: str, ser
 @router.route("GET", "/providers/{}/floating-ips", "control")
 def list_floating_ips(providers: Mapping[str, Provider], req: Request, name: str) -> Response:
     return Response(200, {"floating_ips": providers[name].floating_ip_snapshots()})
+
+
+_IMAGE_VALUE = (str, int, float, bool)
+
+
+def _image_fields(body: Any, *, adding: bool) -> dict[str, Any]:
+    """An image's fields from a control body: `name`, `id` (adding only), `created_at`,
+    `os_hidden`, and any property (os_distro, os_version, ...); null removes one (changing only)."""
+    if not isinstance(body, dict) or not body:
+        raise ConfigError("body must be a non-empty JSON object")
+    fields = dict(body)
+    if "id" in fields and not adding:
+        raise ConfigError("an image's id cannot change")
+    if adding and not isinstance(fields.get("name"), str):
+        raise ConfigError("a new image needs a string name")
+    for key, value in fields.items():
+        allowed = _IMAGE_VALUE if adding or key in ("name", "id") else (*_IMAGE_VALUE, type(None))
+        if not isinstance(value, allowed) or (key in ("name", "id") and not value):
+            raise ConfigError(f"{key} must be a {'non-empty string' if key in ('name', 'id') else 'scalar'}")
+    if "os_hidden" in fields and not isinstance(fields["os_hidden"], bool):
+        raise ConfigError("os_hidden must be true or false")
+    if fields.get("created_at") is not None:
+        try:
+            datetime.fromisoformat(str(fields["created_at"]).replace("Z", "+00:00"))
+        except ValueError:
+            raise ConfigError(f"created_at must be an ISO 8601 time, got {fields['created_at']!r}") from None
+    return fields
+
+
+@router.route("GET", "/providers/{}/images", "control")
+def list_raw_images(providers: Mapping[str, Provider], req: Request, name: str) -> Response:
+    """Every image, hidden ones too, with its properties."""
+    with providers[name].lock:
+        return Response(200, {"images": [dict(i) for i in providers[name].images]})
+
+
+@router.route("POST", "/providers/{}/images", "control")
+def add_image(providers: Mapping[str, Provider], req: Request, name: str) -> Response:
+    return Response(201, providers[name].add_image(_image_fields(_body(req), adding=True)))
+
+
+@router.route("PATCH", "/providers/{}/images/{}", "control")
+def update_image(providers: Mapping[str, Provider], req: Request, name: str, ref: str) -> Response:
+    """Rename (`name`), hide (`os_hidden`) or change properties of an image, by id or unique name."""
+    return Response(200, providers[name].update_image(ref, _image_fields(_body(req), adding=False)))
+
+
+@router.route("DELETE", "/providers/{}/images/{}", "control")
+def delete_image(providers: Mapping[str, Provider], req: Request, name: str, ref: str) -> Response:
+    providers[name].delete_image(ref)
+    return Response(200, {"deleted": ref})
 
 
 @router.route("POST", "/providers/{}/servers", "control")

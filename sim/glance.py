@@ -58,7 +58,7 @@ def image_body(provider: Provider, image: dict[str, Any]) -> dict[str, Any]:
         "status": image["status"],
         "visibility": image.get("visibility", "public"),
         "protected": False,
-        "os_hidden": False,
+        "os_hidden": bool(image.get("os_hidden", False)),
         "container_format": image.get("container_format", "bare"),
         "disk_format": image["disk_format"],
         "min_disk": image["min_disk"],
@@ -69,8 +69,8 @@ def image_body(provider: Provider, image: dict[str, Any]) -> dict[str, Any]:
         "os_hash_algo": "sha512",
         "os_hash_value": digest,
         "owner": provider.project_id,
-        "created_at": CREATED,
-        "updated_at": CREATED,
+        "created_at": image.get("created_at", CREATED),
+        "updated_at": image.get("created_at", CREATED),
         "tags": list(image.get("tags", [])),
         "self": f"/v2/images/{image['id']}",
         "file": f"/v2/images/{image['id']}/file",
@@ -84,7 +84,11 @@ def image_body(provider: Provider, image: dict[str, Any]) -> dict[str, Any]:
 
 @router.route("GET", "/v2/images", "image_list")
 def list_images(provider: Provider, req: Request) -> Response:
-    images = list(provider.images)
+    with provider.lock:
+        images = [dict(i) for i in provider.images]
+    # Hidden images are left out of lists unless asked for, as Glance does (still bootable by id).
+    hidden = req.arg("os_hidden") == "true"
+    images = [i for i in images if bool(i.get("os_hidden", False)) == hidden]
     for key in ("name", "status", "visibility", "disk_format", "container_format"):
         value = req.arg(key)
         if value is not None:

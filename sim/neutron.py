@@ -465,7 +465,7 @@ def _quota_limits(provider: Provider) -> dict[str, int]:
         "floatingip": provider.settings.floating_ip_quota,
         "network": 100,
         "subnet": 100,
-        "port": 500,
+        "port": provider.settings.quota_ports,
         "router": 10,
         "security_group": 10,
         "security_group_rule": 100,
@@ -481,10 +481,10 @@ def get_quota(provider: Provider, req: Request, project_id: str) -> Response:
 
 @router.route("GET", "/v2.0/quotas/{}/details", "quota_get")
 def get_quota_details(provider: Provider, req: Request, project_id: str) -> Response:
-    """Each limit with its usage (the quota_details extension); floating IPs are the one resource
-    counted here (the project's, whoever made them), the rest show none used."""
+    """Each limit with its usage (the quota_details extension); floating IPs and ports are the
+    resources counted here (the project's, whoever made them), the rest show none used."""
     with provider.lock:
-        used = {"floatingip": len(provider.floating_ips)}
+        used = {"floatingip": len(provider.floating_ips), "port": len(provider.ports)}
     quota = {
         name: {"limit": limit, "used": used.get(name, 0), "reserved": 0}
         for name, limit in _quota_limits(provider).items()

@@ -1,7 +1,7 @@
 """Nova flavors, limits, quota sets and the small read-only lists clients probe.
 
-``GET /limits`` is where apps read ``maxTotalInstances``/``totalInstancesUsed``; it and the
-quota sets report exactly the usage the server store holds.
+``GET /limits`` is where apps read ``maxTotalInstances``/``totalInstancesUsed`` and the matching
+cores and RAM figures; it and the quota sets report exactly the usage the server store holds.
 """
 
 from __future__ import annotations
@@ -79,27 +79,18 @@ def get_extra_specs(provider: Provider, req: Request, mv: tuple[int, int], flavo
 
 
 # -- limits and quotas -----------------------------------------------------
-def _usage(provider: Provider) -> dict[str, int]:
-    servers = provider.list_servers()
-    flavors = [provider.find_flavor(s.flavor_id) or {} for s in servers]
-    return {
-        "instances": len(servers),
-        "cores": sum(f.get("vcpus", 0) for f in flavors),
-        "ram": sum(f.get("ram", 0) for f in flavors),
-    }
-
-
 @router.route("GET", "/v2.1/limits", "limits")
 @versioned
 def limits(provider: Provider, req: Request, mv: tuple[int, int]) -> Response:
-    used = _usage(provider)
+    used = provider.usage()
+    quota = provider.settings
     absolute: dict[str, int] = {
-        "maxTotalInstances": provider.settings.quota_instances,
+        "maxTotalInstances": quota.quota_instances,
         "totalInstancesUsed": used["instances"],
-        # Only instances are limited in the simulator; -1 is Nova's "unlimited".
-        "maxTotalCores": -1,
+        # -1 is Nova's "unlimited".
+        "maxTotalCores": quota.quota_cores,
         "totalCoresUsed": used["cores"],
-        "maxTotalRAMSize": -1,
+        "maxTotalRAMSize": quota.quota_ram_mb,
         "totalRAMUsed": used["ram"],
         "maxServerMeta": MAX_METADATA_ITEMS,
         "maxImageMeta": 128,
@@ -124,8 +115,9 @@ def limits(provider: Provider, req: Request, mv: tuple[int, int]) -> Response:
 
 
 def _quota_set(provider: Provider, project_id: str, detail: bool) -> dict[str, Any]:
-    used = _usage(provider)
-    limits_ = {"instances": provider.settings.quota_instances, "cores": -1, "ram": -1}
+    used = provider.usage()
+    quota = provider.settings
+    limits_ = {"instances": quota.quota_instances, "cores": quota.quota_cores, "ram": quota.quota_ram_mb}
     static = {"key_pairs": 100, "metadata_items": MAX_METADATA_ITEMS, "server_groups": 10, "server_group_members": 10}
     body: dict[str, Any] = {"id": project_id}
     for key, limit in {**limits_, **static}.items():

@@ -61,13 +61,20 @@ RULE_IDENTITY = (
 
 
 class QuotaExceeded(Exception):
-    """Nova's OverQuota, carrying the numbers its message reports."""
+    """Nova's 403 for a create the project's quotas cannot take, in Nova's words."""
 
-    def __init__(self, requested: int, used: int, limit: int) -> None:
-        self.requested, self.used, self.limit = requested, used, limit
-        super().__init__(
-            f"Quota exceeded for instances: Requested {requested}, but already used {used} of {limit} instances"
-        )
+
+def over_quota(overs: list[str], requested: int, used: int, limit: int) -> QuotaExceeded:
+    """Nova's TooManyInstances: every resource over (sorted, joined by commas), with the numbers of
+    the first, e.g. "Quota exceeded for cores: Requested 2, but already used 20 of 20 cores"."""
+    names = ",".join(overs)
+    return QuotaExceeded(
+        f"Quota exceeded for {names}: Requested {requested}, but already used {used} of {limit} {names}"
+    )
+
+
+# Nova's PortLimitExceeded: a port quota reached while Nova makes the server's ports (no word "quota").
+PORTS_EXCEEDED = "Maximum number of ports exceeded"
 
 
 class NeutronError(Exception):
@@ -312,6 +319,40 @@ class Provider:
     def find_image(self, image_id: str) -> dict[str, Any] | None:
         return next((i for i in self.images if i["id"] == image_id), None)
 
+    # Images rotate under clients (REAL-CLOUDS.md): a new one takes the name, the old one is
+    # renamed with a date, hidden (Glance's `os_hidden`: unlisted, still bootable) or deleted.
+    def add_image(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """A new image; `created_at` defaults to now, other keys are its properties."""
+        with self.lock:
+            image = self._image({"created_at": iso(time.time()), **raw})
+            if self.find_image(image["id"]) is not None:
+                raise ValueError(f"image {image['id']} exists")
+            self.images.append(image)
+            return dict(image)
+
+    def _image_by_ref(self, ref: str) -> dict[str, Any]:
+        found = [i for i in self.images if ref in (i["id"], i["name"])]
+        if len(found) != 1:
+            raise ValueError(f"{len(found) or 'no'} images named or numbered {ref!r}: use an id")
+        return found[0]
+
+    def update_image(self, ref: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """Rename, hide or change the properties of one image (by id, or a name only it has);
+        a property set to null is removed."""
+        with self.lock:
+            image = self._image_by_ref(ref)
+            for key, value in changes.items():
+                if value is None:
+                    image.pop(key, None)
+                else:
+                    image[key] = value
+            return dict(image)
+
+    def delete_image(self, ref: str) -> None:
+        """Delete an image: Nova then refuses to boot it (400 "Image <id> could not be found.")."""
+        with self.lock:
+            self.images.remove(self._image_by_ref(ref))
+
     def find_flavor(self, flavor_id: str) -> dict[str, Any] | None:
         return next((f for f in self.flavors if f["id"] == flavor_id), None)
 
@@ -421,19 +462,51 @@ class Provider:
         """
         self._finish_deletes()
         with self.lock:
-            used = len(self.servers)  # servers being deleted still count, as in Nova
-            limit = self.settings.quota_instances
-            count = spec.max_count
-            if limit >= 0 and used + count > limit:
-                count = limit - used
-                if count < spec.min_count:
-                    self.quota_rejections += 1
-                    raise QuotaExceeded(spec.min_count, used, limit)
+            count = self._quota_allows(spec)  # servers being deleted still count, as in Nova
             multi = spec.max_count > 1
             created = [self._create_one(spec, origin, i, multi) for i in range(count)]
             self.servers_peak = max(self.servers_peak, len(self.servers))
             self.volumes_peak = max(self.volumes_peak, len(self.volumes))
         return created
+
+    def _quota_allows(self, spec: ServerSpec) -> int:
+        """How many of the servers asked for the quotas take (at most max_count), or raise Nova's
+        error when that is fewer than min_count. Ports first, as Nova makes them before it counts
+        instances, cores and RAM; every server counts, ERROR ones included. Holds the lock."""
+        ports = self.settings.quota_ports
+        if 0 <= ports < len(self.ports) + spec.min_count * len(spec.network_ids):
+            self.quota_rejections += 1
+            raise QuotaExceeded(PORTS_EXCEEDED)
+        flavor = self.find_flavor(spec.flavor_id) or {}
+        used = self._usage()
+        quotas = {  # resource: (limit, used, each new server's share)
+            "cores": (self.settings.quota_cores, used["cores"], flavor.get("vcpus", 0)),
+            "instances": (self.settings.quota_instances, used["instances"], 1),
+            "ram": (self.settings.quota_ram_mb, used["ram"], flavor.get("ram", 0)),
+        }
+        count = spec.max_count
+        for limit, used, each in quotas.values():
+            if limit >= 0 and each > 0:
+                count = min(count, max(0, (limit - used) // each))
+        if count >= spec.min_count:
+            return count
+        overs = [name for name, (limit, used, each) in quotas.items() if 0 <= limit < used + spec.min_count * each]
+        limit, used, each = quotas[overs[0]]
+        self.quota_rejections += 1
+        raise over_quota(overs, spec.min_count * each, used, limit)
+
+    def usage(self) -> dict[str, int]:
+        """What the project's servers hold, as Nova's quotas count it: instances, cores, RAM (MiB)."""
+        with self.lock:
+            return self._usage()
+
+    def _usage(self) -> dict[str, int]:
+        flavors = [self.find_flavor(s.flavor_id) or {} for s in self.servers.values()]
+        return {
+            "instances": len(flavors),
+            "cores": sum(f.get("vcpus", 0) for f in flavors),
+            "ram": sum(f.get("ram", 0) for f in flavors),
+        }
 
     def _create_one(self, spec: ServerSpec, origin: str, index: int, multi: bool) -> Server:
         server_id = self._uuid()

@@ -110,6 +110,21 @@ class Simulator:
         """Create servers that our app did not make (name, metadata, count, image, flavor)."""
         return self.request("POST", f"providers/{provider}/servers", spec)["servers"]
 
+    def images(self, provider: str) -> list[dict[str, Any]]:
+        """Every image (hidden ones too) with its properties and created_at."""
+        return self.request("GET", f"providers/{provider}/images")["images"]
+
+    def add_image(self, provider: str, **image: Any) -> dict[str, Any]:
+        """A new image (name, created_at, os_hidden, properties such as os_distro)."""
+        return self.request("POST", f"providers/{provider}/images", image)
+
+    def update_image(self, provider: str, ref: str, **changes: Any) -> dict[str, Any]:
+        """Rename, hide (os_hidden=True) or change properties of an image (id or unique name)."""
+        return self.request("PATCH", f"providers/{provider}/images/{ref}", changes)
+
+    def delete_image(self, provider: str, ref: str) -> None:
+        self.request("DELETE", f"providers/{provider}/images/{ref}")
+
     def stop(self) -> None:
         self.server.stop()
 

@@ -222,10 +222,11 @@ def test_edit_switch_off_and_delete_a_provider_and_extend_a_request(page, admin_
     secret_version = models.Provider.get(name).secret_version
     deletes = []
     page.on("request", lambda r: r.method == "DELETE" and "/providers/" in r.url and deletes.append(r.url))
-    # Label settings the form has no field for must survive an edit made in it.
+    # Label settings the form has no field for must survive an edit made in it, and so must an
+    # image chosen by properties and a flavor by a minimum (shown and sent back as JSON).
     mapping = {
-        "image": "ubuntu-22.04",
-        "flavor": "m1.small",
+        "image": {"os_distro": "ubuntu", "os_version": "22.04"},
+        "flavor": {"min_vcpus": 2},
         "security_groups": ["ssh"],
         "ssh_port": 2222,
         "ready": "active",

@@ -174,6 +174,7 @@ KEYWORD_CASES = {
     "maximum": ({"maximum": 1}, 2, 1),
     "maxItems": ({"maxItems": 1}, [1, 2], [1]),
     "items": ({"items": {"type": "string"}}, [1], ["x"]),
+    "minProperties": ({"minProperties": 1}, {}, {"a": 1}),
     "maxProperties": ({"maxProperties": 1}, {"a": 1, "b": 2}, {"a": 1}),
     "required": ({"required": ["a"]}, {}, {"a": 1}),
     "properties": ({"properties": {"a": {"type": "string"}}}, {"a": 1}, {"a": "x", "b": 1}),

@@ -317,6 +317,9 @@ function renderProviders() {
   const rows = state.providers.map((p) => {
     const cap = p.capacity.quota_instances === null ? p.capacity.max_instances : Math.min(p.capacity.max_instances, p.capacity.quota_instances);
     const quota = p.capacity.quota_instances === null ? "quota unknown" : `real quota ${p.capacity.quota_instances}`;
+    // Each limited resource's room (instances, cores, RAM, floating IPs, ports) as the last check read it.
+    const rooms = Object.entries(p.capacity.rooms || {}).map(([name, r]) =>
+      `${name} ${r.instances}` + (r.per_instance > 1 ? ` (${r.room} of ${r.limit})` : ""));
     const toggle = h("input", { type: "checkbox", "aria-label": `${p.name} enabled`, disabled: !admin, onchange: (e) => setEnabled(p.name, e.target.checked) });
     toggle.checked = p.enabled;
     return h("tr", { "data-provider": p.name },
@@ -328,7 +331,8 @@ function renderProviders() {
         h("div", { class: "small" }, "checked ", since(p.health.checked_at)),
         admin && p.canary ? canaryView(p) : null),
       h("td", {}, bar(p.capacity.in_use, cap, `${p.name}: ${p.capacity.in_use} of ${cap} in use`),
-        h("div", { class: "small" }, `${p.capacity.in_use} / ${cap} in use · max ${p.capacity.max_instances} · ${quota}`)),
+        h("div", { class: "small" }, `${p.capacity.in_use} / ${cap} in use · max ${p.capacity.max_instances} · ${quota}`),
+        rooms.length ? h("div", { class: "small rooms" }, `room: ${rooms.join(" · ")}`) : null),
       h("td", {}, p.priority === undefined ? "—" : String(p.priority)),
       h("td", {}, toggle),
       admin ? h("td", { class: "actions" },
@@ -403,8 +407,15 @@ async function deleteProvider(name) {
   refresh();
 }
 
+// An image or flavor may be chosen by properties or a minimum (an object): edited as JSON.
+const asText = (value) => (value && typeof value === "object" ? JSON.stringify(value) : value);
+function asValue(text) {
+  if (!text.startsWith("{")) return text;
+  try { return JSON.parse(text); } catch { return text; }
+}
+
 function labelRow(label = "", mapping = {}) {
-  const field = (name, text, value) => h("div", {}, h("label", {}, text, h("input", { name: `l-${name}`, value: value || "" })));
+  const field = (name, text, value) => h("div", {}, h("label", {}, text, h("input", { name: `l-${name}`, value: asText(value) || "" })));
   const ready = h("select", { name: "l-ready" },
     h("option", { value: "active" }, "when Nova says ACTIVE"), h("option", { value: "ssh" }, "when SSH answers"));
   // A new label is ready once SSH answers; one stored before that default has no `ready` and is `active`.
@@ -484,7 +495,7 @@ function providerBody(form) {
     const get = (n) => $(`[name="l-${n}"]`, row).value.trim();
     if (!get("label")) continue;
     const { network: _network, ...kept } = JSON.parse(row.dataset.mapping || "{}");
-    labels[get("label")] = { ...kept, image: get("image"), flavor: get("flavor"), ready: get("ready"),
+    labels[get("label")] = { ...kept, image: asValue(get("image")), flavor: asValue(get("flavor")), ready: get("ready"),
       ...(get("network") ? { network: get("network") } : {}) };
   }
   body.labels = labels;

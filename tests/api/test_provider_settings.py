@@ -55,3 +55,16 @@ def test_a_label_stored_before_ssh_became_the_default_has_no_ready_and_is_active
         == []
     )
     assert models.Instance.get(instance.id).state == models.ACTIVE
+
+
+def test_a_label_takes_an_image_by_properties_and_a_flavor_by_minimum_and_refuses_empty_or_unknown_ones(
+    admin_api, provider
+):
+    path = f"/providers/{provider['name']}"
+    mapping = {"image": {"os_distro": "ubuntu", "os_version": "22.04"}, "flavor": {"min_vcpus": 2, "min_ram_mb": 4096}}
+    saved = admin_api.patch(path, json={"labels": {"ubuntu-small": mapping}})
+    assert saved.status_code == 200, saved.text
+    assert saved.json()["labels"]["ubuntu-small"] == {**mapping, "ready": "ssh"}
+    for broken in ({"image": {}}, {"flavor": {}}, {"flavor": {"min_cpus": 2}}, {"image": {"os_distro": 22}}):
+        answer = admin_api.patch(path, json={"labels": {"ubuntu-small": {**mapping, **broken}}})
+        assert answer.status_code == 400, (broken, answer.text)

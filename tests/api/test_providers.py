@@ -18,7 +18,7 @@ def test_register_with_password_keeps_the_secret_out_of_answers_and_tables(admin
     assert view["auth_type"] == "password" and view["username"] == "demo"
     assert view["user_domain_name"] == "Default" and view["priority"] == 100 and view["enabled"] is True
     assert view["health"]["state"] == "unknown"
-    assert view["capacity"] == {"max_instances": 20, "quota_instances": None, "in_use": 0, "available": 20}
+    assert view["capacity"] == {"max_instances": 20, "quota_instances": None, "in_use": 0, "available": 20, "rooms": {}}
     for response in (
         created,
         admin_api.get(f"/providers/{body['name']}"),
