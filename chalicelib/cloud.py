@@ -12,13 +12,14 @@ import functools
 import json
 import threading
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import openstack
 from keystoneauth1 import exceptions as ks_exc
 from openstack import exceptions as os_exc
 
-from chalicelib import addresses, credentials, models, telemetry
+from chalicelib import addresses, credentials, governor, models, telemetry, timeutil
 from chalicelib.addresses import Address
 
 # The error classes and CloudError live in faults (importable without openstacksdk); the rest of
@@ -29,6 +30,7 @@ from chalicelib.faults import (  # noqa: F401 - re-exported as the adapter's voc
     CAPACITY,
     CONFIG,
     QUOTA,
+    RATE_LIMITED,
     TIMEOUT,
     UNAVAILABLE,
     UNKNOWN,
@@ -133,6 +135,22 @@ _CONFIG_WORDS = (
 )
 
 
+def _retry_after(error: Exception) -> float | None:
+    """The answer's `Retry-After` in seconds (it may be a number or an HTTP date), if it has one."""
+    response = getattr(error, "response", None)
+    value = response.headers.get("Retry-After") if response is not None and response.headers else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - timeutil.now()).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
 def classify(error: Exception) -> CloudError:
     """Map an openstacksdk/keystoneauth exception to an error class (DESIGN.md's table)."""
     if isinstance(error, CloudError):
@@ -148,8 +166,13 @@ def classify(error: Exception) -> CloudError:
     ):
         return CloudError(UNAVAILABLE, message)
     status = getattr(error, "status_code", None) or getattr(error, "http_status", None)
+    if status == 429:
+        return CloudError(RATE_LIMITED, message, retry_after=_retry_after(error))
     if ("quota" in text and ("exceed" in text or status in (403, 413))) or any(w in text for w in _QUOTA_WORDS):
         return CloudError(QUOTA, message)
+    if status == 413 and (_retry_after(error) is not None or "overlimit" in text):
+        # An older Nova's rate limit (its absolute-limit 413s say "quota": those are quota, above).
+        return CloudError(RATE_LIMITED, message, retry_after=_retry_after(error))
     if any(words in text for words in _CAPACITY_WORDS):
         return CloudError(CAPACITY, message)
     if any(words in text for words in _CONFIG_WORDS):
@@ -158,7 +181,7 @@ def classify(error: Exception) -> CloudError:
         return CloudError(AUTH, message)
     if status in (400, 404) or isinstance(error, os_exc.ResourceNotFound | os_exc.BadRequestException):
         return CloudError(CONFIG, message)
-    if status is not None and (status >= 500 or status == 429):
+    if status is not None and status >= 500:
         # A gateway's 502/504 says nothing of whether the service behind it acted.
         return CloudError(UNAVAILABLE, message, uncertain=status in (502, 504))
     if isinstance(error, os_exc.ResourceTimeout):
@@ -167,13 +190,14 @@ def classify(error: Exception) -> CloudError:
 
 
 def _operation(name: str):
-    """Trace the decorated call on its provider (first argument) as `openstack.<name>`."""
+    """Trace the decorated call on its provider (first argument) as `openstack.<name>`, and run it
+    under the provider's rate governor (its turn, and again after a 429)."""
 
     def wrap(function):
         @functools.wraps(function)
         def call(provider: models.Provider, *args, **kwargs):
             with telemetry.provider_call(provider.name, name):
-                return function(provider, *args, **kwargs)
+                return governor.call(provider, function, *args, **kwargs)
 
         return call
 
