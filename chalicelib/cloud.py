@@ -12,14 +12,13 @@ import functools
 import json
 import threading
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import openstack
 from keystoneauth1 import exceptions as ks_exc
 from openstack import exceptions as os_exc
 
-from chalicelib import addresses, credentials, governor, models, telemetry, timeutil
+from chalicelib import addresses, credentials, governor, models, telemetry
 from chalicelib.addresses import Address
 
 # The error classes and CloudError live in faults (importable without openstacksdk); the rest of
@@ -86,7 +85,7 @@ def _connection(name: str, secret_version: str, settings_key: tuple) -> openstac
     # The version this connection is cached under, not whatever the item says by now.
     secret = credentials.load(name, secret_version)
     auth_type, auth = _auth_args(provider, secret)
-    return openstack.connect(
+    made = openstack.connect(
         load_yaml_config=False,
         load_envvars=False,
         auth_type=auth_type,
@@ -99,6 +98,10 @@ def _connection(name: str, secret_version: str, settings_key: tuple) -> openstac
         connect_retries=0,
         status_code_retries=0,
     )
+    # Every HTTP request of the connection (tokens and discovery too) goes through the governor.
+    for adapter in {id(a): a for a in made.session.session.adapters.values()}.values():  # one for http and https
+        adapter.send = functools.partial(governor.send, adapter.send)
+    return made
 
 
 def connection(provider: models.Provider) -> openstack.connection.Connection:
@@ -136,19 +139,8 @@ _CONFIG_WORDS = (
 
 
 def _retry_after(error: Exception) -> float | None:
-    """The answer's `Retry-After` in seconds (it may be a number or an HTTP date), if it has one."""
     response = getattr(error, "response", None)
-    value = response.headers.get("Retry-After") if response is not None and response.headers else None
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, (parsedate_to_datetime(value) - timeutil.now()).total_seconds())
-    except (TypeError, ValueError):
-        return None
+    return governor.retry_after(response.headers.get("Retry-After")) if response is not None else None
 
 
 def classify(error: Exception) -> CloudError:
@@ -190,8 +182,8 @@ def classify(error: Exception) -> CloudError:
 
 
 def _operation(name: str):
-    """Trace the decorated call on its provider (first argument) as `openstack.<name>`, and run it
-    under the provider's rate governor (its turn, and again after a 429)."""
+    """Trace the decorated call on its provider (first argument) as `openstack.<name>`; its HTTP
+    requests are governed as that provider's (each in its turn, sent again after a 429)."""
 
     def wrap(function):
         @functools.wraps(function)

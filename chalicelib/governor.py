@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from email.utils import parsedate_to_datetime
 
 from pynamodb.exceptions import UpdateError
 
@@ -56,7 +57,7 @@ _lock = threading.Lock()
 _buckets: dict[tuple[str, float], _Bucket] = {}
 _held_until: dict[str, float] = {}  # provider -> time.monotonic() before which nobody calls it
 _creating: dict[tuple[str, int], threading.Semaphore] = {}
-_inside = threading.local()
+_current = threading.local()  # the operation this thread runs: its provider and deadline
 
 
 def creates(provider: models.Provider) -> threading.Semaphore:
@@ -67,29 +68,65 @@ def creates(provider: models.Provider) -> threading.Semaphore:
 
 
 def call(provider: models.Provider, function, *args, **kwargs):
-    """Run one operation on `provider` in its turn, and again after each rate limit it meets
-    (at most MAX_RETRIES times, within OMS_RATE_LIMIT_WAIT_SECONDS of waiting). An operation
-    inside another (a create resolving its label) is the outer one's: it takes no turn of its
-    own, and a rate limit it meets makes the outer one wait and try again whole."""
-    if getattr(_inside, "active", False):
+    """Run one operation with its HTTP requests governed as `provider`'s (`send`), all of them
+    within OMS_RATE_LIMIT_WAIT_SECONDS of waiting. An operation inside another (a create
+    resolving its label) shares the outer one's budget."""
+    if getattr(_current, "provider", None) is not None:
         return function(provider, *args, **kwargs)
-    deadline = time.monotonic() + settings.rate_limit_wait_seconds
-    retries = 0
-    _inside.active = True
+    _current.provider, _current.deadline = provider, time.monotonic() + settings.rate_limit_wait_seconds
     try:
-        while True:
-            _wait_turn(provider, deadline)
-            try:
-                return function(provider, *args, **kwargs)
-            except faults.CloudError as error:
-                if error.error_class != faults.RATE_LIMITED:
-                    raise
-                hold(provider, error.retry_after)
-                if retries == MAX_RETRIES:
-                    raise
-                retries += 1
+        return function(provider, *args, **kwargs)
     finally:
-        _inside.active = False
+        _current.provider = None
+
+
+def send(send_now, request, **kwargs):
+    """Send one HTTP request of the current operation in its turn (the transport's `send`, which
+    `cloud` wraps with this for every connection: Keystone's requests, discovery and pages
+    included). A rate limit is waited out and the same request sent again, at most MAX_RETRIES
+    times: the service did not carry it out, so the operation keeps the progress it made. The
+    last refusal goes back to openstacksdk, which raises it (classified RATE_LIMITED)."""
+    provider = getattr(_current, "provider", None)
+    if provider is None:
+        return send_now(request, **kwargs)
+    retries = 0
+    while True:
+        _wait_turn(provider, _current.deadline)
+        response = send_now(request, **kwargs)
+        wait = rate_limited(response)
+        if wait is None or retries == MAX_RETRIES:
+            return response
+        hold(provider, wait)
+        response.close()
+        retries += 1
+
+
+def retry_after(value: str | None) -> float | None:
+    """A `Retry-After` header in seconds (it may be a number or an HTTP date), if there is one."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - timeutil.clock.now()).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+def rate_limited(response) -> float | None:
+    """Seconds to wait when the answer is a rate limit (429; an older Nova's 413 "overLimit",
+    whose absolute-limit 413s say "quota" and are not), else None."""
+    status = response.status_code
+    if status == 413:
+        text = response.content.lower()
+        if b"quota" in text or not (b"overlimit" in text or "Retry-After" in response.headers):
+            return None
+    elif status != 429:
+        return None
+    seconds = retry_after(response.headers.get("Retry-After"))
+    return DEFAULT_RETRY_AFTER if seconds is None else seconds
 
 
 def _wait_turn(provider: models.Provider, deadline: float) -> None:
@@ -135,11 +172,10 @@ def _shared_hold(provider: models.Provider) -> float:
     return max(0.0, float(provider.rate_limited_until) - timeutil.clock.now().timestamp())
 
 
-def hold(provider: models.Provider, retry_after: float | None) -> None:
-    """The account said "slow down": nobody in this process calls it for `retry_after` seconds,
-    and the provider item says so to other processes (written only when it extends the hold
-    already known, and conditioned on extending the stored one)."""
-    seconds = DEFAULT_RETRY_AFTER if retry_after is None else retry_after
+def hold(provider: models.Provider, seconds: float) -> None:
+    """The account said "slow down": nobody in this process calls it for `seconds`, and the
+    provider item says so to other processes (written only when it extends the hold already
+    known, and conditioned on extending the stored one)."""
     telemetry.metric("RateLimited", provider=provider.name)
     until = time.monotonic() + seconds
     with _lock:
