@@ -106,7 +106,7 @@ class Provider(Model):
     boot_timeout_seconds = NumberAttribute(null=True)
     # False for clouds that refuse MIME multipart user data (ConoHa): userdata.compose avoids it.
     multipart_user_data = BooleanAttribute(default=True)
-    # The rate governor (governor.py): operations a second at most (None: no limit), and creates
+    # The rate governor (governor.py): HTTP requests a second at most (None: no limit), and creates
     # under way at once at most; both per process, with `rate_limited_until` shared by all.
     rate_limit_per_second = NumberAttribute(null=True)
     max_concurrent_creates = NumberAttribute(default=DEFAULT_CONCURRENT_CREATES)

@@ -130,9 +130,10 @@ PROVIDER_FIELDS: dict[str, Any] = {
         "type": "number",
         "minimum": 0.01,
         "maximum": 10000,
-        "description": "the most OpenStack operations a second we make to the account, from each function "
-        "instance (set it a little below the cloud's published limit: OVH 20/s); null: no limit. A 429 or 413 "
-        "with Retry-After is waited out and retried whatever it says here, and never counts on health",
+        "description": "the most HTTP requests a second we make to the account (tokens and discovery "
+        "included), from each function instance (set it a little below the cloud's published limit: OVH "
+        "20/s); null: no limit. A 429 or 413 with Retry-After is waited out and retried whatever it says "
+        "here, and never counts on health",
     },
     "max_concurrent_creates": {
         "type": "integer",
