@@ -3,8 +3,9 @@
 Clouds limit an account's request rate (OVH: 20 requests/s per project, Rackspace publishes
 per-minute limits) and answer `429` with `Retry-After` when it is passed (an older Nova `413`
 "overLimit"). That answer means "slow down", never "broken": it must not count on the provider's
-health. Every OpenStack operation of `cloud` passes through `call` (its `_operation` wrapper), so
-no call site meters itself.
+health. Every HTTP request of `cloud`'s connections passes through `send` (installed on their
+transport), governed as the provider whose operation runs in the thread (`call`, from
+`cloud._operation`), so no call site meters itself.
 
 What is exact and what is best effort (DESIGN.md, "Rate governor"):
 - the rate (`rate_limit_per_second`) is a token bucket per process and provider: exact within a
