@@ -232,6 +232,7 @@ def run(
             response.raise_for_status()
         # One sweep pass checks every provider first, as in a running service.
         _sweep_pass(stack, sim, scenario, aws)
+        faults_recorded = _faults_recorded()
         sims_before = {p.name: sim.state(p.name) for p in scenario.providers}
         aws_before = aws.snapshot()
         cpu_before = _cpu(stack, sim)
@@ -275,6 +276,9 @@ def run(
                     "active": sum(1 for i in instances if i.provider == p.name and i.state == models.ACTIVE),
                     "servers_peak": sims_after[p.name]["servers_peak"],
                     "calls": _diff(sims_after[p.name]["calls"], sims_before[p.name]["calls"]),
+                    # Requests it refused over its rate limit, and failures held against its health.
+                    "rate_limited": sims_after[p.name]["rate_limited"] - sims_before[p.name]["rate_limited"],
+                    "faults_recorded": faults_recorded[p.name],
                 }
                 for p in scenario.providers
             },
@@ -304,6 +308,22 @@ def run(
         stack.stop()
         sim.stop()
     return result
+
+
+def _faults_recorded() -> Counter[str]:
+    """Failures recorded on each provider's health from now on (the only way to degraded or down),
+    counted as they are recorded: a provider never counted was never marked down."""
+    from chalicelib import health
+
+    counts: Counter[str] = Counter()
+    record = health.record_failure
+
+    def counted(provider, error, **kwargs):
+        counts[provider.name] += 1
+        return record(provider, error, **kwargs)
+
+    health.record_failure = counted
+    return counts
 
 
 def _profile(folder: Path, pids: dict[str, int]) -> list[subprocess.Popen]:

@@ -28,6 +28,8 @@ class Provider:
             return self.sim["mode"]
         if self.sim.get("error_rate"):
             return f"error_rate {self.sim['error_rate']:g}"
+        if self.sim.get("rate_limit_per_second"):
+            return f"{self.sim['rate_limit_per_second']:g} requests/s, then 429"
         if "quota_instances" in self.sim and self.sim["quota_instances"] < self.cap:
             return f"real quota {self.sim['quota_instances']}"
         return ""
@@ -96,6 +98,14 @@ def s1_ssh() -> Scenario:
     return dataclasses.replace(s1(), name="S1-ssh", ready="ssh", ready_seconds=1.0)
 
 
+def s1_rate() -> Scenario:
+    """S1 plus an eighth account that takes 10 requests a second and answers more with `429` and
+    `Retry-After: 1` (OVH's 20/s, halved; no burst: 100 ms between requests): its refusals are waited out,
+    never held against it."""
+    limited = Provider("p8", sim={"rate_limit_per_second": 10, "rate_limit_burst": 1, "rate_limit_retry_after": 1})
+    return dataclasses.replace(s1(), name="S1-rate", providers=(*s1().providers, limited))
+
+
 def s2() -> Scenario:
     """Scale: 1,000 instances. Fifty accounts of 20 hold exactly 1,000, so the two failing ones
     (one in maintenance, one whose every build ends in ERROR) come on top: 52 accounts."""
@@ -116,4 +126,4 @@ def smoke() -> Scenario:
     )
 
 
-SCENARIOS = {"S1": s1, "S1-ssh": s1_ssh, "S2": s2, "smoke": smoke}
+SCENARIOS = {"S1": s1, "S1-ssh": s1_ssh, "S1-rate": s1_rate, "S2": s2, "smoke": smoke}

@@ -8,19 +8,17 @@ to the error classes of DESIGN.md, which is all the rest of the code ever sees o
 from __future__ import annotations
 
 import base64
-import email.utils
 import functools
 import json
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import openstack
 from keystoneauth1 import exceptions as ks_exc
 from openstack import exceptions as os_exc
 
-from chalicelib import addresses, credentials, models, telemetry
+from chalicelib import addresses, credentials, governor, models, telemetry
 from chalicelib.addresses import Address
 
 # The error classes and CloudError live in faults (importable without openstacksdk); the rest of
@@ -98,7 +96,7 @@ def _connection(name: str, secret_version: str, settings_key: tuple) -> openstac
     # The version this connection is cached under, not whatever the item says by now.
     secret = credentials.load(name, secret_version)
     auth_type, auth = _auth_args(provider, secret)
-    return openstack.connect(
+    made = openstack.connect(
         load_yaml_config=False,
         load_envvars=False,
         auth_type=auth_type,
@@ -111,6 +109,10 @@ def _connection(name: str, secret_version: str, settings_key: tuple) -> openstac
         connect_retries=0,
         status_code_retries=0,
     )
+    # Every HTTP request of the connection (tokens and discovery too) goes through the governor.
+    for adapter in {id(a): a for a in made.session.session.adapters.values()}.values():  # one for http and https
+        adapter.send = functools.partial(governor.send, adapter.send)
+    return made
 
 
 def connection(provider: models.Provider) -> openstack.connection.Connection:
@@ -279,22 +281,6 @@ def _status(error: Exception) -> int | None:
     return getattr(error, "status_code", None) or getattr(error, "http_status", None)
 
 
-def _retry_after(headers) -> float | None:
-    """Retry-After in seconds: a number, or an HTTP date (RFC 9110); None when absent or unreadable."""
-    value = (headers.get("retry-after") or "").strip()
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
 def classify(error: Exception) -> CloudError:
     """Map an openstacksdk/keystoneauth exception to an error class: the first row of RULES it
     matches, else `unknown` (uncertain: nothing says the request was not carried out)."""
@@ -310,18 +296,19 @@ def classify(error: Exception) -> CloudError:
     rule = next((r for r in RULES if r.matches(error, status, text, headers)), None)
     if rule is None:
         return CloudError(UNKNOWN, message, uncertain=True)
-    retry_after = _retry_after(headers) if rule.error_class == RATE_LIMITED else None
+    retry_after = governor.retry_after(headers.get("retry-after")) if rule.error_class == RATE_LIMITED else None
     return CloudError(rule.error_class, message, uncertain=rule.uncertain, retry_after=retry_after)
 
 
 def _operation(name: str):
-    """Trace the decorated call on its provider (first argument) as `openstack.<name>`."""
+    """Trace the decorated call on its provider (first argument) as `openstack.<name>`; its HTTP
+    requests are governed as that provider's (each in its turn, sent again after a 429)."""
 
     def wrap(function):
         @functools.wraps(function)
         def call(provider: models.Provider, *args, **kwargs):
             with telemetry.provider_call(provider.name, name):
-                return function(provider, *args, **kwargs)
+                return governor.call(provider, function, *args, **kwargs)
 
         return call
 

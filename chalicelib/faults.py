@@ -10,20 +10,9 @@ QUOTA, CAPACITY, AUTH, UNAVAILABLE = "quota", "capacity", "auth", "unavailable"
 CONFIG, BUILD_FAILED, TIMEOUT, UNKNOWN = "config", "build_failed", "timeout", "unknown"
 # ACTIVE, but its sshd never answered within the boot timeout (closed port 22, no way in, no sshd).
 UNREACHABLE = "unreachable"
-# "Slow down" (429, or an old Nova's 413 overLimit): the provider works, we asked too often.
+# 429 (or an old Nova's 413 "overLimit"): slow down; the request was not carried out.
 RATE_LIMITED = "rate_limited"
-ERROR_CLASSES = (
-    QUOTA,
-    CAPACITY,
-    AUTH,
-    UNAVAILABLE,
-    CONFIG,
-    BUILD_FAILED,
-    TIMEOUT,
-    UNREACHABLE,
-    RATE_LIMITED,
-    UNKNOWN,
-)
+ERROR_CLASSES = (QUOTA, CAPACITY, AUTH, UNAVAILABLE, CONFIG, BUILD_FAILED, TIMEOUT, UNREACHABLE, RATE_LIMITED, UNKNOWN)
 
 
 class CloudError(Exception):
@@ -37,5 +26,5 @@ class CloudError(Exception):
         self.message = message
         # True when the request may have been carried out all the same (its answer was lost).
         self.uncertain = uncertain
-        # Seconds the provider asked us to wait (its Retry-After), when it said.
+        # Seconds the service asked us to wait (its `Retry-After`), when it said.
         self.retry_after = retry_after

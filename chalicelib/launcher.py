@@ -9,18 +9,28 @@ PENDING, which fires the stream again for the next provider.
 from __future__ import annotations
 
 import logging
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-from chalicelib import cloud, health, invoke, lifecycle, models, placement, slots, telemetry, timeutil, userdata
+from chalicelib import (
+    cloud,
+    governor,
+    health,
+    invoke,
+    lifecycle,
+    models,
+    placement,
+    slots,
+    telemetry,
+    timeutil,
+    userdata,
+)
 from chalicelib.settings import settings
 
 log = logging.getLogger("oms.launcher")
 
 PROBATION_SECONDS = 600  # a provider with no accepted create for this long gets a probe first
 EXCLUDE_SECONDS = 600  # a provider that failed an instance is not tried again for it this long
-CREATES_PER_PROVIDER = 8
 MAX_WORKERS = 32
 WAITING_PER_PASS = 1000  # PENDING instances of a batch's labels a launch pass takes on besides its own
 
@@ -134,7 +144,8 @@ def _fail_exhausted(pending: list[models.Instance]) -> list[models.Instance]:
 
 def _reserve_and_create(plan: dict[str, str], by_id, providers, requests) -> tuple[list[tuple], set[str]]:
     """Reserve the round's slots (one write per provider), then claim each instance and create
-    its server, in parallel, at most CREATES_PER_PROVIDER creates at a time per provider.
+    its server, in parallel, at most the provider's `max_concurrent_creates` at a time (the
+    governor's bound, shared with the other passes of this process).
 
     Each create is recorded (BUILDING with its server id) or failed over as soon as it returns.
     Returns (provider, created, recorded) for every instance claimed, and the ids of instances
@@ -142,7 +153,6 @@ def _reserve_and_create(plan: dict[str, str], by_id, providers, requests) -> tup
     wanted: dict[str, list[str]] = {}
     for instance_id, name in plan.items():
         wanted.setdefault(name, []).append(instance_id)
-    bounds = {name: threading.Semaphore(CREATES_PER_PROVIDER) for name in wanted}
 
     def launch_one(instance: models.Instance, provider: models.Provider) -> tuple[str, bool, bool, bool]:
         """(provider, claimed, created, recorded); never raises, so every reserved slot is
@@ -151,7 +161,7 @@ def _reserve_and_create(plan: dict[str, str], by_id, providers, requests) -> tup
         try:
             # Claim only once a create slot is ours: a claim's age then measures its create alone,
             # which is what the sweeper's stale-launch recovery assumes.
-            with bounds[provider.name]:
+            with governor.creates(provider):
                 claimed = lifecycle.claim(instance, provider.name)
                 if not claimed:
                     return provider.name, False, False, False

@@ -40,6 +40,10 @@ QUOTA_RESOURCES = ("instances", "cores", "ram_mb", "floating_ips", "ports")
 UNKNOWN_HEALTH, HEALTHY, DEGRADED, DOWN = "unknown", "healthy", "degraded", "down"
 HEALTH_STATES = (UNKNOWN_HEALTH, HEALTHY, DEGRADED, DOWN)
 
+# Creates under way at once at one provider when its item does not say (nodepool's Rackspace
+# regions run at 5; our creates are single POSTs).
+DEFAULT_CONCURRENT_CREATES = 8
+
 
 class _Meta:
     region = settings.region
@@ -105,6 +109,13 @@ class Provider(Model):
     boot_timeout_seconds = NumberAttribute(null=True)
     # False for clouds that refuse MIME multipart user data (ConoHa): userdata.compose avoids it.
     multipart_user_data = BooleanAttribute(default=True)
+    # The rate governor (governor.py): HTTP requests a second at most (None: no limit), and creates
+    # under way at once at most; both per process, with `rate_limited_until` shared by all.
+    rate_limit_per_second = NumberAttribute(null=True)
+    max_concurrent_creates = NumberAttribute(default=DEFAULT_CONCURRENT_CREATES)
+    # Until when the account asked us to wait (a 429's Retry-After), in seconds since the epoch
+    # with their fractions (a Retry-After of 1 s is no longer): every process waits it out.
+    rate_limited_until = NumberAttribute(null=True)
     # What the last explicit check found wrong in the labels' settings for this account.
     setup_problems = ListAttribute(of=UnicodeAttribute, null=True)
     # Slots held by instances of ours (reserved with a conditional `in_use < cap`).

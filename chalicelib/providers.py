@@ -36,6 +36,8 @@ _PLAIN_FIELDS = (
     "address_family",
     "boot_timeout_seconds",
     "multipart_user_data",
+    "rate_limit_per_second",
+    "max_concurrent_creates",
     "labels",
 )
 

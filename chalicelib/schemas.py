@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import re
 import struct
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from chalicelib import addresses, auth, canary, faults, models, pages, reach, userdata
+from chalicelib import addresses, auth, canary, faults, models, pages, reach, timeutil, userdata
 from chalicelib.errors import ERROR, invalid
 from chalicelib.validator import REF_PREFIX, Explained, Validator
 
@@ -154,6 +155,22 @@ PROVIDER_FIELDS: dict[str, Any] = {
         "description": "false for clouds that refuse MIME multipart user data (ConoHa): a script and the SSH key "
         "then go as one #cloud-config, and user data that needs MIME to go with a key fails over as config",
     },
+    "rate_limit_per_second": {
+        "type": "number",
+        "minimum": 0.01,
+        "maximum": 10000,
+        "description": "the most HTTP requests a second we make to the account (tokens and discovery "
+        "included), from each function instance (set it a little below the cloud's published limit: OVH "
+        "20/s); null: no limit. A 429 or 413 with Retry-After is waited out and retried whatever it says "
+        "here, and never counts on health",
+    },
+    "max_concurrent_creates": {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 100,
+        "description": "the most server creates under way at once at the account, from each function instance "
+        f"(default {models.DEFAULT_CONCURRENT_CREATES})",
+    },
     "labels": {
         "type": "object",
         "maxProperties": 100,
@@ -172,6 +189,7 @@ PROVIDER_DEFAULTS = {
     "floating_ip": addresses.FLOATING_IP_NEVER,
     "address_family": addresses.IPV4,
     "multipart_user_data": True,
+    "max_concurrent_creates": models.DEFAULT_CONCURRENT_CREATES,
     "labels": {},
 }
 PASSWORD_FIELDS = ("username", "password")
@@ -477,6 +495,7 @@ PROVIDER = {
         "canary_every_hours": {"type": ["integer", "null"]},
         "canary": {**CANARY, "type": ["object", "null"], "description": "the last canary boot, or the one running"},
         "boot_timeout_seconds": nullable(PROVIDER_FIELDS["boot_timeout_seconds"]),
+        "rate_limit_per_second": nullable(PROVIDER_FIELDS["rate_limit_per_second"]),
         "problems": {
             "type": "array",
             "items": {"type": "string"},
@@ -509,6 +528,10 @@ PROVIDER = {
                 },
                 "last_launch_ok_at": {**_ts, "description": "when a create was last accepted there"},
                 "retry_at": _ts,
+                "rate_limited_until": {
+                    **_ts,
+                    "description": "the account answered 429: every call to it waits until then (not a fault)",
+                },
             },
         },
         "capacity": {
@@ -567,6 +590,10 @@ def provider_view(provider: models.Provider, *, admin: bool) -> dict:
         "address_family": provider.address_family,
         "boot_timeout_seconds": None if provider.boot_timeout_seconds is None else int(provider.boot_timeout_seconds),
         "multipart_user_data": provider.multipart_user_data,
+        "rate_limit_per_second": None
+        if provider.rate_limit_per_second is None
+        else float(provider.rate_limit_per_second),
+        "max_concurrent_creates": int(provider.max_concurrent_creates),
         "problems": list(provider.setup_problems or []),
         "canary_label": provider.canary_label,
         "canary_every_hours": None if provider.canary_every_hours is None else int(provider.canary_every_hours),
@@ -581,6 +608,9 @@ def provider_view(provider: models.Provider, *, admin: bool) -> dict:
             "launch_failures": int(provider.launch_failures or 0),
             "last_launch_ok_at": provider.last_launch_ok_at,
             "retry_at": provider.retry_at,
+            "rate_limited_until": None
+            if provider.rate_limited_until is None
+            else timeutil.iso(datetime.fromtimestamp(math.ceil(provider.rate_limited_until), UTC)),
         },
         "capacity": {
             "max_instances": int(provider.max_instances),

@@ -62,6 +62,8 @@ class Settings:
     openstack_timeout_seconds: float
     # The sweeper's time budget for one pass's provider calls.
     sweep_budget_seconds: float
+    # The longest one OpenStack operation waits on its provider's rate limit (tokens, Retry-After).
+    rate_limit_wait_seconds: float
     # The sweeper re-fires a PENDING instance only once it has waited this long.
     redrive_after_seconds: float
     # An open circuit half-opens after this long (doubling past the third failure, capped).
@@ -124,6 +126,8 @@ def load() -> Settings:
         watch_budget_seconds=_int("OMS_WATCH_BUDGET_SECONDS", 600),
         openstack_timeout_seconds=_float("OMS_OPENSTACK_TIMEOUT_SECONDS", 20.0),
         sweep_budget_seconds=_float("OMS_SWEEP_BUDGET_SECONDS", 25.0),
+        # Below the sweep's budget: a health check that waits out a rate limit still answers in time.
+        rate_limit_wait_seconds=_float("OMS_RATE_LIMIT_WAIT_SECONDS", 10.0),
         redrive_after_seconds=_float("OMS_REDRIVE_AFTER_SECONDS", 30.0),
         circuit_cooldown_seconds=_float("OMS_CIRCUIT_COOLDOWN_SECONDS", 30.0),
         delete_retry_seconds=_float("OMS_DELETE_RETRY_SECONDS", 15.0),

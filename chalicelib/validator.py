@@ -7,6 +7,7 @@ an annotation, so a schema cannot show clients a rule the server does not apply.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -24,6 +25,7 @@ _TYPE_NAMES = {
     "array": "a list",
     "string": "a string",
     "integer": "an integer",
+    "number": "a number",
     "boolean": "true or false",
 }
 
@@ -49,6 +51,9 @@ def _is_type(value: Any, kind: str) -> bool:
         return isinstance(value, str)
     if kind == "integer":
         return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "number":
+        # Python's json reads NaN and Infinity, which JSON itself has not.
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if kind == "boolean":
         return isinstance(value, bool)
     if kind == "null":

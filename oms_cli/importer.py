@@ -53,24 +53,40 @@ def _regions(config, cloud: str | None) -> list:
     return regions
 
 
-def from_clouds_yaml(path: str, cloud: str | None = None) -> list[tuple[str, dict]]:
-    """(cloud name, provider body) for each cloud (and region) in `path`, or only `cloud`."""
-    file = Path(path)
-    if not file.is_file():
-        raise CliError(f"no such file: {path}")
-    import yaml
+def from_clouds_yaml(path: str | None, cloud: str | None = None) -> list[tuple[str, dict]]:
+    """(cloud name, provider body) for each cloud (and region) in `path`, or only `cloud`. With no
+    `path`, the clouds.yaml the `openstack` CLI would read: openstacksdk's loader looks at
+    OS_CLIENT_CONFIG_FILE, ./clouds.yaml, ~/.config/openstack/clouds.yaml and
+    /etc/openstack/clouds.yaml, and takes secure.yaml and clouds-public.yaml from those places."""
+    if path is None:
+        from openstack.config import loader
 
-    try:
-        yaml.safe_load(file.read_text())  # openstacksdk would take a broken file for an empty one
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise CliError(f"{path} is not valid YAML: {exc}") from None
-    beside = file.parent
-    config = _loader(
-        config_files=[str(file)],
-        secure_files=[str(p) for p in (beside / "secure.yaml", beside / "secure.yml") if p.is_file()],
-        vendor_files=[str(p) for p in (beside / "clouds-public.yaml", beside / "clouds-public.yml") if p.is_file()],
-        load_envvars=False,
-    )
+        # The loader reads the OS_CLIENT_*_FILE variables only with every other OS_* one (which
+        # would add the environment as a cloud of its own): they are put first here instead.
+        config = _loader(
+            config_files=[*_from_env("OS_CLIENT_CONFIG_FILE"), *loader.CONFIG_FILES],
+            secure_files=[*_from_env("OS_CLIENT_SECURE_FILE"), *loader.SECURE_FILES],
+            load_envvars=False,
+        )
+        if not config.config_filename:
+            raise CliError(
+                "no clouds.yaml found (OS_CLIENT_CONFIG_FILE, ./clouds.yaml, ~/.config/openstack/clouds.yaml, "
+                "/etc/openstack/clouds.yaml): give --clouds-yaml FILE or --env-file FILE"
+            )
+        path = config.config_filename
+        _check_yaml(Path(path))
+    else:
+        file = Path(path)
+        if not file.is_file():
+            raise CliError(f"no such file: {path}")
+        _check_yaml(file)
+        beside = file.parent
+        config = _loader(
+            config_files=[str(file)],
+            secure_files=[str(p) for p in (beside / "secure.yaml", beside / "secure.yml") if p.is_file()],
+            vendor_files=[str(p) for p in (beside / "clouds-public.yaml", beside / "clouds-public.yml") if p.is_file()],
+            load_envvars=False,
+        )
     regions = _regions(config, cloud)
     if not regions:
         raise CliError(f"{path} defines no clouds")
@@ -82,6 +98,19 @@ def from_clouds_yaml(path: str, cloud: str | None = None) -> list[tuple[str, dic
         name = region.name if per_cloud[region.name] == 1 else f"{region.name}-{region.region_name}"
         found.append((name, _body(region)))
     return found
+
+
+def _from_env(name: str) -> list[str]:
+    return [os.environ[name]] if os.environ.get(name) else []
+
+
+def _check_yaml(file: Path) -> None:
+    import yaml
+
+    try:
+        yaml.safe_load(file.read_text())  # openstacksdk would take a broken file for an empty one
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise CliError(f"{file} is not valid YAML: {exc}") from None
 
 
 def from_env_file(path: str) -> dict:

@@ -81,6 +81,10 @@ def _shared_fields(args: argparse.Namespace) -> dict:
         fields["boot_timeout_seconds"] = args.boot_timeout
     if getattr(args, "multipart_user_data", None) is not None:
         fields["multipart_user_data"] = args.multipart_user_data
+    if getattr(args, "rate_limit", None) is not None:
+        fields["rate_limit_per_second"] = args.rate_limit
+    if getattr(args, "max_concurrent_creates", None) is not None:
+        fields["max_concurrent_creates"] = args.max_concurrent_creates
     return fields
 
 
@@ -199,14 +203,14 @@ def _set_enabled(enabled: bool):
 
 
 def cmd_providers_import(args: argparse.Namespace, client: Client) -> int:
-    if bool(args.clouds_yaml) == bool(args.env_file):
-        raise CliError("give one of --clouds-yaml FILE or --env-file FILE", 2)
+    if args.clouds_yaml and args.env_file:
+        raise CliError("give --clouds-yaml FILE or --env-file FILE, not both", 2)
     if args.env_file:
         if not args.name:
             raise CliError("--env-file needs --name: an env file does not name its cloud", 2)
         found = [(args.name, importer.from_env_file(args.env_file))]
     else:
-        found = importer.from_clouds_yaml(args.clouds_yaml, args.cloud)
+        found = importer.from_clouds_yaml(args.clouds_yaml, args.cloud or os.environ.get("OS_CLOUD") or None)
         if args.name:
             if len(found) != 1:
                 raise CliError("--name needs exactly one cloud: add --cloud NAME", 2)
@@ -400,6 +404,19 @@ def _provider_options(parser: argparse.ArgumentParser, *, shared_only: bool = Fa
         action=argparse.BooleanOptionalAction,
         help="--no-multipart-user-data for clouds that refuse MIME multipart user data (ConoHa)",
     )
+    parser.add_argument(
+        "--rate-limit",
+        type=float,
+        metavar="PER_SECOND",
+        help="the most requests a second to the account, from each function instance (OVH: 20; default: "
+        "no limit); a 429 with Retry-After is waited out either way and never counts on its health",
+    )
+    parser.add_argument(
+        "--max-concurrent-creates",
+        type=int,
+        metavar="N",
+        help="1..100: the most server creates under way there at once (default 8)",
+    )
     if shared_only:
         return
     parser.add_argument("--auth-url", dest="auth_url", help="Keystone URL, e.g. https://identity.example.com/v3")
@@ -475,13 +492,19 @@ def parser() -> argparse.ArgumentParser:
     imp = command(
         "import",
         cmd_providers_import,
-        "register providers from clouds.yaml (secure.yaml and vendor profiles honoured) or an OS_* env file",
+        "register providers from clouds.yaml (secure.yaml and vendor profiles honoured) or an OS_* env file; "
+        "with neither option, the clouds.yaml the openstack CLI reads",
         verbs,
     )
     imp.add_argument(
-        "--clouds-yaml", metavar="FILE", help="a clouds.yaml (secure.yaml and clouds-public.yaml beside it)"
+        "--clouds-yaml",
+        metavar="FILE",
+        help="a clouds.yaml (secure.yaml and clouds-public.yaml beside it); default: the first of "
+        "$OS_CLIENT_CONFIG_FILE, ./clouds.yaml, ~/.config/openstack/clouds.yaml, /etc/openstack/clouds.yaml",
     )
-    imp.add_argument("--cloud", metavar="NAME", help="only this cloud of the clouds.yaml")
+    imp.add_argument(
+        "--cloud", metavar="NAME", help="only this cloud of the clouds.yaml (default: $OS_CLOUD, else all)"
+    )
     imp.add_argument("--env-file", metavar="FILE", help="an OpenStack RC file (export OS_AUTH_URL=... lines)")
     imp.add_argument("--name", help="the provider's name (needed with --env-file; default: the cloud's name)")
     imp.add_argument("--prefix", default="", help="put this before every imported provider's name")

@@ -19,6 +19,8 @@ MODES = ("normal", "maintenance", "auth_fail", "hang")
 CREATE_ERRORS = (None, 500, 503)
 # Answers given after the server was made all the same (Nova's 500 can come after the create).
 CREATE_ERRORS_AFTER = (None, 500)
+# How a request over the rate limit is refused: OVH's 429, or an older Nova's 413 "overLimit".
+RATE_LIMIT_STATUSES = (429, 413)
 # How a provider's servers are reached (see sim/README.md, "Reachability"); fixed at start-up.
 NETWORK_LAYOUTS = ("public", "floating", "multi", "ipv6")
 # "no_multipart": only content cloud-init runs directly (ConoHa refuses MIME multipart).
@@ -54,6 +56,10 @@ SETTING_NAMES = (
     "ready_seconds",
     "user_data_formats",
     "user_data_max_bytes",
+    "rate_limit_per_second",
+    "rate_limit_burst",
+    "rate_limit_retry_after",
+    "rate_limit_status",
 )
 # Fixed at start-up: identity and inventory of the provider.
 STATIC_NAMES = (
@@ -116,6 +122,13 @@ class Settings:
     ready_seconds: float = 0.0
     user_data_formats: str = "any"
     user_data_max_bytes: int | None = None
+    # Requests a second the account takes, every API together (None: no limit); over it each
+    # answers `rate_limit_status` with `Retry-After: rate_limit_retry_after`.
+    rate_limit_per_second: float | None = None
+    # Requests that may come at once after a quiet spell (None: one second's worth).
+    rate_limit_burst: int | None = None
+    rate_limit_retry_after: int = 1
+    rate_limit_status: int = 429
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -198,6 +211,16 @@ def validate_settings(raw: Any) -> dict[str, Any]:
             out[key] = value
         elif key == "user_data_max_bytes":
             out[key] = None if value is None else int(_number(key, value, low=1, high=65535, integer=True))
+        elif key == "rate_limit_per_second":
+            out[key] = None if value is None else _number(key, value, low=0.01, high=100_000)
+        elif key == "rate_limit_burst":
+            out[key] = None if value is None else int(_number(key, value, low=1, high=100_000, integer=True))
+        elif key == "rate_limit_retry_after":
+            out[key] = int(_number(key, value, low=0, high=3600, integer=True))
+        elif key == "rate_limit_status":
+            if isinstance(value, bool) or value not in RATE_LIMIT_STATUSES:
+                raise ConfigError(f"rate_limit_status must be 429 or 413; got {value!r}")
+            out[key] = value
         elif key in STATIC_NAMES:
             raise ConfigError(f"{key} is fixed when the simulator starts; it cannot be changed at runtime")
         elif key == "create_error":

@@ -136,7 +136,9 @@ class SimServer:
             return HANG
         if settings.latency_ms:
             self.stopping.wait(settings.latency_ms / 1000.0)
-        if settings.mode == "maintenance":
+        if provider.over_rate():
+            resp = _rate_limited(settings)
+        elif settings.mode == "maintenance":
             resp = service.error(503, "The service is temporarily unavailable for maintenance.")
         elif found is None:
             resp = service.error(404, "The resource could not be found.")
@@ -149,6 +151,23 @@ class SimServer:
                 resp = service.error(400, str(exc))
         provider.record_call(kind, resp.status)
         return resp
+
+
+def _rate_limited(settings) -> Response:
+    """Over the account's rate: OVH's 429 (every API, Keystone included), or an older Nova's 413."""
+    headers = {"Retry-After": str(settings.rate_limit_retry_after)}
+    if settings.rate_limit_status == 413:
+        said = f"Only {settings.rate_limit_per_second:g} request(s) can be made every second."
+        body = {
+            "overLimit": {
+                "code": 413,
+                "message": "This request was rate-limited.",
+                "details": said,
+                "retryAfter": headers["Retry-After"],
+            }
+        }
+        return Response(413, body, headers)
+    return Response(429, {"error": {"status": "429 Too Many Requests", "message": "Rate limit exceeded"}}, headers)
 
 
 class _HTTPServer(ThreadingHTTPServer):

@@ -282,6 +282,10 @@ class Provider:
         self.servers_peak = 0
         self.quota_rejections = 0
         self.tokens_issued = 0
+        # The rate limit's bucket (settings.rate_limit_*) and the requests it refused.
+        self._rate_tokens = 0.0
+        self._rate_at: float | None = None
+        self.rate_limited = 0
 
     # -- ids and inventory -------------------------------------------------
     def _uuid(self) -> str:
@@ -373,6 +377,22 @@ class Provider:
             self.calls[kind] += 1
             if status is not None and status >= 400:
                 self.errors[str(status)] += 1
+
+    def over_rate(self) -> bool:
+        """Take one request's token from the account's bucket; True (counted) when it has none."""
+        rate = self.settings.rate_limit_per_second
+        if rate is None:
+            return False
+        burst = float(self.settings.rate_limit_burst or max(1.0, rate))
+        now = time.monotonic()
+        with self.lock:
+            since = burst if self._rate_at is None else (now - self._rate_at) * rate
+            self._rate_tokens, self._rate_at = min(burst, self._rate_tokens + since), now
+            if self._rate_tokens >= 1:
+                self._rate_tokens -= 1
+                return False
+            self.rate_limited += 1
+            return True
 
     # -- tokens -------------------------------------------------------------
     def issue_token(self, methods: list[str], scoped: bool, application_credential: bool = False) -> Token:
@@ -929,6 +949,7 @@ class Provider:
                 "servers_deleted": self.servers_deleted,
                 "servers_by_status": dict(statuses),
                 "quota_rejections": self.quota_rejections,
+                "rate_limited": self.rate_limited,
                 "network_layout": self.config.network_layout,
                 "floating_ips_live": len(self.floating_ips),
                 "floating_ips_peak": self.floating_ips_peak,

@@ -454,7 +454,8 @@ function editProvider(name) {
   form.elements.mode.value = "edit";
   for (const key of ["name", "auth_url", "region", "username", "project_name", "project_id", "user_domain_name",
     "project_domain_name", "application_credential_id", "max_instances", "priority", "floating_ip",
-    "floating_network", "ssh_security_group", "address_family", "boot_timeout_seconds"]) {
+    "floating_network", "ssh_security_group", "address_family", "boot_timeout_seconds", "rate_limit_per_second",
+    "max_concurrent_creates"]) {
     if (form.elements[key]) form.elements[key].value = p[key] === null || p[key] === undefined ? "" : p[key];
   }
   form.elements.enabled.checked = p.enabled;
@@ -474,7 +475,8 @@ function providerBody(form) {
   const value = (name) => form.elements[name].value.trim();
   const kind = $('input[name="auth_type"]:checked', form).value;
   const body = { name: value("name"), auth_url: value("auth_url"), enabled: form.elements.enabled.checked };
-  for (const name of ["max_instances", "priority", "boot_timeout_seconds"]) {
+  for (const name of ["max_instances", "priority", "boot_timeout_seconds", "rate_limit_per_second",
+    "max_concurrent_creates"]) {
     // An empty number is the default (null in an edit), never Number("") = 0.
     if (value(name)) body[name] = Number(value(name));
     else if (editing) body[name] = null;
