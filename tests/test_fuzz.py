@@ -40,6 +40,9 @@ def _config() -> schemathesis.Config:
             "checks": {
                 # Not our contract: API Gateway (and chalice local) answer unknown methods itself.
                 "unsupported_method": {"enabled": False},
+                # Our contract is the opposite: a deleted request or instance stays readable, with
+                # its state (DELETING, then DELETED) and history (API.md), so users see what ended.
+                "use_after_free": {"enabled": False},
                 # 422 is a valid call the current state refuses (a label no provider offers).
                 "positive_data_acceptance": {"expected-statuses": ["2xx", "401", "403", "404", "409", "422"]},
                 # Invalid data may also be too large: 413 is how that is refused.

@@ -22,7 +22,11 @@ def test_a_provider_whose_creates_all_fail_is_degraded_across_sweeps_until_a_lau
     with stack.scheduler.paused():
         failed = user_api.post("/requests", json={"label": label, "count": 1}).json()
         # One launch pass: the create is refused and the instance waits (p1 is excluded for it).
-        seen = wait_for(lambda: (h := health(admin_api, name))["last_error"] and h, what="the create's error")
+        # The error and the state it moves are two writes (the count decides the state): wait for both.
+        seen = wait_for(
+            lambda: (h := health(admin_api, name))["last_error"] and h["state"] != "unknown" and h,
+            what="the create's error",
+        )
         assert request_state(user_api, failed["id"])["instances"][0]["attempts"][0]["error"] == "unavailable"
         assert seen["state"] in ("degraded", "down"), seen
         assert UNAVAILABLE in seen["last_error"] and seen["last_error"].startswith("unavailable")
