@@ -35,7 +35,9 @@ def _python_module(module: str, *args: str, out: Path, log: Path) -> dict[str, A
     return json.loads(out.read_text())
 
 
-def measure(raw: Path, runs: int, s2_runs: int, cold_runs: int, lanes: int, ssh_runs: int) -> dict[str, Any]:
+def measure(
+    raw: Path, runs: int, s2_runs: int, cold_runs: int, lanes: int, ssh_runs: int, rate_runs: int
+) -> dict[str, Any]:
     raw.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     steps: list[tuple[str, Any]] = []
@@ -43,6 +45,8 @@ def measure(raw: Path, runs: int, s2_runs: int, cold_runs: int, lanes: int, ssh_
         steps.append((f"S1 run {n}/{runs}", lambda n=n: ("s1", _oms("S1", n, raw, sweep=False))))
     for n in range(1, ssh_runs + 1):
         steps.append((f"S1-ssh run {n}/{ssh_runs}", lambda n=n: ("s1_ssh", _oms("S1-ssh", n, raw, sweep=False))))
+    for n in range(1, rate_runs + 1):
+        steps.append((f"S1-rate run {n}/{rate_runs}", lambda n=n: ("s1_rate", _oms("S1-rate", n, raw, sweep=False))))
     if report.py_spy():
         # One more S1 run under py-spy, for where the time goes; sampling slows it, so it is not timed.
         steps.append(("S1 run under py-spy", lambda: ("s1_profiled", _oms("S1", 0, raw, sweep=False, profile=True))))
@@ -62,7 +66,7 @@ def measure(raw: Path, runs: int, s2_runs: int, cold_runs: int, lanes: int, ssh_
         started = time.monotonic()
         print(f"bench: {title}...", flush=True)
         key, value = step()
-        if key in ("s1", "s1_ssh", "s2"):
+        if key in ("s1", "s1_ssh", "s1_rate", "s2"):
             results.setdefault(key, []).append(value)
         else:
             results[key] = value
@@ -104,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="S1 runs (default 3)")
     parser.add_argument("--s2-runs", type=int, default=2, help="S2 runs (default 2)")
     parser.add_argument("--ssh-runs", type=int, default=2, help="S1-ssh runs: S1 with `ready: ssh` (default 2)")
+    parser.add_argument(
+        "--rate-runs", type=int, default=1, help="S1-rate runs: S1 plus a rate-limited account (default 1)"
+    )
     parser.add_argument("--cold-runs", type=int, default=7, help="fresh interpreters per import timing")
     parser.add_argument("--lanes", type=int, default=20, help="baseline lanes (1 runs the script as written)")
     parser.add_argument("--raw", type=Path, default=HERE / "raw", help="where the raw results go")
@@ -115,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         results = json.loads((args.reuse / "all.json").read_text())
         raw = args.reuse
     else:
-        results = measure(args.raw, args.runs, args.s2_runs, args.cold_runs, args.lanes, args.ssh_runs)
+        results = measure(args.raw, args.runs, args.s2_runs, args.cold_runs, args.lanes, args.ssh_runs, args.rate_runs)
         raw = args.raw
         results["bench_seconds"] = round(time.monotonic() - started)
         (raw / "all.json").write_text(json.dumps(results, indent=1))

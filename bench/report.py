@@ -147,6 +147,8 @@ def write(results: dict[str, Any], raw: Path, out: Path) -> None:
     lines += _floor(s1, raw)
     if results.get("s1_ssh"):
         lines += _s1_ssh(results["s1_ssh"], s1)
+    if results.get("s1_rate"):
+        lines += s1_rate(results["s1_rate"])
     if s2:
         lines += _s2(s2)
     if "store" in results:
@@ -291,6 +293,47 @@ def _s1_ssh(runs: list[dict], s1: list[dict]) -> list[str]:
         f"- Failovers: {spread([r['failovers'] for r in runs], unit='', digits=0)} per run "
         f"({', '.join(f'{k} {v:g}' for k, v in failovers.items()) or 'none'}; medians); instances FAILED: "
         f"{sum(r['failed'] for r in runs)}; leaks after the teardown: {sum(sum(r['leaks'].values()) for r in runs)}.",
+        "",
+    ]
+
+
+def s1_rate(runs: list[dict]) -> list[str]:
+    """S1 plus an account that answers 429 past 10 requests a second: delivered all the same, and
+    never held against it."""
+    scenario = scenarios.s1_rate()
+    limited = scenario.providers[-1]
+    on = [r["providers"][limited.name] for r in runs]
+    failovers = counts_median([r["failovers_by_class"] for r in runs])
+    return [
+        f"## S1-rate: S1 plus an eighth account limited to {limited.sim['rate_limit_per_second']} requests/s",
+        "",
+        f"`python -m bench.run S1-rate` (×{len(runs)}): S1's seven accounts plus `{limited.name}`, which the "
+        f"simulator holds to {limited.sim['rate_limit_per_second']} requests a second over every API with no "
+        f"burst, answering more with `429`, OVH's body and `Retry-After: {limited.sim['rate_limit_retry_after']}`. "
+        "No `rate_limit_per_second` is set on our side: every 429 is the governor's to wait out.",
+        "",
+        "| figure | S1-rate |",
+        "| --- | --- |",
+        f"| ACTIVE | {spread([r['active'] for r in runs], unit='', digits=0)} of {scenario.count}; FAILED "
+        f"{sum(r['failed'] for r in runs)}; servers over a cap {sum(len(r['over_cap']) for r in runs)}; leaks after "
+        f"the teardown {sum(sum(r['leaks'].values()) for r in runs)} |",
+        "| time to first / 50 / 90 / 100 ACTIVE | "
+        + " / ".join(spread(_all_times(runs, key)) for key in ("first", "half", "p90", "all"))
+        + " |",
+        f"| ACTIVE on {limited.name} | {spread([p['active'] for p in on], unit='', digits=0)} |",
+        f"| `429`s {limited.name} answered | {spread([p['rate_limited'] for p in on], unit='', digits=0)} "
+        f"({spread([p['calls'].get('server_create', 0) for p in on], unit='', digits=0)} `POST /servers` sent to it) |",
+        f"| failures recorded on {limited.name}'s health | {sum(p['faults_recorded'] for p in on)} |",
+        f"| failovers | {spread([r['failovers'] for r in runs], unit='', digits=0)} "
+        f"({', '.join(f'{k} {v:g}' for k, v in failovers.items()) or 'none'}; medians) |",
+        "| DynamoDB writes (UpdateItem, PutItem), launch to 100 ACTIVE | "
+        f"{spread([_writes(r) for r in runs], unit='', digits=0)} |",
+        "",
+        "A `rate_limited` failover is a create that met 429 at each of the governor's retries within its "
+        "time budget: its instance goes back to PENDING with the attempt recorded, the account not excluded "
+        "for it and nothing counted on its health. After a hold, all the account's waiting creates go at "
+        "once and only some get through; setting `rate_limit_per_second` just under the account's limit "
+        "paces them instead (not measured here).",
         "",
     ]
 
