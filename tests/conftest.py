@@ -286,20 +286,22 @@ def ssh_ready_label(label: str, network: str = "public") -> dict:
     return {label: sim_label(network=network, ready="ssh", ssh_port=SIM_SSH_PORT)}
 
 
-def register_sim_provider(admin_api: Api, sim, sim_name: str, label: str, **overrides) -> dict:
-    """Register simulator provider `sim_name` under a unique name, mapping `label` to its image."""
+def sim_provider_body(sim, sim_name: str, **fields) -> dict:
+    """A provider body for simulator account `sim_name`: its URL and credentials, plus `fields`."""
     credentials = sim.state(sim_name)["credentials"]
-    body = {
-        "name": unique(sim_name),
+    return {
         "auth_url": sim.auth_url(sim_name),
-        "region": "RegionOne",
         "username": credentials["username"],
         "password": credentials["password"],
         "project_name": credentials["project_name"],
-        "max_instances": 20,
-        "labels": {label: sim_label()},
-        **overrides,
+        **fields,
     }
+
+
+def register_sim_provider(admin_api: Api, sim, sim_name: str, label: str, **overrides) -> dict:
+    """Register simulator provider `sim_name` under a unique name, mapping `label` to its image."""
+    defaults = {"name": unique(sim_name), "region": "RegionOne", "max_instances": 20, "labels": {label: sim_label()}}
+    body = sim_provider_body(sim, sim_name, **{**defaults, **overrides})
     response = admin_api.post("/providers", json=body)
     assert response.status_code == 201, response.text
     return response.json()

@@ -11,7 +11,7 @@ import pytest
 from chalicelib import canary, models, sweeper, timeutil
 from chalicelib.settings import settings
 from sim.testing import start_simulator
-from tests.conftest import SIM_SSH_PORT, register_sim_provider, ssh_ready_label, unique, wait_for
+from tests.conftest import SIM_SSH_PORT, register_sim_provider, sim_provider_body, ssh_ready_label, unique, wait_for
 
 # layout -> (the label's network, provider settings)
 LAYOUTS = {
@@ -167,9 +167,9 @@ def test_an_idle_provider_gets_a_scheduled_canary_every_n_hours(stack, admin_api
     with start_simulator(providers=1, boot_seconds=0.2, ssh_port=SIM_SSH_PORT) as sim:
         sim.control("p1", security_groups_open=True)
         label = unique("lbl")
-        bad = admin_api.post(
-            "/providers", json={**provider_fields(sim, label), "canary_label": "other", "canary_every_hours": 6}
-        )
+        labels = {label: {"image": "ubuntu-22.04", "flavor": "m1.small", "network": "public"}}
+        fields = {"name": unique("p1"), "labels": labels, "canary_label": "other", "canary_every_hours": 6}
+        bad = admin_api.post("/providers", json=sim_provider_body(sim, "p1", **fields))
         assert bad.status_code == 422 and bad.json()["error"]["field"] == "canary_label"
         name = register_sim_provider(
             admin_api, sim, "p1", label, labels=ssh_ready_label(label), canary_label=label, canary_every_hours=6
@@ -185,15 +185,3 @@ def test_an_idle_provider_gets_a_scheduled_canary_every_n_hours(stack, admin_api
         half = admin_api.patch(f"/providers/{name}", json={"canary_every_hours": None})
         assert half.status_code == 422 and half.json()["error"]["field"] == "canary_every_hours"
         assert sim.state("p1")["servers_live"] == 0
-
-
-def provider_fields(sim, label: str) -> dict:
-    credentials = sim.state("p1")["credentials"]
-    return {
-        "name": unique("p1"),
-        "auth_url": sim.auth_url("p1"),
-        "username": credentials["username"],
-        "password": credentials["password"],
-        "project_name": credentials["project_name"],
-        "labels": {label: {"image": "ubuntu-22.04", "flavor": "m1.small", "network": "public"}},
-    }

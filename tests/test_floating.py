@@ -19,6 +19,7 @@ from tests.conftest import (
     free_port,
     register_sim_provider,
     request_state,
+    sim_provider_body,
     ssh_ready_label,
     unique,
     wait_for,
@@ -97,16 +98,9 @@ def _crash_during_floating_ip_create(sim, tmp_path, count: int, before_kill=None
     sim.control("p1", security_groups_open=True, floating_ip_answer_seconds=3)
     process, url = _start_stack(env)
     try:
-        credentials = sim.state("p1")["credentials"]
-        body = {
-            "name": "crashy",
-            "auth_url": sim.auth_url("p1"),
-            "username": credentials["username"],
-            "password": credentials["password"],
-            "project_name": credentials["project_name"],
-            "floating_ip": "auto",
-            "labels": ssh_ready_label("small", "private"),
-        }
+        body = sim_provider_body(
+            sim, "p1", name="crashy", floating_ip="auto", labels=ssh_ready_label("small", "private")
+        )
         assert requests.post(url + "providers", json=body, headers=AUTH, timeout=30).status_code == 201
         request = requests.post(url + "requests", json={"label": "small", "count": count}, headers=AUTH, timeout=30)
         wait_for(lambda: sim.state("p1")["floating_ips_created"] >= 1, timeout=60, interval=0.05, what="a floating IP")

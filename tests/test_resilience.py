@@ -15,7 +15,15 @@ from chalice.app import DynamoDBEventConfig
 
 import app as app_module
 from local.stack import _registered
-from tests.conftest import free_port, register_sim_provider, request_state, sim_label, unique, wait_for
+from tests.conftest import (
+    free_port,
+    register_sim_provider,
+    request_state,
+    sim_label,
+    sim_provider_body,
+    unique,
+    wait_for,
+)
 from tests.test_events import make_pump
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,16 +92,7 @@ def test_a_worker_killed_mid_batch_neither_leaks_nor_launches_twice(sim, tmp_pat
     auth = {"Authorization": "Bearer crash-test-key"}
     process, url = _start_stack(env)
     try:
-        credentials = sim.state("p1")["credentials"]
-        body = {
-            "name": "crashy",
-            "auth_url": sim.auth_url("p1"),
-            "username": credentials["username"],
-            "password": credentials["password"],
-            "project_name": credentials["project_name"],
-            "max_instances": 10,
-            "labels": {"small": sim_label()},
-        }
+        body = sim_provider_body(sim, "p1", name="crashy", max_instances=10, labels={"small": sim_label()})
         assert requests.post(url + "providers", json=body, headers=auth, timeout=30).status_code == 201
         request = requests.post(url + "requests", json={"label": "small", "count": 6}, headers=auth, timeout=30).json()
         wait_for(lambda: sim.state("p1")["servers_created"] >= 1, timeout=60, interval=0.05, what="first create")
