@@ -147,9 +147,10 @@ class Provider(Model):
     build_failures = NumberAttribute(default=0)
     # Our servers there that no live instance claimed at the last sweep: deleted if seen again.
     leak_suspects = UnicodeSetAttribute(null=True)
-    # "in_use:counted:slot_changes" when the last sweep found `in_use` off the number of instances
-    # holding slots; the next sweep corrects it if it finds the very same, no slot having changed
-    # hands in between (a reserve or release in flight looks like drift for a moment).
+    # "in_use:counted:slot_changes@first seen" when a sweep found `in_use` off the number of
+    # instances holding slots; a sweep that finds the very same OMS_LAUNCH_STALE_SECONDS later, no
+    # slot having changed hands, corrects it (a reserve or release in flight, or slots reserved and
+    # not yet claimed, look like drift for a while).
     drift_seen = UnicodeAttribute(null=True)
     # The build watcher's lease: one watcher per provider at a time.
     watch_lease_until = UnicodeAttribute(null=True)

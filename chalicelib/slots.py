@@ -7,10 +7,11 @@ state (`lifecycle`), then `give_back`: only the writer whose transition won rele
 released exactly once however often a record is delivered.
 
 The sweeper recomputes `in_use` from the instances table (`correct_drift`) and corrects it when
-two passes in a row find the very same difference with no slot change in between (every write
-to `in_use` bumps `slot_changes`): a reserve or release in flight between the count and the read
-makes `in_use` look wrong for a moment, either way; a crash between the two writes leaves it wrong
-for good.
+the very same difference has stood, with no slot change (every write to `in_use` bumps
+`slot_changes`), for `OMS_LAUNCH_STALE_SECONDS`: a reserve or release in flight between the count
+and the read makes `in_use` look wrong for a moment, either way; so do slots a launch pass has
+reserved and not claimed yet (its instances wait for a create turn, which may outlast two quick
+passes without any slot changing hands); a crash between the two writes leaves it wrong for good.
 
 Two single-item writes rather than one transaction, on purpose: a crash between them can only
 leave `in_use` too high (never a server over the cap), and the hot provider item does not make
@@ -22,7 +23,8 @@ from __future__ import annotations
 
 from pynamodb.exceptions import UpdateError
 
-from chalicelib import models
+from chalicelib import models, timeutil
+from chalicelib.settings import settings
 
 HOLDING = models.HOLDING
 
@@ -101,10 +103,11 @@ def holding(provider_name: str) -> int:
 
 
 def correct_drift(provider: models.Provider, counted: int | None = None) -> int | None:
-    """Bring the provider's `in_use` back to the number of instances that hold its slots once two
-    passes in a row have seen the same `in_use`, count and `slot_changes`; returns the new value
-    when corrected. The write is conditional on no slot having changed hands since the read.
-    `counted` is `holding()` when the caller has just read it."""
+    """Bring the provider's `in_use` back to the number of instances that hold its slots once the
+    same `in_use`, count and `slot_changes` have been seen for `OMS_LAUNCH_STALE_SECONDS` (a pass
+    sees them first; one that long after corrects); returns the new value when corrected. The
+    write is conditional on no slot having changed hands since the read. `counted` is `holding()`
+    when the caller has just read it."""
     counted = holding(provider.name) if counted is None else counted
     provider.refresh(consistent_read=True)
     # A canary boot holds a slot too (canary.py), marked on the item in the write that took it.
@@ -112,11 +115,14 @@ def correct_drift(provider: models.Provider, counted: int | None = None) -> int 
     counted += 1 if canary.get("slot") else 0
     in_use, changes = int(provider.in_use), int(provider.slot_changes or 0)
     seen = None if in_use == counted else f"{in_use}:{counted}:{changes}"
+    figures, _, since = (provider.drift_seen or "").partition("@")
     drift_seen = models.Provider.drift_seen
-    if seen is None or provider.drift_seen != seen:
-        if provider.drift_seen != seen:
-            provider.update(actions=[drift_seen.set(seen) if seen else drift_seen.remove()])
+    if seen is None or figures != seen:
+        if provider.drift_seen is not None or seen is not None:
+            provider.update(actions=[drift_seen.set(f"{seen}@{timeutil.now_iso()}") if seen else drift_seen.remove()])
         return None
+    if (timeutil.now() - timeutil.parse(since)).total_seconds() < settings.launch_stale_seconds:
+        return None  # maybe slots reserved for a launch pass that has not claimed them yet
     try:
         provider.update(
             actions=[models.Provider.in_use.set(counted), models.Provider.slot_changes.add(1), drift_seen.remove()],

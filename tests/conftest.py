@@ -185,6 +185,18 @@ def wait_for(predicate, timeout: float = 180.0, interval: float = 0.2, what: str
     raise AssertionError(f"{what} not met in {timeout} s")
 
 
+def slots_given_back(api: Api, provider_name: str) -> None:
+    """Wait (briefly) for every slot of the provider to be free once its instances ended: each
+    slot is given back in the write just after its instance's DELETED. A slot that leaked would
+    stand for OMS_LAUNCH_STALE_SECONDS (120 s) before the sweeper corrected it: this wait cannot
+    hide one."""
+    wait_for(
+        lambda: api.get(f"/providers/{provider_name}").json()["capacity"]["in_use"] == 0,
+        timeout=10,
+        what=f"every slot of {provider_name} given back",
+    )
+
+
 def request_state(api: Api, request_id: str) -> dict:
     return api.get(f"/requests/{request_id}").json()
 

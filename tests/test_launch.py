@@ -14,7 +14,7 @@ import yaml
 from chalicelib import sweeper, timeutil, userdata
 from chalicelib.settings import settings
 from sim.testing import start_simulator
-from tests.conftest import register_sim_provider, request_state, sim_label, unique, wait_for
+from tests.conftest import register_sim_provider, request_state, sim_label, slots_given_back, unique, wait_for
 
 
 def test_one_instance_goes_active_with_addresses_and_is_torn_down(admin_api, user_api, sim):
@@ -43,7 +43,7 @@ def test_one_instance_goes_active_with_addresses_and_is_torn_down(admin_api, use
     assert user_api.delete(f"/requests/{request['id']}").status_code == 202
     wait_for(lambda: request_state(user_api, request["id"])["state"] == "deleted", what="DELETED")
     assert sim.state("p1")["servers_live"] == 0
-    assert admin_api.get(f"/providers/{provider['name']}").json()["capacity"]["in_use"] == 0
+    slots_given_back(admin_api, provider["name"])
 
 
 def test_hundred_instances_across_failing_providers(admin_api, user_api, sim):
@@ -80,7 +80,7 @@ def test_hundred_instances_across_failing_providers(admin_api, user_api, sim):
     for name in sim.providers:
         assert sim.state(name)["servers_live"] == 0, name
     for name in ours.values():
-        assert admin_api.get(f"/providers/{name}").json()["capacity"]["in_use"] == 0
+        slots_given_back(admin_api, name)
 
 
 def test_a_request_larger_than_the_room_waits_for_room(stack, admin_api, user_api, sim):
