@@ -3,60 +3,20 @@ with backoff until it takes them; URLs that could reach private addresses are re
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from chalicelib import callbacks, lifecycle, models, timeutil, worker
-
-
-class Receiver:
-    """An HTTP server in a thread that records each POST and answers the next status queued
-    (200 when none is)."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[dict, bytes]] = []
-        self.statuses: list[int] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                status = receiver.statuses.pop(0) if receiver.statuses else 200
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook?x=1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def events(self) -> list[dict]:
-        return [json.loads(body) for _, body in self.received]
+from tests.conftest import CallbackReceiver, verify_callback
 
 
 @pytest.fixture
 def receiver():
-    r = Receiver()
+    r = CallbackReceiver()
     yield r
-    r.server.shutdown()
-    r.server.server_close()
-
-
-def verify(secret: str, headers: dict, body: bytes) -> bool:
-    """The receiver's check, as API.md gives it."""
-    timestamp = headers["x-oms-timestamp"]
-    expected = "sha256=" + hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, headers["x-oms-signature"])
+    r.close()
 
 
 def _bring_up(instance_id: str, provider: str) -> None:
@@ -85,8 +45,8 @@ def test_ready_is_posted_once_signed_and_a_repeat_carries_the_same_id(user_api, 
     callbacks.sweep()
     assert len(receiver.received) == 1
     headers, body = receiver.received[0]
-    assert verify(secret, headers, body)
-    assert not verify(secret, headers, body + b" ")
+    assert verify_callback(secret, headers, body)
+    assert not verify_callback(secret, headers, body + b" ")
     event = json.loads(body)
     assert event["type"] == "ready" and event["request_id"] == request["id"]
     assert event["request"]["state"] == "ready" and event["request"]["counts"]["ACTIVE"] == 2
