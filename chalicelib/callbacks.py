@@ -381,21 +381,24 @@ def sweep() -> dict[str, list[str]]:
     return {"expiring": notice_expiring(), "tried": deliver_pending()}
 
 
-def on_settled(request_ids: list[str], budget: float) -> None:
+def on_settled(request_ids: list[str], budget: float) -> list[str]:
     """The stream handler's part: raise ready/failed for these requests (durable writes, before the
     batch returns), then deliver beside the batch, waiting at most `budget` seconds; a delivery not
-    done by then carries on, and one that fails (or never ran) is retried by the sweeper."""
+    done by then carries on, and one that fails (or never ran) is retried by the sweeper. Returns
+    the requests whose events could not be raised (their records are worth a retry)."""
     started = time.monotonic()
-    to_deliver = []
-    for request_id in request_ids:
+    to_deliver, crashed = [], []
+    for request_id in dict.fromkeys(request_ids):
         try:
             if notice(request_id):
                 to_deliver.append(request_id)
         except Exception:  # one request must not stop the batch
             log.exception("callbacks of %s failed", request_id)
-    jobs = [_pool.submit(_deliver_safely, r) for r in dict.fromkeys(to_deliver)]
+            crashed.append(request_id)
+    jobs = [_pool.submit(_deliver_safely, r) for r in to_deliver]
     if jobs:
         wait(jobs, timeout=max(0.0, budget - (time.monotonic() - started)))
+    return crashed
 
 
 def _deliver_safely(request_id: str) -> None:

@@ -183,5 +183,5 @@ def test_the_stream_handler_finds_requests_whose_instances_settled():
             context=None,
         )
 
-    assert worker.settled_requests([record("BUILDING", "ACTIVE"), record("PENDING", "FAILED")]) == ["r-1"]
-    assert worker.settled_requests([record("ACTIVE", "ACTIVE"), record("PENDING", "LAUNCHING")]) == []
+    assert worker.settled_requests([record("BUILDING", "ACTIVE"), record("PENDING", "FAILED")]) == {"r-1": ["1", "1"]}
+    assert worker.settled_requests([record("ACTIVE", "ACTIVE"), record("PENDING", "LAUNCHING")]) == {}
