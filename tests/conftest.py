@@ -11,6 +11,7 @@ import hmac
 import json
 import os
 import socket
+import ssl
 import tempfile
 import threading
 import time
@@ -326,7 +327,8 @@ class CallbackReceiver:
     """An HTTP server in a thread that records each POST and answers the next status queued
     (200 when none is)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: tuple[str, str] | None = None) -> None:
+        """`tls`: (certificate file, key file) to answer https on `localhost`."""
         self.received: list[tuple[dict, bytes]] = []
         self.statuses: list[int] = []
         receiver = self
@@ -345,6 +347,11 @@ class CallbackReceiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook?x=1"
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            self.url = f"https://localhost:{self.server.server_address[1]}/hook"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def events(self) -> list[dict]:

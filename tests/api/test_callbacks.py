@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 
 import pytest
 
@@ -114,6 +115,33 @@ def test_expiring_is_posted_minutes_before_the_end(user_api, provider, receiver)
     callbacks.sweep()
     assert [e["type"] for e in receiver.events()] == ["expiring", "expiring"]
     assert len({e["id"] for e in receiver.events()}) == 2
+
+
+def test_https_is_verified_for_the_urls_host_while_connecting_to_the_checked_address(
+    user_api, provider, tmp_path, monkeypatch
+):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"]
+        + ["-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    receiver = CallbackReceiver(tls=(str(cert), str(key)))
+    try:
+        request = _request(user_api, receiver.url, count=1)
+        _bring_up(request["instances"][0]["id"], provider["name"])
+        callbacks.on_settled([request["id"]], 3.0)
+        state = user_api.get(f"/requests/{request['id']}").json()["callbacks"][0]
+        assert state["state"] == "pending" and "CERTIFICATE_VERIFY_FAILED" in state["last_error"]
+        assert receiver.received == []
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the receiver's certificate is now trusted
+        timeutil.clock.advance(1)
+        callbacks.sweep()
+        assert [e["type"] for e in receiver.events()] == ["ready"]
+        assert receiver.received[0][0]["host"] == receiver.url.split("/")[2]
+    finally:
+        receiver.close()
 
 
 def _a_name_for_loopback() -> str | None:
