@@ -10,7 +10,7 @@ from chalice import Chalice, Rate, Response
 
 # The API's imports only: the event handlers import the launch path (and openstacksdk) when they
 # run, so that the API handler's cold start never pays for it.
-from chalicelib import auth, fleet, openapi, providers, schemas, telemetry, web
+from chalicelib import auth, callbacks, fleet, openapi, providers, schemas, telemetry, web
 from chalicelib.auth import ADMIN, USER
 from chalicelib.http import respond, shape_errors
 from chalicelib.routes import PUBLIC, Call, Routes
@@ -233,7 +233,8 @@ def delete_instance(call: Call, instance_id: str) -> dict:
     answer=schemas.KEY,
 )
 def create_key(call: Call) -> dict:
-    return schemas.key_view(*auth.create_key(call.body["name"], call.body["role"]))
+    key, text = auth.create_key(call.body["name"], call.body["role"])
+    return schemas.key_view(key, text, callbacks.secret_for(key.id))
 
 
 @api.route(
@@ -246,7 +247,7 @@ def list_keys(call: Call) -> dict:
 
 @api.route("GET", "/me", "The key making the call: its id, name and role", role=USER, answer=schemas.KEY)
 def whoami(call: Call) -> dict:
-    return schemas.caller_view(call.caller)
+    return schemas.caller_view(call.caller, callbacks.secret_for(call.caller.key_id))
 
 
 @api.route(

@@ -42,6 +42,7 @@ def point_at(endpoint: str | None) -> None:
     _endpoint[0] = endpoint
     client.cache_clear()
     credentials.cursor_key.cache_clear()  # that store's own
+    credentials.callback_key.cache_clear()
     for model in models.MODELS:
         model.Meta.host = endpoint
         model._connection = None  # pynamodb builds it again, for the new host, at the next call

@@ -62,24 +62,39 @@ def cursor_key_name() -> str:
     return f"{settings.secrets_prefix}cursor-key"
 
 
+def callback_key_name() -> str:
+    return f"{settings.secrets_prefix}callback-key"
+
+
 @functools.cache
 def cursor_key() -> bytes:
-    """The key that signs list cursors: this deployment's, made on first use and read once per
-    process. Two processes making it at once agree on the one that was stored first."""
+    """The key that signs list cursors."""
+    return _deployment_key(cursor_key_name(), "OpenMultiStack: signs list cursors")
+
+
+@functools.cache
+def callback_key() -> bytes:
+    """The key each API key's callback secret is derived from (callbacks.secret_for)."""
+    return _deployment_key(callback_key_name(), "OpenMultiStack: derives callback signing secrets")
+
+
+def _deployment_key(name: str, description: str) -> bytes:
+    """A key of this deployment's, made on first use and read once per process. Two processes
+    making it at once agree on the one that was stored first."""
     client = aws.client("secretsmanager")
     try:
-        return base64.b64decode(client.get_secret_value(SecretId=cursor_key_name())["SecretString"])
+        return base64.b64decode(client.get_secret_value(SecretId=name)["SecretString"])
     except ClientError as error:
         if error.response["Error"]["Code"] != "ResourceNotFoundException":
             raise
     try:
         client.create_secret(
-            Name=cursor_key_name(),
+            Name=name,
             SecretString=base64.b64encode(secrets.token_bytes(32)).decode(),
-            Description="OpenMultiStack: signs list cursors",
+            Description=description,
             Tags=[{"Key": "oms:deployment", "Value": settings.deployment}],
         )
     except ClientError as error:
         if error.response["Error"]["Code"] != "ResourceExistsException":
             raise
-    return base64.b64decode(client.get_secret_value(SecretId=cursor_key_name())["SecretString"])
+    return base64.b64decode(client.get_secret_value(SecretId=name)["SecretString"])

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 from pynamodb.exceptions import DoesNotExist, PutError
 
-from chalicelib import lifecycle, models, pages, providers, schemas, timeutil
+from chalicelib import callbacks, lifecycle, models, pages, providers, schemas, timeutil
 from chalicelib.auth import Caller
 from chalicelib.errors import ApiError, invalid, not_found
 from chalicelib.settings import settings
@@ -39,6 +39,8 @@ def _instances_of(request_id: str) -> list[models.Instance]:
 def create_request(caller: Caller, body: dict) -> tuple[models.Request, list[models.Instance], bool]:
     """Accept a request. Returns (request, instances, created); created is False for a retry."""
     schemas.check_request(body)
+    if body.get("callback_url") is not None:
+        callbacks.check_url(body["callback_url"])
     fields = {
         "lifetime_minutes": settings.default_lifetime_minutes,
         "name_prefix": "oms",
@@ -59,6 +61,8 @@ def create_request(caller: Caller, body: dict) -> tuple[models.Request, list[mod
         ssh_public_key=fields.get("ssh_public_key"),
         user_data=fields.get("user_data"),
         client_token=fields.get("client_token"),
+        callback_url=fields.get("callback_url"),
+        callbacks={} if fields.get("callback_url") else None,
         body_hash=body_hash,
         created_at=timeutil.iso(created_at),
         expires_at=timeutil.in_minutes(fields["lifetime_minutes"], created_at),

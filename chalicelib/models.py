@@ -234,6 +234,13 @@ class Request(Model):
     created_at = UnicodeAttribute()
     expires_at = UnicodeAttribute()
     delete_requested = BooleanAttribute(default=False)
+    # Where events about this request are POSTed (callbacks.py), and each event raised so far by
+    # its id: {id, type, state (pending/delivered/failed), tries, next_try_at, last_error, body}.
+    callback_url = UnicodeAttribute(null=True)
+    callbacks = MapAttribute(null=True)
+    # The earliest next_try_at of a pending event; absent when none is pending (what the sweeper
+    # looks for).
+    callback_due_at = UnicodeAttribute(null=True)
     by_owner = RequestsByOwner()
     by_kind = RequestsByKind()
 

@@ -303,6 +303,14 @@ REQUEST_CREATE = body_schema(
             "description": "cloud-init user data, at most 16 KiB once UTF-8 encoded",
         },
         "client_token": {"type": "string", "pattern": r"^[\x20-\x7e]{1,64}$"},
+        "callback_url": {
+            "type": "string",
+            "format": "uri",
+            "pattern": HTTP_URL_PATTERN,
+            "maxLength": 2048,
+            "description": "POST signed events (ready, failed, expiring) here: https to a host whose every address "
+            "is public (http to 127.0.0.1, [::1] or localhost on the local stack only); see API.md, Callbacks",
+        },
     },
     required=("label", "count"),
 )
@@ -743,8 +751,28 @@ REQUEST = {
         "state": {"type": "string", "enum": list(REQUEST_STATES)},
         "counts": {"type": "object", "properties": {s: {"type": "integer"} for s in models.STATES}},
         "instances": {"type": "array", "items": ref("Instance")},
+        "callback_url": _str_or_null,
+        "callbacks": {
+            "type": "array",
+            "description": "each event raised for callback_url and its delivery, oldest first",
+            "items": {
+                "type": "object",
+                "required": ["id", "type", "state", "tries"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "type": {"type": "string", "enum": ["ready", "failed", "expiring"]},
+                    "state": {"type": "string", "enum": ["pending", "delivered", "failed"]},
+                    "tries": {"type": "integer"},
+                    "created_at": _ts,
+                    "next_try_at": _ts,
+                    "delivered_at": _ts,
+                    "last_error": _str_or_null,
+                },
+            },
+        },
     },
 }
+_CALLBACK_VIEW_FIELDS = ("id", "type", "state", "tries", "created_at", "next_try_at", "delivered_at", "last_error")
 REQUEST_LIST = _list_of("Request")
 
 
@@ -785,6 +813,20 @@ def request_view(request: models.Request, instances: list[models.Instance]) -> d
         "state": request_state(count, counts, request.delete_requested),
         "counts": counts,
         "instances": [instance_view(i) for i in instances],
+        "callback_url": request.callback_url,
+        "callbacks": [
+            {name: event.get(name) for name in _CALLBACK_VIEW_FIELDS}
+            for event in sorted(callback_events(request).values(), key=lambda e: (e["created_at"], e["id"]))
+        ],
+    }
+
+
+def callback_events(request: models.Request) -> dict[str, dict]:
+    if request.callbacks is None:
+        return {}
+    return {
+        eid: {k: (int(v) if k == "tries" else v) for k, v in dict(event).items()}
+        for eid, event in request.callbacks.as_dict().items()
     }
 
 
@@ -797,21 +839,31 @@ KEY = {
         "role": {"type": "string", "enum": list(auth.ROLES)},
         "created_at": _ts,
         "key": {"type": "string", "description": "the key itself, shown only in the answer to POST /keys"},
+        "callback_secret": {
+            "type": "string",
+            "description": "signs the callbacks of this key's requests: in the answer to POST /keys and to GET /me",
+        },
     },
 }
 KEY_LIST = _list_of("Key")
 
 
-def key_view(key: models.ApiKey, secret: str | None = None) -> dict:
+def key_view(key: models.ApiKey, secret: str | None = None, callback_secret: str | None = None) -> dict:
     view = {"id": key.id, "name": key.name, "role": key.role, "created_at": key.created_at}
     if secret is not None:
         view["key"] = secret
+    if callback_secret is not None:
+        view["callback_secret"] = callback_secret
     return view
 
 
-def caller_view(caller: auth.Caller) -> dict:
-    """The key making the call, in the shape of a key (without its created_at)."""
-    return {"id": caller.key_id, "name": caller.name, "role": caller.role}
+def caller_view(caller: auth.Caller, callback_secret: str | None = None) -> dict:
+    """The key making the call, in the shape of a key (without its created_at), with the secret
+    that signs its requests' callbacks (only this key's holder sees it)."""
+    view = {"id": caller.key_id, "name": caller.name, "role": caller.role}
+    if callback_secret is not None:
+        view["callback_secret"] = callback_secret
+    return view
 
 
 # Every schema with a name: what `$ref` points to, and `/openapi.json`'s components.

@@ -74,6 +74,14 @@ class Settings:
     keep_ended_days: int
     # "json": one JSON object per log line (always so in Lambda); "text" otherwise.
     log_format: str
+    # Callbacks (callbacks.py): the `expiring` event this many minutes before a request ends, a
+    # delivery's timeout, and the tries before an event is given up (backoff 1 s doubling, capped).
+    callback_expiring_minutes: int = 5
+    callback_timeout_seconds: float = 3.0
+    callback_max_tries: int = 8
+    # Callbacks to 127.0.0.1, [::1] and localhost (written so): the local stack's (moto, no AWS
+    # endpoint of its own) by default, never a deployed stage's unless OMS_CALLBACK_ALLOW_LOOPBACK=1.
+    callback_allow_loopback: bool = False
 
     @property
     def providers_table(self) -> str:
@@ -133,6 +141,10 @@ def load() -> Settings:
         delete_retry_seconds=_float("OMS_DELETE_RETRY_SECONDS", 15.0),
         keep_ended_days=_int("OMS_KEEP_ENDED_DAYS", 30),
         log_format=os.environ.get("OMS_LOG_FORMAT", "text"),
+        callback_expiring_minutes=_int("OMS_CALLBACK_EXPIRING_MINUTES", 5),
+        callback_timeout_seconds=_float("OMS_CALLBACK_TIMEOUT_SECONDS", 3.0),
+        callback_max_tries=_int("OMS_CALLBACK_MAX_TRIES", 8),
+        callback_allow_loopback=os.environ.get("OMS_CALLBACK_ALLOW_LOOPBACK", "1" if endpoint else "0") == "1",
     )
 
 

@@ -21,6 +21,7 @@ from pynamodb.exceptions import DoesNotExist
 
 from chalicelib import (
     addresses,
+    callbacks,
     canary,
     cloud,
     health,
@@ -70,6 +71,8 @@ class SweepReport:
     timed_out: list[str] = field(default_factory=list)
     redriven: int = 0
     watched: list[str] = field(default_factory=list)
+    # Requests an `expiring` callback was raised for, and those whose due callbacks were tried.
+    callbacks: dict[str, list[str]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
     def each(self, what: str) -> list[str]:
@@ -291,6 +294,7 @@ def sweep(budget: float | None = None) -> SweepReport:
         ("providers", lambda: _run_provider_jobs(report, settings.sweep_budget_seconds if budget is None else budget)),
         ("watch", lambda: watch_building(report)),
         ("redrive", lambda: redrive(report)),
+        ("callbacks", lambda: report.callbacks.update(callbacks.sweep())),
     )
     for name, phase in phases:
         started = time.monotonic()

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
-from chalicelib import cloud, health, launcher, lifecycle, models, teardown, telemetry
+from chalicelib import callbacks, cloud, health, launcher, lifecycle, models, teardown, telemetry
 
 log = logging.getLogger("oms.worker")
 
@@ -105,6 +105,20 @@ def _tag_expiries(provider: models.Provider, changes: list[ExpiryChange]) -> Non
                 return
 
 
+def settled_requests(records: Iterable) -> dict[str, list[str]]:
+    """Requests one of whose instances just became ACTIVE or FAILED (each may now be ready or
+    failed, which its callback hears of: callbacks.notice decides), with those records' sequence
+    numbers."""
+    found: dict[str, list[str]] = {}
+    for record in records:
+        new_state = _attr(record.new_image, "state")
+        if new_state in (models.ACTIVE, models.FAILED) and _attr(record.old_image, "state") != new_state:
+            request_id = _attr(record.new_image, "request_id")
+            if request_id:
+                found.setdefault(request_id, []).append(record.sequence_number)
+    return found
+
+
 def handle(records: Iterable) -> list[str]:
     """Handle one stream batch; returns the sequence numbers of records that must be retried.
 
@@ -146,6 +160,13 @@ def handle(records: Iterable) -> list[str]:
             launcher.redrive(models.Provider.get(provider_name), room)
         except Exception:
             log.exception("re-drive after teardowns on %s failed", provider_name)
+    # Callbacks: their events written before the batch returns (a crash there retries the records,
+    # as nothing else would notice the request settled), then one short try of each beside the
+    # rest; the sweeper retries what this leaves.
+    settled = settled_requests(records)
+    budget = max(0.0, TAG_WAIT_SECONDS - (time.monotonic() - started))
+    for request_id in callbacks.on_settled(list(settled), budget):
+        retry.extend(settled[request_id])
     _, late = wait(tags, timeout=max(0.0, TAG_WAIT_SECONDS - (time.monotonic() - started)))
     if late:
         log.warning("%d expiry tags still waiting on their provider; the sweeper sets them", len(late))

@@ -114,6 +114,7 @@ def role() -> dict:
             "Resource": [
                 _arn("secretsmanager", f"secret:{settings.secrets_prefix}providers/*"),
                 _arn("secretsmanager", f"secret:{settings.secrets_prefix}cursor-key-??????"),
+                _arn("secretsmanager", f"secret:{settings.secrets_prefix}callback-key-??????"),
             ],
         },
         {

@@ -256,6 +256,8 @@ def cmd_request(args: argparse.Namespace, client: Client) -> int:
         body["user_data"] = _read(args.user_data, "user data")
     if args.name_prefix:
         body["name_prefix"] = args.name_prefix
+    if args.callback_url:
+        body["callback_url"] = args.callback_url
     request = client.call("POST", "/requests", body)
     if not args.wait:
         show(args, request, f"requested {request['count']} x {request['label']}: {request['id']} ({request['state']})")
@@ -517,6 +519,12 @@ def parser() -> argparse.ArgumentParser:
     request.add_argument("--ssh-key", metavar="FILE", help="a public key file, e.g. ~/.ssh/id_ed25519.pub")
     request.add_argument("--user-data", metavar="FILE", help="cloud-init user data (at most 16 KiB)")
     request.add_argument("--name-prefix", help="instance names start with this ([a-z0-9-], at most 32)")
+    request.add_argument(
+        "--callback-url",
+        metavar="URL",
+        help="POST signed events here (ready, failed, expiring): https to a public host; a receiver checks them "
+        "with the key's callback_secret (POST /keys, GET /me; API.md, Callbacks)",
+    )
     request.add_argument(
         "--wait", action="store_true", help="show progress until all are ACTIVE; exit 1 if not all came up"
     )

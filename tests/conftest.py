@@ -6,13 +6,17 @@ Tests share the stack and stay independent by naming what they create uniquely.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import socket
+import ssl
 import tempfile
 import threading
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -317,3 +321,49 @@ def register_sim_provider(admin_api: Api, sim, sim_name: str, label: str, **over
     response = admin_api.post("/providers", json=body)
     assert response.status_code == 201, response.text
     return response.json()
+
+
+class CallbackReceiver:
+    """An HTTP server in a thread that records each POST and answers the next status queued
+    (200 when none is)."""
+
+    def __init__(self, tls: tuple[str, str] | None = None) -> None:
+        """`tls`: (certificate file, key file) to answer https on `localhost`."""
+        self.received: list[tuple[dict, bytes]] = []
+        self.statuses: list[int] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                status = receiver.statuses.pop(0) if receiver.statuses else 200
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook?x=1"
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            self.url = f"https://localhost:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def events(self) -> list[dict]:
+        return [json.loads(body) for _, body in self.received]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def verify_callback(secret: str, headers: dict, body: bytes) -> bool:
+    """The receiver's check, as API.md gives it."""
+    timestamp = headers["x-oms-timestamp"]
+    expected = "sha256=" + hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, headers["x-oms-signature"])

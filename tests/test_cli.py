@@ -255,6 +255,8 @@ def test_errors_are_one_line_and_every_command_has_help(oms, stack):
     private.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk=\n-----END OPENSSH PRIVATE KEY-----\n")
     refused = oms("request", "--label", "x", "--count", "1", "--ssh-key", str(private), check=2)
     assert "is a private key" in refused.stderr
+    private_hook = oms("request", "--label", "x", "--count", "1", "--callback-url", "https://169.254.169.254/", check=1)
+    assert private_hook.stderr.startswith("oms: callback_url host 169.254.169.254 resolves to an address that is not")
     # An empty filter is refused by the API, not dropped (`oms ls --request "$UNSET" | xargs oms rm`).
     assert "request_id must not be empty" in oms("ls", "--request", "", check=1).stderr
     # An id stays one path segment.

@@ -7,6 +7,8 @@ when a provider is in maintenance, out of quota or breaks builds; deleting tears
 from __future__ import annotations
 
 import base64
+import json
+import time
 from collections import Counter
 
 import yaml
@@ -14,7 +16,16 @@ import yaml
 from chalicelib import sweeper, timeutil, userdata
 from chalicelib.settings import settings
 from sim.testing import start_simulator
-from tests.conftest import register_sim_provider, request_state, sim_label, slots_given_back, unique, wait_for
+from tests.conftest import (
+    CallbackReceiver,
+    register_sim_provider,
+    request_state,
+    sim_label,
+    slots_given_back,
+    unique,
+    verify_callback,
+    wait_for,
+)
 
 
 def test_one_instance_goes_active_with_addresses_and_is_torn_down(admin_api, user_api, sim):
@@ -44,6 +55,28 @@ def test_one_instance_goes_active_with_addresses_and_is_torn_down(admin_api, use
     wait_for(lambda: request_state(user_api, request["id"])["state"] == "deleted", what="DELETED")
     assert sim.state("p1")["servers_live"] == 0
     slots_given_back(admin_api, provider["name"])
+
+
+def test_a_callback_hears_ready_once_through_the_stream(admin_api, user_api, sim):
+    label = unique("lbl")
+    register_sim_provider(admin_api, sim, "p1", label)
+    receiver = CallbackReceiver()
+    secret = user_api.get("/me").json()["callback_secret"]
+    body = {"label": label, "count": 2, "callback_url": receiver.url}
+    request = user_api.post("/requests", json=body).json()
+    try:
+        wait_for(lambda: receiver.received, what="the ready callback")
+        time.sleep(2)  # a sweep or two: nothing more comes
+        [(headers, raw)] = receiver.received
+        assert verify_callback(secret, headers, raw)
+        event = json.loads(raw)
+        assert (event["type"], event["request_id"], event["request"]["state"]) == ("ready", request["id"], "ready")
+        assert event["request"]["counts"]["ACTIVE"] == 2
+        view = request_state(user_api, request["id"])
+        assert [(c["id"], c["type"], c["state"]) for c in view["callbacks"]] == [(event["id"], "ready", "delivered")]
+    finally:
+        receiver.close()
+        user_api.delete(f"/requests/{request['id']}")
 
 
 def test_hundred_instances_across_failing_providers(admin_api, user_api, sim):

@@ -332,9 +332,9 @@ def _views() -> list[tuple[str, str, dict]]:
         ("GET", "/instances", schemas.list_view([schemas.instance_view(unplaced)], None)),
         ("GET", "/requests/{request_id}", schemas.request_view(_request(), [_instance(), unplaced])),
         ("GET", "/requests", schemas.list_view([schemas.request_view(_request(), [])], None)),
-        ("POST", "/keys", schemas.key_view(key, "oms_0123456789abcdef_" + "A" * 43)),
+        ("POST", "/keys", schemas.key_view(key, "oms_0123456789abcdef_" + "A" * 43, "whsec_" + "B" * 43)),
         ("GET", "/keys", schemas.list_view([schemas.key_view(key)], None)),
-        ("GET", "/me", schemas.caller_view(auth.Caller("0123456789abcdef", "ci", auth.USER))),
+        ("GET", "/me", schemas.caller_view(auth.Caller("0123456789abcdef", "ci", auth.USER), "whsec_" + "B" * 43)),
         ("GET", "/health", schemas.health_view()),
     ]
 
