@@ -178,7 +178,7 @@ def raise_event(request: models.Request, instances: list[models.Instance], event
     }
     try:
         request.update(
-            actions=[models.Request.callbacks[eid].set(event), models.Request.callback_due_at.set(now)],
+            actions=[models.Request.callbacks[eid].set(event), *_due(now)],
             condition=models.Request.callbacks[eid].does_not_exist() & models.Request.callback_url.exists(),
         )
     except UpdateError as error:
@@ -325,14 +325,12 @@ def deliver_due(request_id: str) -> int:
             event.update(next_try_at=timeutil.iso(at))
         events[event["id"]] = event
         pending = [e["next_try_at"] for e in events.values() if e["state"] == PENDING]
-        due_action = (
-            models.Request.callback_due_at.set(min(pending)) if pending else models.Request.callback_due_at.remove()
-        )
+        due_actions = _due(min(pending) if pending else None)
         try:
             # Written only while no one else counted a try of it meanwhile (a duplicate delivery is
             # allowed, at least once; a lost count is not).
             request.update(
-                actions=[models.Request.callbacks[event["id"]].set(event), due_action],
+                actions=[models.Request.callbacks[event["id"]].set(event), *due_actions],
                 condition=models.Request.callbacks[event["id"]]["tries"] == tries,
             )
         except UpdateError as failure:
@@ -361,13 +359,20 @@ def _claim(request: models.Request, event: dict) -> bool:
     return True
 
 
+def _due(at: str | None) -> list:
+    """The actions that put the request in the sweeper's queue from `at` on, or take it out."""
+    item = models.Request
+    if at is None:
+        return [item.callback_due_at.remove(), item.callback_queue.remove()]
+    return [item.callback_due_at.set(at), item.callback_queue.set(models.CALLBACK_QUEUE)]
+
+
 def deliver_pending(now: str | None = None) -> list[str]:
-    """The sweeper's part: deliver every request's due events (requests listed through the kind
-    index, filtered on `callback_due_at`); returns the ids of requests tried."""
+    """The sweeper's part: deliver every request's due events (through the sparse by_callback_due
+    index: it holds only requests with an event pending); returns the ids of requests tried."""
     now = now or timeutil.now_iso()
-    found = [
-        r.id for r in models.Request.by_kind.query("request", filter_condition=models.Request.callback_due_at <= now)
-    ]
+    due = models.Request.callback_due_at <= now
+    found = [r.id for r in models.Request.by_callback_due.query(models.CALLBACK_QUEUE, range_key_condition=due)]
     for request_id in found:
         try:
             deliver_due(request_id)

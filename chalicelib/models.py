@@ -213,6 +213,17 @@ class RequestsByKind(GlobalSecondaryIndex):
     created_at = UnicodeAttribute(range_key=True)
 
 
+# Sparse: only requests with a callback event pending carry `callback_queue`, so the sweeper's
+# query costs what is due, not every request kept.
+class RequestsByCallbackDue(GlobalSecondaryIndex):
+    Meta = _index("by_callback_due")
+    callback_queue = UnicodeAttribute(hash_key=True)
+    callback_due_at = UnicodeAttribute(range_key=True)
+
+
+CALLBACK_QUEUE = "due"
+
+
 class Request(Model):
     """A group of instances of one label with one lifetime."""
 
@@ -238,11 +249,13 @@ class Request(Model):
     # its id: {id, type, state (pending/delivered/failed), tries, next_try_at, last_error, body}.
     callback_url = UnicodeAttribute(null=True)
     callbacks = MapAttribute(null=True)
-    # The earliest next_try_at of a pending event; absent when none is pending (what the sweeper
-    # looks for).
+    # The earliest next_try_at of a pending event, and CALLBACK_QUEUE beside it; both absent when
+    # none is pending (what the sweeper looks for, through the sparse by_callback_due index).
     callback_due_at = UnicodeAttribute(null=True)
+    callback_queue = UnicodeAttribute(null=True)
     by_owner = RequestsByOwner()
     by_kind = RequestsByKind()
+    by_callback_due = RequestsByCallbackDue()
 
 
 class Attempt(MapAttribute):

@@ -61,6 +61,7 @@ def test_ready_is_posted_once_signed_and_a_repeat_carries_the_same_id(user_api, 
         actions=[
             models.Request.callbacks[event["id"]]["state"].set("pending"),
             models.Request.callback_due_at.set(timeutil.now_iso()),
+            models.Request.callback_queue.set(models.CALLBACK_QUEUE),
         ]
     )
     callbacks.sweep()
