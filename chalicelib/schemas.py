@@ -776,6 +776,33 @@ REQUEST = {
     },
 }
 REQUEST_LIST = _list_of("Request")
+EXTENDED = {
+    **REQUEST,
+    "properties": {
+        **REQUEST["properties"],
+        "warnings": {
+            "type": "array",
+            "description": "instances the extend carries into a maintenance window of their provider (the "
+            "extend stands: nothing of ours stops them then, the provider may)",
+            "items": {
+                "type": "object",
+                "required": ["instance_id", "provider", "start", "end", "note", "message"],
+                "properties": {
+                    "instance_id": {"type": "string"},
+                    "provider": {"type": "string"},
+                    "start": {"type": "string", "format": "date-time"},
+                    "end": {"type": "string", "format": "date-time"},
+                    "note": {"type": "string"},
+                    "message": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+
+
+def extended_view(request: models.Request, instances: list[models.Instance], warnings: list[dict]) -> dict:
+    return {**request_view(request, instances), "warnings": warnings}
 
 
 def count_states(instances: list[models.Instance]) -> dict[str, int]:
@@ -855,6 +882,7 @@ NAMED: dict[str, dict] = {
     "CheckRequest": CHECK_REQUEST,
     "RequestCreate": REQUEST_CREATE,
     "Extend": EXTEND,
+    "Extended": EXTENDED,
     "Instance": INSTANCE,
     "InstanceList": INSTANCE_LIST,
     "Request": REQUEST,
