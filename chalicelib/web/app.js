@@ -311,6 +311,8 @@ function renderOverview() {
 // --- providers ---------------------------------------------------------------------------
 
 function renderProviders() {
+  // A maintenance window being typed in is not wiped by a poll: the rows wait until it is added or emptied.
+  if ($$(".maintenance-add input").some((input) => input.value)) return;
   if (!changed("providers", [state.providers, state.me.role])) return;
   const admin = isAdmin();
   $("#provider-table thead th:last-child").hidden = !admin;
@@ -360,14 +362,15 @@ function maintenanceView(p, admin) {
   const add = h("form", { class: "maintenance-add", onsubmit: (e) => {
     e.preventDefault();
     // The inputs are in the browser's time zone; the API takes UTC.
-    const window = { start: new Date(start.value).toISOString(), end: new Date(end.value).toISOString(), note: note.value.trim() };
-    saveWindows(p.name, [...(p.maintenance || []), window], "added");
+    const added = { start: new Date(start.value).toISOString(), end: new Date(end.value).toISOString(), note: note.value.trim() };
+    saveWindows(p.name, [...(p.maintenance || []), added], "added", add);
   } }, start, end, note, h("button", { type: "submit", class: "secondary" }, "Add window"));
   return [...windows, h("details", { class: "small" }, h("summary", {}, "Maintenance window…"), add)];
 }
 
-async function saveWindows(name, maintenance, what) {
+async function saveWindows(name, maintenance, what, form) {
   const answer = await api("PATCH", `providers/${encodeURIComponent(name)}`, { maintenance });
+  if (answer.ok && form) form.reset();
   say(answer.ok ? `Maintenance window ${what} on ${name}.` : `Could not change ${name}'s maintenance: ${errorText(answer)}`, !answer.ok);
   state.rendered.providers = null;
   refresh();
