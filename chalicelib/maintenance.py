@@ -86,6 +86,13 @@ def problem(items: Iterable) -> str | None:
     """What is wrong with a list of windows the schema took, in words (end not after start)."""
     for index, item in enumerate(items):
         item = _plain(item)
+        for key in ("start", "end"):
+            try:
+                moment = parse(item[key])
+            except (ValueError, OverflowError):
+                moment = None
+            if moment is None or not 2000 <= moment.year <= 9000:
+                return f"maintenance[{index}].{key} must be a time between the years 2000 and 9000"
         if parse(item["end"]) <= parse(item["start"]):
             return f"maintenance[{index}]: end must be after start"
     return None

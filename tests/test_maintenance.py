@@ -41,3 +41,10 @@ def test_a_window_must_end_after_it_starts():
     assert maintenance.problem([{"start": at(0), "end": at(10)}, {"start": at(10), "end": at(10)}]) == (
         "maintenance[1]: end must be after start"
     )
+
+
+def test_times_out_of_range_are_refused_not_crashed_on():
+    assert maintenance.problem([{"start": "0001-01-01T00:00:00+01:00", "end": at(10)}]) == (
+        "maintenance[0].start must be a time between the years 2000 and 9000"
+    )
+    assert maintenance.problem([{"start": at(0), "end": "9999-12-31T23:59:59-01:00"}]).startswith("maintenance[0].end")
