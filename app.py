@@ -179,11 +179,11 @@ def delete_request(call: Call, request_id: str) -> dict:
     "Extend a request's lifetime",
     role=USER,
     body=schemas.EXTEND,
-    answer=schemas.REQUEST,
+    answer=schemas.EXTENDED,
     errors=(409,),
 )
 def extend_request(call: Call, request_id: str) -> dict:
-    return schemas.request_view(*fleet.extend_request(call.caller, request_id, call.body))
+    return schemas.extended_view(*fleet.extend_request(call.caller, request_id, call.body))
 
 
 # --- instances -----------------------------------------------------------------------------

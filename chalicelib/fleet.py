@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 from pynamodb.exceptions import DoesNotExist, PutError
 
-from chalicelib import callbacks, lifecycle, models, pages, providers, schemas, timeutil
+from chalicelib import callbacks, lifecycle, maintenance, models, pages, providers, schemas, timeutil
 from chalicelib.auth import Caller
 from chalicelib.errors import ApiError, invalid, not_found
 from chalicelib.settings import settings
@@ -134,7 +134,12 @@ def delete_request(caller: Caller, request_id: str) -> tuple[models.Request, lis
     return request, instances
 
 
-def extend_request(caller: Caller, request_id: str, body: dict) -> tuple[models.Request, list[models.Instance]]:
+def extend_request(
+    caller: Caller, request_id: str, body: dict
+) -> tuple[models.Request, list[models.Instance], list[dict]]:
+    """Move the request's expiry, and its instances'. The extend always succeeds (the time is the
+    user's to take); instances it carries into a maintenance window of their provider are named
+    in warnings: we do not delete them then, but the provider may stop them."""
     request, instances = get_request(caller, request_id)
     if request.delete_requested:
         raise ApiError("conflict", f"request {request_id} is being deleted")
@@ -143,7 +148,36 @@ def extend_request(caller: Caller, request_id: str, body: dict) -> tuple[models.
     request.update(actions=[models.Request.expires_at.set(expires_at)])
     for instance in instances:
         _changing(lifecycle.extend, instance, expires_at)
-    return request, instances
+    return request, instances, maintenance_warnings(instances, timeutil.parse(expires_at))
+
+
+def maintenance_warnings(instances: list[models.Instance], expires_at) -> list[dict]:
+    """For each live instance placed on a provider with a window starting before `expires_at`."""
+    warnings = []
+    now = timeutil.now()
+    found: dict[str, models.Provider | None] = {}
+    for instance in instances:
+        if instance.state not in models.LIVE_STATES or instance.state == models.DELETING or not instance.provider:
+            continue
+        if instance.provider not in found:
+            try:
+                found[instance.provider] = models.Provider.get(instance.provider)
+            except DoesNotExist:
+                found[instance.provider] = None
+        provider = found[instance.provider]
+        window = maintenance.next_window(provider, now) if provider is not None else None
+        if window is None or window.start >= expires_at:
+            continue
+        warnings.append(
+            {
+                "instance_id": instance.id,
+                "provider": instance.provider,
+                **window.as_dict(),
+                "message": f"instance {instance.id} now runs into a maintenance window of {instance.provider} "
+                f"({timeutil.iso(window.start)} to {timeutil.iso(window.end)}): the provider may stop it then",
+            }
+        )
+    return warnings
 
 
 _INSTANCE_FILTERS = ("state", "provider", "request_id", "label")

@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from pynamodb.exceptions import UpdateError
 
-from chalicelib import cloud, models, placement, quota, timeutil
+from chalicelib import cloud, maintenance, models, placement, quota, timeutil
 from chalicelib.models import DEGRADED, DOWN, HEALTHY
 from chalicelib.settings import settings
 
@@ -31,6 +31,23 @@ def circuit_open(provider: models.Provider) -> bool:
     """True while an open circuit cools down: no call goes to the provider then."""
     retry_at = timeutil.parse(provider.retry_at) if provider.retry_at else None
     return placement.circuit_state(provider.health_state, retry_at, timeutil.now()) == placement.OPEN
+
+
+def held_until(provider: models.Provider) -> str | None:
+    """Until when no call may go to the provider: the end of the maintenance window that is on, or
+    of its open circuit's cooldown (the later of the two); None when calls may go now."""
+    now = timeutil.now()
+    window = maintenance.current(provider, now)
+    ends = [timeutil.iso(window.end)] if window else []
+    if circuit_open(provider):
+        ends.append(provider.retry_at)
+    return max(ends) if ends else None
+
+
+def calls_held(provider: models.Provider) -> bool:
+    """True while no call goes to the provider: its circuit is open, or a maintenance window is on
+    (treated as down without spending a call on it)."""
+    return held_until(provider) is not None
 
 
 def cooldown_seconds(consecutive_failures: int, base: float | None = None) -> float:

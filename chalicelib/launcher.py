@@ -18,6 +18,7 @@ from chalicelib import (
     health,
     invoke,
     lifecycle,
+    maintenance,
     models,
     placement,
     slots,
@@ -55,6 +56,7 @@ def _slots(provider: models.Provider, now, proven: set[str], failed: set[str], p
         and not (provider.name in probed and health.builds_failing(provider)),
         circuit=placement.circuit_state(provider.health_state, retry_at, now),
         on_probation=(provider.name not in proven and not recent) or health.builds_failing(provider),
+        maintenance=tuple(w.start for w in maintenance.windows(provider, now)),
     )
 
 
@@ -103,7 +105,10 @@ def launch(instance_ids: list[str]) -> None:
             providers = {p.name: p for p in models.Provider.by_kind.query("provider")}
         first_round = False
         plan = placement.place(
-            [placement.Need(i.id, i.label, excluded(i, timeutil.iso(now))) for i in pending],
+            [
+                placement.Need(i.id, i.label, excluded(i, timeutil.iso(now)), timeutil.parse(i.expires_at))
+                for i in pending
+            ],
             [_slots(p, now, proven, failed, probed) for p in providers.values()],
         )
         probed.update(plan.values())

@@ -326,8 +326,9 @@ def delete_failed(instance: Instance) -> None:
 
 
 def delete_deferred(instance: Instance, until: str | None) -> None:
-    """A DELETING instance on a provider whose circuit is open stays DELETING until the circuit
-    half-opens (`until`): the sweeper deletes it then, once the provider answers its check."""
+    """A DELETING instance on a provider whose circuit is open, or in a maintenance window, stays
+    DELETING until the circuit half-opens or the window ends (`until`): the sweeper deletes it
+    then, once the provider answers its check."""
     retry_at = until or timeutil.iso(timeutil.now() + timedelta(seconds=settings.delete_retry_seconds))
     _delete_later(instance, retry_at, [])
 

@@ -118,6 +118,9 @@ class Provider(Model):
     rate_limited_until = NumberAttribute(null=True)
     # What the last explicit check found wrong in the labels' settings for this account.
     setup_problems = ListAttribute(of=UnicodeAttribute, null=True)
+    # Announced maintenance windows, [{start, end, note}] (maintenance.py): ended ones are dropped
+    # whenever the list is written, and mean nothing meanwhile.
+    maintenance = ListAttribute(null=True)
     # Slots held by instances of ours (reserved with a conditional `in_use < cap`).
     in_use = NumberAttribute(default=0)
     # Bumped with every change of `in_use`: the drift check's proof that no slot changed hands

@@ -5,6 +5,8 @@ instance, a free slot. Order: lowest `priority` first; among equals, most free s
 batch spreads over providers. A provider on probation (circuit half-open, no launch that
 succeeded lately, or its last builds all ended in ERROR) gets one instance per round: its probe.
 The rest of its share waits for a later round, after the probe's create was accepted.
+A provider with a maintenance window (not yet ended) that begins before an instance's expiry is
+no candidate for it: a short instance still goes there, a long one goes elsewhere or waits.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from chalicelib import maintenance
 from chalicelib.models import DOWN
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
@@ -29,6 +32,8 @@ class Slots:
     enabled: bool = True
     circuit: str = CLOSED
     on_probation: bool = False
+    # Starts of its maintenance windows not yet ended (one on now started in the past).
+    maintenance: tuple[datetime, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,8 @@ class Need:
     instance_id: str
     label: str
     excluded: frozenset[str] = field(default_factory=frozenset)
+    # When it is to end; None: unknown, and then any maintenance window keeps it off a provider.
+    expires_at: datetime | None = None
 
 
 def circuit_state(health_state: str, retry_at: datetime | None, now: datetime) -> str:
@@ -52,7 +59,8 @@ def circuit_state(health_state: str, retry_at: datetime | None, now: datetime) -
 def place(needs: Sequence[Need], providers: Iterable[Slots]) -> dict[str, str]:
     """Assign instances to providers for one round; returns {instance_id: provider name}.
 
-    Instances left out have no candidate this round (no room, excluded, or waiting behind a probe).
+    Instances left out have no candidate this round (no room, excluded, a maintenance window
+    before their expiry, or waiting behind a probe).
     """
     usable = [p for p in providers if p.enabled and p.circuit != OPEN and p.free > 0]
     free = {p.name: p.free for p in usable}
@@ -61,7 +69,14 @@ def place(needs: Sequence[Need], providers: Iterable[Slots]) -> dict[str, str]:
             free[p.name] = min(free[p.name], 1)
     placed: dict[str, str] = {}
     for need in needs:
-        candidates = [p for p in usable if free[p.name] > 0 and need.label in p.labels and p.name not in need.excluded]
+        candidates = [
+            p
+            for p in usable
+            if free[p.name] > 0
+            and need.label in p.labels
+            and p.name not in need.excluded
+            and not maintenance.blocks(p.maintenance, need.expires_at)
+        ]
         if not candidates:
             continue
         best = min(candidates, key=lambda p: (p.priority, -free[p.name], p.name))

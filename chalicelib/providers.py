@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
-from chalicelib import canary, credentials, models, pages, reach, schemas, timeutil
+from chalicelib import canary, credentials, maintenance, models, pages, reach, schemas, timeutil
 from chalicelib.errors import ApiError, not_found
 
 # Item attributes a client may write directly (secrets and the name are handled apart).
@@ -39,6 +39,7 @@ _PLAIN_FIELDS = (
     "rate_limit_per_second",
     "max_concurrent_creates",
     "labels",
+    "maintenance",
 )
 
 
@@ -79,6 +80,16 @@ def _check_canary_schedule(fields: Mapping) -> None:
         raise ApiError("unprocessable", f"canary_label {label} is not one of the provider's labels", "canary_label")
 
 
+def _check_maintenance(fields: dict) -> None:
+    """Windows must end after they start (422 naming the field); they are written in UTC, earliest
+    first, without those already ended."""
+    windows = list(fields.get("maintenance") or [])
+    wrong = maintenance.problem(windows)
+    if wrong:
+        raise ApiError("unprocessable", wrong, "maintenance")
+    fields["maintenance"] = maintenance.pruned(windows, timeutil.now())
+
+
 def _written(labels: dict) -> dict:
     """Label mappings as they are written: one that does not say when it is ready is ready once
     its sshd answers (ACTIVE alone is not ready, REAL-CLOUDS.md). Labels stored before this was the
@@ -91,6 +102,7 @@ def create(body: dict) -> models.Provider:
     fields = {**schemas.PROVIDER_DEFAULTS, **{k: v for k, v in body.items() if v is not None}}
     fields["labels"] = _written(fields["labels"])
     _check_canary_schedule(fields)
+    _check_maintenance(fields)
     name = fields["name"]
     if models.Provider.count(name) > 0:
         raise ApiError("conflict", f"provider {name} already exists", "name")
@@ -121,6 +133,7 @@ def update(name: str, patch: dict) -> models.Provider:
         patch = {**patch, "labels": _written(patch["labels"])}
     current = {k: getattr(provider, k) for k in _PLAIN_FIELDS}
     current["labels"] = provider.labels.as_dict()
+    current["maintenance"] = list(provider.maintenance or [])
     # Switching auth type drops the other type's fields; the secret is re-entered with it.
     if any(k in patch for k in schemas.APP_CREDENTIAL_FIELDS):
         current.update(username=None, password=None)
@@ -141,6 +154,7 @@ def update(name: str, patch: dict) -> models.Provider:
     try:
         schemas.check_provider(merged)
         _check_canary_schedule(merged)
+        _check_maintenance(merged)
     except ApiError as error:
         raise ApiError("unprocessable", error.message, error.field) from None
     actions = [getattr(models.Provider, k).set(merged.get(k)) for k in _PLAIN_FIELDS if k in merged]

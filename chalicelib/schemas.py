@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from chalicelib import addresses, auth, canary, faults, models, pages, reach, timeutil, userdata
+from chalicelib import addresses, auth, canary, faults, maintenance, models, pages, reach, timeutil, userdata
 from chalicelib.errors import ERROR, invalid
 from chalicelib.validator import REF_PREFIX, Explained, Validator
 
@@ -91,6 +91,17 @@ LABEL_MAPPING = {
             "flavors with a 0 GB disk, and clouds that boot only from volumes, need it",
         },
         "config_drive": {"type": "boolean", "description": "attach a config drive (where no metadata service is)"},
+    },
+}
+
+MAINTENANCE_WINDOW = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["start", "end"],
+    "properties": {
+        "start": {"type": "string", "format": "date-time"},
+        "end": {"type": "string", "format": "date-time"},
+        "note": {"type": "string", "maxLength": maintenance.NOTE_MAX},
     },
 }
 
@@ -177,6 +188,14 @@ PROVIDER_FIELDS: dict[str, Any] = {
         "propertyNames": {"pattern": LABEL_PATTERN},
         "additionalProperties": LABEL_MAPPING,
     },
+    "maintenance": {
+        "type": "array",
+        "maxItems": maintenance.MAX_WINDOWS,
+        "description": "announced maintenance windows (end after start; ended ones are dropped): while one is "
+        "on, no call goes to the provider (deletes wait for its end), and no instance is placed there whose "
+        "expiry is after the start of a window to come. The whole list is written at once",
+        "items": MAINTENANCE_WINDOW,
+    },
 }
 PROVIDER_DEFAULTS = {
     "user_domain_name": "Default",
@@ -191,6 +210,7 @@ PROVIDER_DEFAULTS = {
     "multipart_user_data": True,
     "max_concurrent_creates": models.DEFAULT_CONCURRENT_CREATES,
     "labels": {},
+    "maintenance": [],
 }
 PASSWORD_FIELDS = ("username", "password")
 APP_CREDENTIAL_FIELDS = ("application_credential_id", "application_credential_secret")
@@ -430,7 +450,7 @@ def health_view() -> dict:
     return {"status": "ok"}
 
 
-USER_PROVIDER_FIELDS = ("name", "region", "enabled", "labels", "health", "capacity")
+USER_PROVIDER_FIELDS = ("name", "region", "enabled", "labels", "maintenance", "health", "capacity")
 
 CHECK_REQUEST = body_schema(
     {
@@ -540,6 +560,11 @@ PROVIDER = {
                     **_ts,
                     "description": "the account answered 429: every call to it waits until then (not a fault)",
                 },
+                "maintenance": {
+                    "type": "boolean",
+                    "description": "a maintenance window is on: the provider is treated as down, without a call",
+                },
+                "maintenance_until": {**_ts, "description": "the end of the window that is on"},
             },
         },
         "capacity": {
@@ -578,6 +603,8 @@ def _rooms(provider: models.Provider) -> dict[str, dict]:
 
 
 def provider_view(provider: models.Provider, *, admin: bool) -> dict:
+    now = timeutil.now()
+    on = maintenance.current(provider, now)
     view = {
         "name": provider.name,
         "auth_url": provider.auth_url,
@@ -607,6 +634,7 @@ def provider_view(provider: models.Provider, *, admin: bool) -> dict:
         "canary_every_hours": None if provider.canary_every_hours is None else int(provider.canary_every_hours),
         "canary": canary_view(canary.of(provider)),
         "labels": provider.labels.as_dict() if hasattr(provider.labels, "as_dict") else dict(provider.labels),
+        "maintenance": [w.as_dict() for w in maintenance.windows(provider, now)],
         "health": {
             "state": provider.health_state,
             "checked_at": provider.checked_at,
@@ -619,6 +647,8 @@ def provider_view(provider: models.Provider, *, admin: bool) -> dict:
             "rate_limited_until": None
             if provider.rate_limited_until is None
             else timeutil.iso(datetime.fromtimestamp(math.ceil(provider.rate_limited_until), UTC)),
+            "maintenance": on is not None,
+            "maintenance_until": None if on is None else timeutil.iso(on.end),
         },
         "capacity": {
             "max_instances": int(provider.max_instances),
@@ -774,6 +804,33 @@ REQUEST = {
 }
 _CALLBACK_VIEW_FIELDS = ("id", "type", "state", "tries", "created_at", "next_try_at", "delivered_at", "last_error")
 REQUEST_LIST = _list_of("Request")
+EXTENDED = {
+    **REQUEST,
+    "properties": {
+        **REQUEST["properties"],
+        "warnings": {
+            "type": "array",
+            "description": "instances the extend carries into a maintenance window of their provider (the "
+            "extend stands: nothing of ours stops them then, the provider may)",
+            "items": {
+                "type": "object",
+                "required": ["instance_id", "provider", "start", "end", "note", "message"],
+                "properties": {
+                    "instance_id": {"type": "string"},
+                    "provider": {"type": "string"},
+                    "start": {"type": "string", "format": "date-time"},
+                    "end": {"type": "string", "format": "date-time"},
+                    "note": {"type": "string"},
+                    "message": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+
+
+def extended_view(request: models.Request, instances: list[models.Instance], warnings: list[dict]) -> dict:
+    return {**request_view(request, instances), "warnings": warnings}
 
 
 def count_states(instances: list[models.Instance]) -> dict[str, int]:
@@ -877,6 +934,7 @@ NAMED: dict[str, dict] = {
     "CheckRequest": CHECK_REQUEST,
     "RequestCreate": REQUEST_CREATE,
     "Extend": EXTEND,
+    "Extended": EXTENDED,
     "Instance": INSTANCE,
     "InstanceList": INSTANCE_LIST,
     "Request": REQUEST,

@@ -102,10 +102,11 @@ def expire(now: str | None = None) -> list[str]:
 
 def sweep_provider(provider: models.Provider, part: ProviderPass) -> None:
     """One provider's share of the pass. Disabled providers are checked and reconciled too (their
-    instances still end); only launching skips them."""
+    instances still end); only launching skips them. A provider whose circuit is open or whose
+    maintenance window is on gets no call: no check, no reconcile (its deletes wait)."""
     counted = None
     part.canary_ended = canary.end_stale(provider)
-    if not health.circuit_open(provider):
+    if not health.calls_held(provider):
         part.checked = CHECKING
         answered = health.check(provider)
         part.checked = provider.health_state
@@ -282,7 +283,7 @@ def watch_building(report: SweepReport) -> None:
 def redrive(report: SweepReport) -> None:
     """Fire PENDING instances again where room has appeared (a provider came back, quota rose)."""
     for provider in models.Provider.by_kind.query("provider"):
-        if provider.enabled and not health.circuit_open(provider) and provider.free > 0:
+        if provider.enabled and not health.calls_held(provider) and provider.free > 0:
             report.redriven += launcher.redrive(provider, provider.free, settings.redrive_after_seconds)
 
 

@@ -16,7 +16,7 @@ from datetime import timedelta
 
 from pynamodb.exceptions import DoesNotExist, UpdateError
 
-from chalicelib import addresses, cloud, health, launcher, lifecycle, models, reach, telemetry, timeutil
+from chalicelib import addresses, cloud, health, launcher, lifecycle, maintenance, models, reach, telemetry, timeutil
 from chalicelib.settings import settings
 
 log = logging.getLogger("oms.watcher")
@@ -288,6 +288,8 @@ def _poll(provider_name: str, lease: list[str | None], deadline: float) -> None:
     while time.monotonic() < deadline:
         if read_at is None or time.monotonic() - read_at > REFRESH_SECONDS:
             provider = models.Provider.get(provider_name)
+            if maintenance.current(provider, timeutil.now()):
+                return  # no call during a maintenance window: the sweeper settles them after it
             instances, read_at = building(provider_name), time.monotonic()
             if not instances:
                 return

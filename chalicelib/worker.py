@@ -174,22 +174,24 @@ def handle(records: Iterable) -> list[str]:
 
 
 def _reachable(provider: models.Provider | None) -> bool:
-    """A provider the batch may call now: it exists and its circuit is not open."""
-    return provider is not None and not health.circuit_open(provider)
+    """A provider the batch may call now: it exists, its circuit is not open and no maintenance
+    window is on."""
+    return provider is not None and not health.calls_held(provider)
 
 
 def _teardowns(deletes: list[StateChange], provider: teardown.ProviderLookup) -> tuple[Counter[str], list[str]]:
     """Tear the batch's instances down (one consistent read of them all); those on a provider whose
-    circuit is open stay DELETING for the sweeper. Returns the slots freed per provider and the
-    ids of instances whose teardown crashed."""
+    circuit is open, or in a maintenance window, stay DELETING for the sweeper (until that ends).
+    Returns the slots freed per provider and the ids of instances whose teardown crashed."""
     if not deletes:
         return Counter(), []
     ids = list(dict.fromkeys(c.instance_id for c in deletes))
     now_due = []
     for instance in models.Instance.batch_get(ids, consistent_read=True):
         where = provider(instance.provider) if instance.provider else None
-        if where is not None and health.circuit_open(where):
-            lifecycle.delete_deferred(instance, where.retry_at)
+        held = health.held_until(where) if where is not None else None
+        if held is not None:
+            lifecycle.delete_deferred(instance, held)
         else:
             now_due.append(instance)
     return teardown.teardown_batch(now_due, provider)

@@ -7,6 +7,7 @@ import getpass
 import os
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -112,14 +113,63 @@ def _flag_fields(args: argparse.Namespace) -> dict:
 
 def cmd_providers_list(args: argparse.Namespace, client: Client) -> int:
     items = client.all("/providers")
-    columns = ["name", "region", "health", "in_use", "quota", "priority", "enabled", "labels", "last_error"]
+    columns = [
+        "name",
+        "region",
+        "health",
+        "in_use",
+        "quota",
+        "priority",
+        "enabled",
+        "labels",
+        "maintenance",
+        "last_error",
+    ]
     show(args, items, output.table([output.provider_row(p) for p in items], columns))
     return 0
 
 
 def cmd_providers_show(args: argparse.Namespace, client: Client) -> int:
     provider = client.get(f"/providers/{quote(args.name)}")
-    show(args, provider, output.details({**provider, "quota": output.rooms(provider["capacity"])}))
+    shown = {**provider, "quota": output.rooms(provider["capacity"])}
+    if "maintenance" in provider:
+        shown["maintenance"] = output.windows(provider["maintenance"])
+    show(args, provider, output.details(shown))
+    return 0
+
+
+def _when(text: str, flag: str) -> str:
+    """An ISO 8601 time as the API takes it (a time without an offset is UTC)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(f"{flag} {text!r}: use an ISO 8601 time such as 2026-11-25T17:00:00Z", 2) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def cmd_maintenance_add(args: argparse.Namespace, client: Client) -> int:
+    path = f"/providers/{quote(args.name)}"
+    window = {"start": _when(args.start, "--start"), "end": _when(args.end, "--end"), "note": args.note or ""}
+    windows = client.get(path)["maintenance"]
+    provider = client.call("PATCH", path, {"maintenance": [*windows, window]})
+    show(args, provider, f"{provider['name']} maintenance: {output.windows(provider['maintenance'])}")
+    return 0
+
+
+def cmd_maintenance_rm(args: argparse.Namespace, client: Client) -> int:
+    path = f"/providers/{quote(args.name)}"
+    windows = client.get(path)["maintenance"]
+    if args.which.isdigit():
+        keep = [w for n, w in enumerate(windows, 1) if n != int(args.which)]
+    else:
+        start = _when(args.which, "WINDOW")
+        keep = [w for w in windows if w["start"] != start]
+    if len(keep) == len(windows):
+        raise CliError(f"{args.name} has no maintenance window {args.which} (see oms providers show)", 1)
+    provider = client.call("PATCH", path, {"maintenance": keep})
+    show(args, provider, f"{provider['name']} maintenance: {output.windows(provider['maintenance']) or 'none'}")
     return 0
 
 
@@ -331,7 +381,9 @@ def cmd_extend(args: argparse.Namespace, client: Client) -> int:
     if not args.id.startswith("r-"):
         raise CliError("extend works on a request (r-...): its instances all move together", 2)
     request = client.call("POST", f"/requests/{quote(args.id)}/extend", {"minutes": output.minutes(args.duration)})
-    show(args, request, f"{request['id']} now expires at {request['expires_at']}")
+    lines = [f"{request['id']} now expires at {request['expires_at']}"]
+    lines += [f"warning: {w['message']}" for w in request.get("warnings", [])]
+    show(args, request, "\n".join(lines))
     return 0
 
 
@@ -485,6 +537,18 @@ def parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--no-wait", action="store_true", help="with --boot: start it and return at once")
     check.add_argument("--timeout", default="15m", help="with --boot: how long to follow it (default 15m)")
+    windows = verbs.add_parser(
+        "maintenance", help="announced maintenance windows: no launch that would run into one, no call during one"
+    )
+    window_verbs = windows.add_subparsers(dest="window_verb", required=True, metavar="VERB")
+    window_add = command("add", cmd_maintenance_add, "record a maintenance window of a provider", window_verbs)
+    window_add.add_argument("name")
+    window_add.add_argument("--start", required=True, help="ISO 8601, e.g. 2026-11-25T17:00:00Z (no offset: UTC)")
+    window_add.add_argument("--end", required=True, help="ISO 8601, after --start")
+    window_add.add_argument("--note", help="what the provider announced")
+    window_rm = command("rm", cmd_maintenance_rm, "remove a maintenance window of a provider", window_verbs)
+    window_rm.add_argument("name")
+    window_rm.add_argument("which", metavar="WINDOW", help="its number in `oms providers show`, or its start")
     command("enable", _set_enabled(True), "let providers take new launches", verbs).add_argument(
         "names", nargs="+", metavar="NAME"
     )

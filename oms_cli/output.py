@@ -95,14 +95,25 @@ def provider_row(provider: dict) -> dict:
     return {
         "name": provider["name"],
         "region": provider.get("region"),
-        "health": provider["health"]["state"],
+        "health": "maintenance" if provider["health"].get("maintenance") else provider["health"]["state"],
         "in_use": f"{capacity['in_use']}/{cap}",
         "quota": rooms(capacity),
         "priority": provider.get("priority"),
         "enabled": "yes" if provider["enabled"] else "no",
         "labels": sorted(provider["labels"]),
+        "maintenance": window(provider["maintenance"][0]) if provider.get("maintenance") else None,
         "last_error": last_error(provider["health"]),
     }
+
+
+def window(item: dict) -> str:
+    """A maintenance window in one line: `START..END note`."""
+    return f"{item['start']}..{item['end']}" + (f" {item['note']}" if item.get("note") else "")
+
+
+def windows(items: list[dict]) -> str:
+    """A provider's maintenance windows, numbered as `oms providers maintenance rm` takes them."""
+    return "; ".join(f"{n}) {window(item)}" for n, item in enumerate(items, 1))
 
 
 def last_error(health: dict) -> str | None:

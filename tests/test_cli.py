@@ -270,3 +270,23 @@ def test_errors_are_one_line_and_every_command_has_help(oms, stack):
     ):  # fmt: skip
         helped = oms(*command, "--help")
         assert helped.stdout.startswith("usage: oms"), command
+
+
+def test_maintenance_windows_are_added_shown_and_removed(oms, stack, provider):
+    from chalicelib import timeutil
+
+    oms.env.update(OMS_URL=stack.url, OMS_API_KEY=ADMIN_KEY)
+    name = provider["name"]
+    later, later_end, sooner, sooner_end = (timeutil.in_minutes(m) for m in (600, 660, 60, 90))
+    oms("providers", "maintenance", "add", name, "--start", later, "--end", later_end)
+    added = oms("providers", "maintenance", "add", name, "--start", sooner, "--end", sooner_end,
+                "--note", "kernel updates")  # fmt: skip
+    assert f"1) {sooner}..{sooner_end} kernel updates; 2) {later}..{later_end}" in added.stdout
+    assert "kernel updates" in oms("providers", "list").stdout
+    assert "2) " in oms("providers", "show", name).stdout
+    backwards = oms("providers", "maintenance", "add", name, "--start", later, "--end", sooner, check=1)
+    assert "end must be after start" in backwards.stderr
+    assert "no maintenance window 5" in oms("providers", "maintenance", "rm", name, "5", check=1).stderr
+    oms("providers", "maintenance", "rm", name, "1")
+    left = oms("providers", "maintenance", "rm", name, later, "--json")
+    assert json.loads(left.stdout)["maintenance"] == []

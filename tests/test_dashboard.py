@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -351,3 +352,29 @@ def test_boot_a_test_instance_shows_every_step_and_a_failed_one_says_why(page, a
         expect(failed).to_contain_text("failed at ssh", timeout=SLOW)
         expect(failed.locator('tr[data-ok="failed"]')).to_contain_text("no SSH banner")
         assert page.console.unexpected() == []
+
+
+def test_maintenance_windows_are_shown_added_and_removed_on_the_provider_row(page, admin_api, provider):
+    name = provider["name"]
+    on = {"start": timeutil.in_minutes(-5), "end": timeutil.in_minutes(55), "note": "hypervisors"}
+    assert admin_api.patch(f"/providers/{name}", json={"maintenance": [on]}).status_code == 200
+    sign_in(page, ADMIN_KEY)
+    show(page, "providers")
+    row = page.locator(f'tr[data-provider="{name}"]')
+    row.locator(".badge.maintenance").wait_for()
+    row.locator(".maintenance", has_text="hypervisors").wait_for()
+    row.get_by_text("Maintenance window…").click()
+    # datetime-local is the browser's zone (UTC here: TZ is not set for Chromium in the tests' container).
+    later = timeutil.now() + timedelta(hours=3)
+    row.get_by_label("Maintenance start").fill(later.strftime("%Y-%m-%dT%H:%M"))
+    row.get_by_label("Maintenance end").fill((later + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M"))
+    row.get_by_label("Maintenance note").fill("network")
+    row.get_by_role("button", name="Add window").click()
+    row.locator(".maintenance", has_text="network").wait_for()
+    windows = admin_api.get(f"/providers/{name}").json()["maintenance"]
+    assert [w["note"] for w in windows] == ["hypervisors", "network"]
+    row.get_by_role("button", name=f"Remove maintenance window 1 of {name}").click()
+    row.locator(".maintenance", has_text="hypervisors").wait_for(state="detached")
+    row.locator(".badge.maintenance").wait_for(state="detached")
+    assert [w["note"] for w in admin_api.get(f"/providers/{name}").json()["maintenance"]] == ["network"]
+    assert page.console.unexpected() == []

@@ -261,3 +261,49 @@ def test_a_provider_refusing_multipart_gets_a_script_and_key_as_one_cloud_config
     for made in (request, moved):
         user_api.delete(f"/requests/{made['id']}")
     wait_for(lambda: request_state(user_api, moved["id"])["state"] == "deleted", what="deleted")
+
+
+def test_a_provider_with_maintenance_ahead_gets_short_instances_only_and_no_call_during_it(
+    stack, admin_api, user_api, sim
+):
+    label = unique("lbl")
+    window = {"start": timeutil.in_minutes(20), "end": timeutil.in_minutes(80), "note": "hypervisor upgrades"}
+    soon = register_sim_provider(admin_api, sim, "p1", label, priority=1, maintenance=[window])["name"]
+    other = register_sim_provider(admin_api, sim, "p2", label, priority=200)["name"]
+
+    # One short instance: a new provider is on probation (one instance per round, the rest elsewhere).
+    short = user_api.post("/requests", json={"label": label, "count": 1, "lifetime_minutes": 10}).json()
+    long = user_api.post("/requests", json={"label": label, "count": 1, "lifetime_minutes": 45}).json()
+    for made in (short, long):
+        wait_for(lambda made=made: request_state(user_api, made["id"])["state"] == "ready", what="ready")
+    assert {i["provider"] for i in request_state(user_api, short["id"])["instances"]} == {soon}
+    assert {i["provider"] for i in request_state(user_api, long["id"])["instances"]} == {other}
+    # An extend always stands; one that carries an instance into its provider's window says so.
+    assert user_api.post(f"/requests/{short['id']}/extend", json={"minutes": 5}).json()["warnings"] == []
+    later = {"start": timeutil.in_minutes(30), "end": timeutil.in_minutes(40), "note": "network"}
+    admin_api.patch(f"/providers/{other}", json={"maintenance": [later]})
+    extended = user_api.post(f"/requests/{long['id']}/extend", json={"minutes": 1})
+    assert extended.status_code == 200
+    [warning] = extended.json()["warnings"]
+    assert warning["instance_id"] == extended.json()["instances"][0]["id"]
+    assert (warning["provider"], warning["start"], warning["end"], warning["note"]) == (other, *later.values())
+
+    with stack.scheduler.paused():
+        timeutil.clock.advance(21 * 60)  # into the window: the short instance has expired meanwhile
+        before = sim.state("p1")["calls"]
+        for _ in range(3):
+            report = sweeper.sweep()
+            assert report.providers[soon].checked is None and not report.providers[soon].listed
+            stack.pump.pump_once()  # its DELETING event: the teardown waits for the window's end
+        assert sim.state("p1")["calls"] == before
+        assert sim.state("p1")["servers_live"] == 1
+        view = admin_api.get(f"/providers/{soon}").json()
+        assert view["health"]["maintenance"] is True and view["health"]["maintenance_until"] == window["end"]
+        assert request_state(user_api, short["id"])["counts"]["DELETING"] == 1
+
+        timeutil.clock.advance(60 * 60)  # the window is over: the next pass checks p1 and deletes
+        sweeper.sweep()
+    wait_for(lambda: request_state(user_api, short["id"])["state"] == "deleted", what="deleted after the window")
+    assert sim.state("p1")["servers_live"] == 0
+    assert admin_api.get(f"/providers/{soon}").json()["maintenance"] == []
+    slots_given_back(admin_api, soon)

@@ -72,3 +72,38 @@ def test_circuit_state_follows_health_and_cooldown():
     assert circuit_state("down", now + timedelta(seconds=30), now) == OPEN
     assert circuit_state("down", now - timedelta(seconds=1), now) == HALF_OPEN
     assert circuit_state("down", None, now) == HALF_OPEN
+
+
+# Maintenance windows: the starts of a provider's windows not yet ended, against each instance's expiry.
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def lives(minutes: int, n: int = 1, prefix: str = "i") -> list[Need]:
+    return [Need(f"{prefix}{k}", "ubuntu", expires_at=NOW + timedelta(minutes=minutes)) for k in range(n)]
+
+
+def test_a_window_before_the_expiry_keeps_the_instance_off_the_provider():
+    soon = Slots("soon", 1, 20, LABEL, maintenance=(NOW + timedelta(minutes=20),))
+    other = Slots("other", 100, 20, LABEL)
+    placed = place(lives(45, prefix="long") + lives(10, prefix="short"), [soon, other])
+    assert placed == {"long0": "other", "short0": "soon"}
+
+
+def test_a_window_before_the_expiry_with_nowhere_else_leaves_the_instance_waiting():
+    soon = Slots("soon", 1, 20, LABEL, maintenance=(NOW + timedelta(minutes=20),))
+    assert place(lives(45), [soon]) == {}
+    assert place(lives(20), [soon]) == {"i0": "soon"}  # it ends as the window begins
+
+
+def test_a_window_on_now_takes_nothing_and_a_later_one_only_what_ends_before_it():
+    on = Slots("on", 1, 20, LABEL, maintenance=(NOW - timedelta(minutes=5),))
+    later = Slots("later", 1, 20, LABEL, maintenance=(NOW + timedelta(hours=3), NOW + timedelta(hours=1)))
+    assert place(lives(10), [on]) == {}
+    assert place(lives(59), [later]) == {"i0": "later"}
+    assert place(lives(61), [later]) == {}
+
+
+def test_an_instance_without_a_known_expiry_goes_only_where_no_window_is_announced():
+    announced = Slots("announced", 1, 20, LABEL, maintenance=(NOW + timedelta(days=30),))
+    plain = Slots("plain", 100, 20, LABEL)
+    assert place(needs(1), [announced, plain]) == {"i0": "plain"}

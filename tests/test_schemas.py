@@ -332,6 +332,20 @@ def _views() -> list[tuple[str, str, dict]]:
         ("GET", "/instances", schemas.list_view([schemas.instance_view(unplaced)], None)),
         ("GET", "/requests/{request_id}", schemas.request_view(_request(), [_instance(), unplaced])),
         ("GET", "/requests", schemas.list_view([schemas.request_view(_request(), [])], None)),
+        (
+            "POST",
+            "/requests/{request_id}/extend",
+            schemas.extended_view(
+                _request(),
+                [_instance()],
+                [{"instance_id": "i-1", "provider": "p1", "start": TS, "end": TS, "note": "", "message": "m"}],
+            ),
+        ),
+        (
+            "GET",
+            "/providers/{name}",
+            schemas.provider_view(_provider(maintenance=[{"start": TS, "end": "2999-01-01T00:00:00Z"}]), admin=True),
+        ),
         ("POST", "/keys", schemas.key_view(key, "oms_0123456789abcdef_" + "A" * 43, "whsec_" + "B" * 43)),
         ("GET", "/keys", schemas.list_view([schemas.key_view(key)], None)),
         ("GET", "/me", schemas.caller_view(auth.Caller("0123456789abcdef", "ci", auth.USER), "whsec_" + "B" * 43)),

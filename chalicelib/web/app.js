@@ -311,6 +311,8 @@ function renderOverview() {
 // --- providers ---------------------------------------------------------------------------
 
 function renderProviders() {
+  // A maintenance window being typed in is not wiped by a poll: the rows wait until it is added or emptied.
+  if ($$(".maintenance-add input").some((input) => input.value)) return;
   if (!changed("providers", [state.providers, state.me.role])) return;
   const admin = isAdmin();
   $("#provider-table thead th:last-child").hidden = !admin;
@@ -325,7 +327,9 @@ function renderProviders() {
     return h("tr", { "data-provider": p.name },
       h("td", {}, h("strong", {}, p.name), admin ? h("div", { class: "small" }, p.auth_url) : null),
       h("td", {}, p.region || "—"),
-      h("td", {}, badge(p.health.state),
+      h("td", {}, p.health.maintenance ? badge("maintenance") : badge(p.health.state),
+        p.health.maintenance ? h("div", { class: "small" }, "in maintenance until ", p.health.maintenance_until) : null,
+        ...maintenanceView(p, admin),
         p.health.last_error ? h("div", { class: "small" }, since(p.health.last_error_at), ": ", p.health.last_error) : null,
         ...(p.problems || []).map((problem) => h("div", { class: "small problem" }, problem)),
         h("div", { class: "small" }, "checked ", since(p.health.checked_at)),
@@ -342,6 +346,34 @@ function renderProviders() {
         h("button", { type: "button", class: "danger", onclick: () => deleteProvider(p.name) }, "Delete")) : null);
   });
   $("#provider-table tbody").replaceChildren(...(rows.length ? rows : [h("tr", {}, h("td", { colspan: 7 }, "No providers yet."))]));
+}
+
+// Announced maintenance windows: shown on the row, added and removed there (the API takes the whole list).
+function maintenanceView(p, admin) {
+  const windows = (p.maintenance || []).map((w, n) =>
+    h("div", { class: "small maintenance", "data-window": w.start },
+      `maintenance ${w.start} → ${w.end}`, w.note ? ` · ${w.note}` : "",
+      admin ? h("button", { type: "button", class: "secondary", "aria-label": `Remove maintenance window ${n + 1} of ${p.name}`,
+        onclick: () => saveWindows(p.name, p.maintenance.filter((_, k) => k !== n), "removed") }, "remove") : null));
+  if (!admin) return windows;
+  const start = h("input", { type: "datetime-local", "aria-label": "Maintenance start", required: true });
+  const end = h("input", { type: "datetime-local", "aria-label": "Maintenance end", required: true });
+  const note = h("input", { type: "text", maxlength: 200, "aria-label": "Maintenance note", placeholder: "note" });
+  const add = h("form", { class: "maintenance-add", onsubmit: (e) => {
+    e.preventDefault();
+    // The inputs are in the browser's time zone; the API takes UTC.
+    const added = { start: new Date(start.value).toISOString(), end: new Date(end.value).toISOString(), note: note.value.trim() };
+    saveWindows(p.name, [...(p.maintenance || []), added], "added", add);
+  } }, start, end, note, h("button", { type: "submit", class: "secondary" }, "Add window"));
+  return [...windows, h("details", { class: "small" }, h("summary", {}, "Maintenance window…"), add)];
+}
+
+async function saveWindows(name, maintenance, what, form) {
+  const answer = await api("PATCH", `providers/${encodeURIComponent(name)}`, { maintenance });
+  if (answer.ok && form) form.reset();
+  say(answer.ok ? `Maintenance window ${what} on ${name}.` : `Could not change ${name}'s maintenance: ${errorText(answer)}`, !answer.ok);
+  state.rendered.providers = null;
+  refresh();
 }
 
 async function setEnabled(name, enabled) {
@@ -583,7 +615,8 @@ async function submitRequest(event) {
 
 async function extendRequest(id) {
   const answer = await api("POST", `requests/${encodeURIComponent(id)}/extend`, { minutes: 30 });
-  say(answer.ok ? `${id} now expires ${countdown(answer.data.expires_at)}.` : `Could not extend ${id}: ${errorText(answer)}`, !answer.ok);
+  const warnings = answer.ok ? (answer.data.warnings || []).map((w) => ` Warning: ${w.message}.`).join("") : "";
+  say(answer.ok ? `${id} now expires ${countdown(answer.data.expires_at)}.${warnings}` : `Could not extend ${id}: ${errorText(answer)}`, !answer.ok || warnings !== "");
   refresh();
 }
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from chalicelib import aws, credentials, lifecycle, models
+from chalicelib import aws, credentials, lifecycle, models, timeutil
 from tests.conftest import dump_tables, provider_body, unique
 
 
@@ -35,7 +35,7 @@ def test_register_with_password_keeps_the_secret_out_of_answers_and_tables(admin
 
 def test_user_sees_only_the_public_fields(user_api, provider):
     view = user_api.get(f"/providers/{provider['name']}").json()
-    assert set(view) == {"name", "region", "enabled", "labels", "health", "capacity"}
+    assert set(view) == {"name", "region", "enabled", "labels", "maintenance", "health", "capacity"}
 
 
 def test_register_with_application_credential(admin_api):
@@ -223,3 +223,31 @@ def test_a_label_written_without_ready_is_ready_once_ssh_answers_and_active_stay
     assert models.Provider.get(name).labels.as_dict()["a"]["ready"] == "ssh"  # stored, not only shown
     patched = admin_api.patch(f"/providers/{name}", json={"labels": {"c": new}}).json()
     assert patched["labels"] == {"c": {**new, "ready": "ssh"}}
+
+
+def test_maintenance_windows_are_patched_as_a_list_checked_pruned_and_shown(admin_api, user_api, provider):
+    name = provider["name"]
+    assert provider["maintenance"] == [] and provider["health"]["maintenance"] is False
+    windows = [
+        {"start": timeutil.in_minutes(120), "end": timeutil.in_minutes(180), "note": "storage upgrade"},
+        {"start": timeutil.in_minutes(-60), "end": timeutil.in_minutes(-30), "note": "over already"},
+        {"start": timeutil.in_minutes(-5), "end": timeutil.in_minutes(25)},
+    ]
+    changed = admin_api.patch(f"/providers/{name}", json={"maintenance": windows})
+    assert changed.status_code == 200, changed.text
+    view = changed.json()
+    assert view["maintenance"] == [{**windows[2], "note": ""}, windows[0]]  # ended one dropped, earliest first
+    assert view["health"]["maintenance"] is True and view["health"]["maintenance_until"] == windows[2]["end"]
+    assert user_api.get(f"/providers/{name}").json()["maintenance"] == view["maintenance"]
+    assert len(models.Provider.get(name).maintenance) == 2
+
+    backwards = [{"start": timeutil.in_minutes(60), "end": timeutil.in_minutes(30)}]
+    refused = admin_api.patch(f"/providers/{name}", json={"maintenance": backwards})
+    assert refused.status_code == 422
+    assert refused.json()["error"]["field"] == "maintenance"
+    too_many = [{"start": timeutil.in_minutes(10 * k + 1), "end": timeutil.in_minutes(10 * k + 5)} for k in range(21)]
+    assert admin_api.patch(f"/providers/{name}", json={"maintenance": too_many}).status_code == 400
+    assert admin_api.patch(f"/providers/{name}", json={"maintenance": [{"start": "soon"}]}).status_code == 400
+
+    cleared = admin_api.patch(f"/providers/{name}", json={"maintenance": None}).json()
+    assert cleared["maintenance"] == [] and cleared["health"]["maintenance"] is False
