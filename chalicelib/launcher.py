@@ -129,6 +129,23 @@ def launch(instance_ids: list[str]) -> None:
     # Once more at the end: a watcher started early may have finished before our last creates.
     for name in watched:
         invoke.invoke_async("build_watcher", {"provider": name})
+    if pending:
+        _note_why_waiting(pending)
+
+
+def _note_why_waiting(pending: list[models.Instance]) -> None:
+    """Tell the instances this pass could not place why they wait (placement decides, against the
+    providers read once more now); a write only where the reason changed."""
+    now = timeutil.now()
+    now_iso = timeutil.iso(now)
+    views = [_slots(p, now, set(), set(), set()) for p in models.Provider.by_kind.query("provider")]
+    for instance in pending:
+        reason = placement.why_waiting(placement.Need(instance.id, instance.label, excluded(instance, now_iso)), views)
+        if reason is not None and reason != instance.waiting_reason:
+            try:
+                lifecycle.note_waiting(instance, reason=reason)
+            except Exception:  # a note must never cost the pass
+                log.exception("instance %s: noting why it waits failed", instance.id)
 
 
 def _fail_exhausted(pending: list[models.Instance]) -> list[models.Instance]:

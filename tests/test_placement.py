@@ -72,3 +72,17 @@ def test_circuit_state_follows_health_and_cooldown():
     assert circuit_state("down", now + timedelta(seconds=30), now) == OPEN
     assert circuit_state("down", now - timedelta(seconds=1), now) == HALF_OPEN
     assert circuit_state("down", None, now) == HALF_OPEN
+
+
+def test_an_instance_left_out_is_told_why():
+    from chalicelib.placement import ALL_FULL, NO_LABEL, NONE_HEALTHY, why_waiting
+
+    [need] = needs(1)
+    full = [Slots("a", 100, 0, LABEL), Slots("b", 100, 0, LABEL), Slots("c", 100, 5, LABEL, enabled=False)]
+    assert why_waiting(need, full) == ALL_FULL
+    down = [Slots("a", 100, 0, LABEL), Slots("b", 100, 5, LABEL, circuit=OPEN)]
+    assert why_waiting(need, down) == NONE_HEALTHY
+    assert why_waiting(Need("i", "ubuntu", frozenset({"b"})), [Slots("b", 100, 5, LABEL)]) == NONE_HEALTHY
+    assert why_waiting(need, [Slots("a", 100, 5, frozenset({"debian"}))]) == NO_LABEL
+    assert why_waiting(need, [Slots("a", 100, 5, LABEL, enabled=False)]) == NO_LABEL
+    assert why_waiting(need, [Slots("a", 100, 5, LABEL, on_probation=True)]) is None
