@@ -15,7 +15,7 @@ from playwright.sync_api import expect
 
 from chalicelib import models, timeutil
 from chalicelib.settings import settings
-from tests.conftest import ADMIN_KEY, provider_body, register_sim_provider, unique
+from tests.conftest import ADMIN_KEY, provider_body, register_down, register_sim_provider, sim_label, unique, wait_for
 
 CHROMIUM = os.environ.get("OMS_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "dashboard"
@@ -351,3 +351,39 @@ def test_boot_a_test_instance_shows_every_step_and_a_failed_one_says_why(page, a
         expect(failed).to_contain_text("failed at ssh", timeout=SLOW)
         expect(failed.locator('tr[data-ok="failed"]')).to_contain_text("no SSH banner")
         assert page.console.unexpected() == []
+
+
+def test_waiting_instances_say_why_and_when_and_bars_are_scaled_to_each_cap(page, stack, admin_api, user_api):
+    """Issue 19: a request that found no provider shows why it waits and its ETA; a provider's
+    capacity bar is scaled to its own cap, and its measured launch times are shown."""
+    from chalicelib import lifecycle
+
+    label = unique("lbl")
+    down = register_down(admin_api, labels={label: sim_label()}, max_instances=4)
+    made = user_api.post("/requests", json={"label": label, "count": 2}).json()
+    wait_for(lambda: user_api.get(f"/requests/{made['id']}").json()["waiting"], what="a reason")
+    eta = timeutil.in_minutes(10)
+    with stack.scheduler.paused():  # the sweeper would find no slot to expect (the provider is down)
+        for instance in models.Instance.by_request.query(made["id"]):
+            lifecycle.note_waiting(instance, eta=eta)  # as the sweeper does from the slots' expiries
+        _see_waiting(page, made, down)
+    user_api.delete(f"/requests/{made['id']}")
+
+
+def _see_waiting(page, made, down) -> None:
+    sign_in(page, ADMIN_KEY)
+    show(page, "requests")
+    card = page.locator(f'[data-request="{made["id"]}"] .waiting')
+    card.wait_for()
+    assert "2 waiting: none healthy" in card.inner_text() and "ready in 9:" in card.inner_text()
+    show(page, "instances")
+    row = page.locator(f'#instance-table tr[data-instance="{made["instances"][0]["id"]}"] .waiting')
+    row.wait_for()
+    assert "none healthy" in row.inner_text() and "ready in" in row.inner_text()
+    show(page, "overview")
+    bar = page.locator(f'.spread-row[data-provider="{down["name"]}"]')
+    bar.wait_for()
+    assert bar.get_attribute("data-scale") == "4" and "0 / 4" in bar.inner_text()
+    show(page, "providers")
+    times = page.locator(f'tr[data-provider="{down["name"]}"] .launch-times')
+    assert times.inner_text() == "launch times: not measured yet"
