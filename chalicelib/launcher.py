@@ -130,7 +130,10 @@ def launch(instance_ids: list[str]) -> None:
     for name in watched:
         invoke.invoke_async("build_watcher", {"provider": name})
     if pending:
-        _note_why_waiting(pending)
+        try:
+            _note_why_waiting(pending)
+        except Exception:  # telling why must never fail the batch (its launches are done)
+            log.exception("noting why %d instances wait failed", len(pending))
 
 
 def _note_why_waiting(pending: list[models.Instance]) -> None:
@@ -142,10 +145,7 @@ def _note_why_waiting(pending: list[models.Instance]) -> None:
     for instance in pending:
         reason = placement.why_waiting(placement.Need(instance.id, instance.label, excluded(instance, now_iso)), views)
         if reason is not None and reason != instance.waiting_reason:
-            try:
-                lifecycle.note_waiting(instance, reason=reason)
-            except Exception:  # a note must never cost the pass
-                log.exception("instance %s: noting why it waits failed", instance.id)
+            lifecycle.note_waiting(instance, reason=reason)
 
 
 def _fail_exhausted(pending: list[models.Instance]) -> list[models.Instance]:
