@@ -140,12 +140,21 @@ def _note_why_waiting(pending: list[models.Instance]) -> None:
     """Tell the instances this pass could not place why they wait (placement decides, against the
     providers read once more now); a write only where the reason changed."""
     now = timeutil.now()
-    now_iso = timeutil.iso(now)
-    views = [_slots(p, now, set(), set(), set()) for p in models.Provider.by_kind.query("provider")]
+    views = [placement_view(p, now) for p in models.Provider.by_kind.query("provider")]
     for instance in pending:
-        reason = placement.why_waiting(placement.Need(instance.id, instance.label, excluded(instance, now_iso)), views)
+        reason = why_waiting(instance, views, now)
         if reason is not None and reason != instance.waiting_reason:
             lifecycle.note_waiting(instance, reason=reason)
+
+
+def placement_view(provider: models.Provider, now) -> placement.Slots:
+    """What placement sees of a provider outside a launch pass (no probes or failures of its own)."""
+    return _slots(provider, now, set(), set(), set())
+
+
+def why_waiting(instance: models.Instance, views: list[placement.Slots], now) -> str | None:
+    need = placement.Need(instance.id, instance.label, excluded(instance, timeutil.iso(now)))
+    return placement.why_waiting(need, views)
 
 
 def _fail_exhausted(pending: list[models.Instance]) -> list[models.Instance]:

@@ -331,6 +331,7 @@ def estimate_waiting(report: SweepReport) -> None:
         return
     now = timeutil.now()
     providers = list(models.Provider.by_kind.query("provider"))
+    views = [launcher.placement_view(p, now) for p in providers]
     boot = {p.name: eta.percentile(list(p.boot_samples or []), 50) or DEFAULT_BOOT_SECONDS for p in providers}
     queues: dict[str, list[models.Instance]] = {}
     for instance in waiting:
@@ -356,12 +357,17 @@ def estimate_waiting(report: SweepReport) -> None:
             expected = found.get(instance.id)
             text = None if expected is None else timeutil.iso(expected)
             old = timeutil.parse(instance.waiting_eta) if instance.waiting_eta else None
-            if (old is None) == (expected is None) and (
-                old is None or abs((old - expected).total_seconds()) < ETA_SLACK_SECONDS
+            # The reason too may have changed since its launch pass (a provider went down, or up):
+            # told in the same write, and only when something changed.
+            reason = launcher.why_waiting(instance, views, now) or instance.waiting_reason
+            if (
+                reason == instance.waiting_reason
+                and (old is None) == (expected is None)
+                and (old is None or abs((old - expected).total_seconds()) < ETA_SLACK_SECONDS)
             ):
                 continue
             try:
-                if lifecycle.note_waiting(instance, eta=text):
+                if lifecycle.note_waiting(instance, reason=reason, eta=text):
                     report.estimated += 1
             except Exception:  # one instance must not stop the pass
                 log.exception("sweep: noting the ETA of %s failed", instance.id)

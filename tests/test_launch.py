@@ -14,7 +14,15 @@ import yaml
 from chalicelib import sweeper, timeutil, userdata
 from chalicelib.settings import settings
 from sim.testing import start_simulator
-from tests.conftest import register_sim_provider, request_state, sim_label, slots_given_back, unique, wait_for
+from tests.conftest import (
+    register_down,
+    register_sim_provider,
+    request_state,
+    sim_label,
+    slots_given_back,
+    unique,
+    wait_for,
+)
 
 
 def test_one_instance_goes_active_with_addresses_and_is_torn_down(admin_api, user_api, sim):
@@ -270,3 +278,18 @@ def test_a_request_waiting_for_full_accounts_says_why_and_when_it_will_be_ready(
         assert done["waiting"] is None and all(i["waiting"] is None for i in done["instances"])
         user_api.delete(f"/requests/{second['id']}")
         wait_for(lambda: request_state(user_api, second["id"])["state"] == "deleted", what="deleted")
+
+
+def test_a_waiting_reason_follows_the_providers_between_launch_passes(admin_api, user_api):
+    """The reason is the launch pass's; a sweep tells it anew when the providers change meanwhile."""
+    label = unique("lbl")
+    down = register_down(admin_api, labels={label: sim_label()})
+    request = user_api.post("/requests", json={"label": label, "count": 1}).json()
+
+    def reason():
+        return (request_state(user_api, request["id"])["waiting"] or {"reasons": {}})["reasons"]
+
+    wait_for(lambda: reason() == {"none healthy": 1}, what="none healthy")
+    admin_api.patch(f"/providers/{down['name']}", json={"enabled": False})
+    wait_for(lambda: reason() == {"none offers the label": 1}, what="none offers the label")
+    user_api.delete(f"/requests/{request['id']}")
