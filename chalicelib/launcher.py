@@ -134,6 +134,32 @@ def launch(instance_ids: list[str]) -> None:
     # Once more at the end: a watcher started early may have finished before our last creates.
     for name in watched:
         invoke.invoke_async("build_watcher", {"provider": name})
+    if pending:
+        try:
+            _note_why_waiting(pending)
+        except Exception:  # telling why must never fail the batch (its launches are done)
+            log.exception("noting why %d instances wait failed", len(pending))
+
+
+def _note_why_waiting(pending: list[models.Instance]) -> None:
+    """Tell the instances this pass could not place why they wait (placement decides, against the
+    providers read once more now); a write only where the reason changed."""
+    now = timeutil.now()
+    views = [placement_view(p, now) for p in models.Provider.by_kind.query("provider")]
+    for instance in pending:
+        reason = why_waiting(instance, views, now)
+        if reason is not None and reason != instance.waiting_reason:
+            lifecycle.note_waiting(instance, reason=reason)
+
+
+def placement_view(provider: models.Provider, now) -> placement.Slots:
+    """What placement sees of a provider outside a launch pass (no probes or failures of its own)."""
+    return _slots(provider, now, set(), set(), set())
+
+
+def why_waiting(instance: models.Instance, views: list[placement.Slots], now) -> str | None:
+    need = placement.Need(instance.id, instance.label, excluded(instance, timeutil.iso(now)))
+    return placement.why_waiting(need, views)
 
 
 def _fail_exhausted(pending: list[models.Instance]) -> list[models.Instance]:

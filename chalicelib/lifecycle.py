@@ -158,7 +158,12 @@ def claim(instance: Instance, provider_name: str) -> bool:
         instance,
         LAUNCHING,
         expected=[PENDING],
-        actions=[Instance.provider.set(provider_name), Instance.launched_at.set(timeutil.now_iso())],
+        actions=[
+            Instance.provider.set(provider_name),
+            Instance.launched_at.set(timeutil.now_iso()),
+            Instance.waiting_reason.remove(),
+            Instance.waiting_eta.remove(),
+        ],
     )
     if not claimed:
         slots.give_back(provider_name)
@@ -266,6 +271,25 @@ def redrive(instance: Instance) -> bool:
     """Fire the stream again for a PENDING instance (a slot was freed, or the sweeper found room):
     touch `redrive_at`, state unchanged. False when it is no longer PENDING."""
     return _update(instance, [Instance.redrive_at.set(timeutil.now_iso())], Instance.state == PENDING)
+
+
+def note_waiting(instance: Instance, *, reason: str | None = ..., eta: str | None = ...) -> bool:
+    """Record why a PENDING instance waits and/or when it is expected ready (None removes one),
+    conditioned on its state only: one write, and only when something changed (no stream event:
+    the worker ignores edits that leave the state and `redrive_at` alone)."""
+    actions, changed = [], {}
+    for attribute, value in ((Instance.waiting_reason, reason), (Instance.waiting_eta, eta)):
+        if value is ... or getattr(instance, attribute.attr_name) == value:
+            continue
+        actions.append(attribute.remove() if value is None else attribute.set(value))
+        changed[attribute.attr_name] = value
+    if not actions or instance.state != PENDING:
+        return False
+    if not _update(instance, actions, Instance.state == PENDING):
+        return False
+    for name, value in changed.items():
+        setattr(instance, name, value)
+    return True
 
 
 def stale(instance: Instance) -> bool:

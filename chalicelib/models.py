@@ -44,6 +44,9 @@ HEALTH_STATES = (UNKNOWN_HEALTH, HEALTHY, DEGRADED, DOWN)
 # regions run at 5; our creates are single POSTs).
 DEFAULT_CONCURRENT_CREATES = 8
 
+# Boot and ready times kept per provider (the most recent ones).
+BOOT_SAMPLES = 50
+
 
 class _Meta:
     region = settings.region
@@ -164,6 +167,12 @@ class Provider(Model):
     # A canary of this label every so many hours while the provider is idle (both or neither).
     canary_label = UnicodeAttribute(null=True)
     canary_every_hours = NumberAttribute(null=True)
+    # Measured launches (the sweeper's, once per pass, from the instances that came up ACTIVE since
+    # `samples_through`): seconds from the claim to ACTIVE (boot) and from the request to ACTIVE
+    # (ready), the last BOOT_SAMPLES of each, oldest first. They feed the waiting instances' ETA.
+    boot_samples = ListAttribute(of=NumberAttribute, null=True)
+    ready_samples = ListAttribute(of=NumberAttribute, null=True)
+    samples_through = UnicodeAttribute(null=True)
     created_at = UnicodeAttribute()
     updated_at = UnicodeAttribute()
     by_kind = ProvidersByKind()
@@ -356,6 +365,11 @@ class Instance(Model):
     # A delete that failed (DELETING): how often, and when the sweeper tries again (backoff).
     delete_failures = NumberAttribute(null=True)
     delete_retry_at = UnicodeAttribute(null=True)
+    # A PENDING instance that found no provider: why (placement.WAITING_REASONS, set by the launch
+    # pass that found none) and when it is expected to be ready (set by the sweeper from the slots'
+    # expiries and the queue ahead of it). Each written only when it changes; a claim removes both.
+    waiting_reason = UnicodeAttribute(null=True)
+    waiting_eta = UnicodeAttribute(null=True)
     by_request = InstancesByRequest()
     by_owner = InstancesByOwner()
     by_provider_state = InstancesByProviderState()

@@ -7,6 +7,9 @@ succeeded lately, or its last builds all ended in ERROR) gets one instance per r
 The rest of its share waits for a later round, after the probe's create was accepted.
 A provider with a maintenance window (not yet ended) that begins before an instance's expiry is
 no candidate for it: a short instance still goes there, a long one goes elsewhere or waits.
+
+An instance left without a candidate is told why (`why_waiting`): every account offering its
+label is full, those with room are down (or failed it), or none offers the label.
 """
 
 from __future__ import annotations
@@ -19,6 +22,10 @@ from chalicelib import maintenance
 from chalicelib.models import DOWN
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+
+# Why a PENDING instance found no provider (API.md: an instance's `waiting.reason`).
+ALL_FULL, NONE_HEALTHY, NO_LABEL = "all accounts full", "none healthy", "none offers the label"
+WAITING_REASONS = (ALL_FULL, NONE_HEALTHY, NO_LABEL)
 
 
 @dataclass(frozen=True)
@@ -83,3 +90,23 @@ def place(needs: Sequence[Need], providers: Iterable[Slots]) -> dict[str, str]:
         placed[need.instance_id] = best.name
         free[best.name] -= 1
     return placed
+
+
+def why_waiting(need: Need, providers: Iterable[Slots]) -> str | None:
+    """Why `need` has no candidate: no enabled provider maps its label (NO_LABEL); every one that
+    does is at its cap (ALL_FULL); or those with room have their circuit open, failed this very
+    instance lately, or have a maintenance window before its expiry (NONE_HEALTHY). None when one
+    with room could take it (it lost a race, or waits behind a probe): it is not waiting for
+    anything that lasts."""
+    offering = [p for p in providers if p.enabled and need.label in p.labels]
+    if not offering:
+        return NO_LABEL
+    with_room = [p for p in offering if p.free > 0]
+    if not with_room:
+        return ALL_FULL
+    if all(
+        p.circuit == OPEN or p.name in need.excluded or maintenance.blocks(p.maintenance, need.expires_at)
+        for p in with_room
+    ):
+        return NONE_HEALTHY
+    return None

@@ -19,7 +19,20 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from chalicelib import addresses, auth, canary, faults, maintenance, models, pages, reach, timeutil, userdata
+from chalicelib import (
+    addresses,
+    auth,
+    canary,
+    eta,
+    faults,
+    maintenance,
+    models,
+    pages,
+    placement,
+    reach,
+    timeutil,
+    userdata,
+)
 from chalicelib.errors import ERROR, invalid
 from chalicelib.validator import REF_PREFIX, Explained, Validator
 
@@ -428,6 +441,11 @@ def ref(name: str) -> dict:
 
 
 _ts = {"type": ["string", "null"], "format": "date-time"}
+_PERCENTILES = {
+    "type": "object",
+    "required": ["median", "p90"],
+    "properties": {"median": {"type": ["number", "null"]}, "p90": {"type": ["number", "null"]}},
+}
 _str_or_null = {"type": ["string", "null"]}
 
 
@@ -450,7 +468,7 @@ def health_view() -> dict:
     return {"status": "ok"}
 
 
-USER_PROVIDER_FIELDS = ("name", "region", "enabled", "labels", "maintenance", "health", "capacity")
+USER_PROVIDER_FIELDS = ("name", "region", "enabled", "labels", "maintenance", "health", "capacity", "launch_times")
 
 CHECK_REQUEST = body_schema(
     {
@@ -589,6 +607,17 @@ PROVIDER = {
                 },
             },
         },
+        "launch_times": {
+            "type": "object",
+            "description": "measured from the last launches that came up here: boot_seconds from the claim to "
+            "ACTIVE, ready_seconds from the request to ACTIVE (waiting included); null until one was measured",
+            "required": ["samples", "boot_seconds", "ready_seconds"],
+            "properties": {
+                "samples": {"type": "integer"},
+                "boot_seconds": _PERCENTILES,
+                "ready_seconds": _PERCENTILES,
+            },
+        },
         "created_at": _ts,
         "updated_at": _ts,
     },
@@ -657,6 +686,7 @@ def provider_view(provider: models.Provider, *, admin: bool) -> dict:
             "available": provider.free,
             "rooms": _rooms(provider),
         },
+        "launch_times": eta.metrics(list(provider.boot_samples or []), list(provider.ready_samples or [])),
         "created_at": provider.created_at,
         "updated_at": provider.updated_at,
     }
@@ -723,6 +753,16 @@ INSTANCE = {
             },
         },
         "failure_reason": _str_or_null,
+        "waiting": {
+            "type": ["object", "null"],
+            "description": "a PENDING instance that found no provider: why, and when it is expected ready "
+            "(null: no slot frees up for it before it expires, or not estimated yet)",
+            "required": ["reason", "eta"],
+            "properties": {
+                "reason": {"type": "string", "enum": list(placement.WAITING_REASONS)},
+                "eta": _ts,
+            },
+        },
         "created_at": _ts,
         "active_at": _ts,
         "expires_at": _ts,
@@ -754,11 +794,31 @@ def instance_view(instance: models.Instance) -> dict:
             {"provider": a.provider, "error": a.error, "message": a.message, "at": a.at} for a in instance.attempts
         ],
         "failure_reason": instance.failure_reason,
+        "waiting": waiting_view(instance),
         "created_at": instance.created_at,
         "active_at": instance.active_at,
         "expires_at": instance.expires_at,
         "deleted_at": instance.deleted_at,
     }
+
+
+def waiting_view(instance: models.Instance) -> dict | None:
+    if instance.state != models.PENDING or not instance.waiting_reason:
+        return None
+    return {"reason": instance.waiting_reason, "eta": instance.waiting_eta}
+
+
+def request_waiting(instances: list[models.Instance]) -> dict | None:
+    """What a request's waiting instances wait for, and when the whole request is expected ready:
+    the latest of their ETAs (null while one of them has none)."""
+    waiting = [w for w in map(waiting_view, instances) if w is not None]
+    if not waiting:
+        return None
+    reasons: dict[str, int] = {}
+    for w in waiting:
+        reasons[w["reason"]] = reasons.get(w["reason"], 0) + 1
+    etas = [w["eta"] for w in waiting]
+    return {"count": len(waiting), "reasons": reasons, "ready_eta": None if None in etas else max(etas)}
 
 
 # A request's summary state, derived from its instances' states (never stored).
@@ -780,6 +840,17 @@ REQUEST = {
         "expires_at": _ts,
         "state": {"type": "string", "enum": list(REQUEST_STATES)},
         "counts": {"type": "object", "properties": {s: {"type": "integer"} for s in models.STATES}},
+        "waiting": {
+            "type": ["object", "null"],
+            "description": "its instances that found no provider: how many, how many for each reason, and "
+            "ready_eta, when the whole request is expected ready (null while one of them has no ETA)",
+            "required": ["count", "reasons", "ready_eta"],
+            "properties": {
+                "count": {"type": "integer"},
+                "reasons": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "ready_eta": _ts,
+            },
+        },
         "instances": {"type": "array", "items": ref("Instance")},
         "callback_url": _str_or_null,
         "callbacks": {
@@ -869,6 +940,7 @@ def request_view(request: models.Request, instances: list[models.Instance]) -> d
         "expires_at": request.expires_at,
         "state": request_state(count, counts, request.delete_requested),
         "counts": counts,
+        "waiting": request_waiting(instances),
         "instances": [instance_view(i) for i in instances],
         "callback_url": request.callback_url,
         "callbacks": [

@@ -24,6 +24,7 @@ from chalicelib import (
     callbacks,
     canary,
     cloud,
+    eta,
     health,
     invoke,
     launcher,
@@ -62,6 +63,10 @@ class ProviderPass:
     in_use_corrected: int | None = None
     canary_started: bool = False  # a scheduled canary boot (the provider was idle)
     canary_ended: bool = False  # a canary whose runner died, ended and its slot given back
+    # (state, expires_at) of every instance holding a slot, when they were read (the waiting
+    # instances' ETA); None when the provider was not reconciled this pass.
+    holders: list[tuple[str, str]] | None = None
+    sampled: int = 0  # launches measured this pass (boot and ready times)
 
 
 @dataclass
@@ -70,6 +75,7 @@ class SweepReport:
     providers: dict[str, ProviderPass] = field(default_factory=dict)
     timed_out: list[str] = field(default_factory=list)
     redriven: int = 0
+    estimated: int = 0  # waiting instances whose ETA changed
     watched: list[str] = field(default_factory=list)
     # Requests an `expiring` callback was raised for, and those whose due callbacks were tried.
     callbacks: dict[str, list[str]] = field(default_factory=dict)
@@ -130,6 +136,8 @@ def _reconcile(provider: models.Provider, part: ProviderPass) -> int:
     stuck_before = timeutil.iso(now - timedelta(seconds=settings.launch_stale_seconds))
     held = slots.held(provider.name)
     counted = sum(len(instances) for instances in held.values())
+    part.holders = [(i.state, i.expires_at) for instances in held.values() for i in instances]
+    part.sampled = _measure(provider, held[models.ACTIVE])
     try:
         servers = {s.id: s for s in cloud.our_servers(provider)}
     except cloud.CloudError as error:
@@ -167,6 +175,32 @@ def _reconcile(provider: models.Provider, part: ProviderPass) -> int:
             teardown.teardown(instance, provider, listed=servers)
             part.deletes_retried.append(instance.id)
     return counted
+
+
+def _measure(provider: models.Provider, active: list[models.Instance]) -> int:
+    """Keep the boot and ready times of the instances that came up since the last pass on the
+    provider: one write per pass, only when there are new ones (never one per instance on the
+    provider's busy item). Returns how many were new."""
+    through = provider.samples_through or ""
+    new = sorted(
+        (i for i in active if i.active_at and i.launched_at and i.active_at > through), key=lambda i: i.active_at
+    )
+    if not new:
+        return 0
+
+    def seconds(start: str, end: str) -> float:
+        return max(0.0, (timeutil.parse(end) - timeutil.parse(start)).total_seconds())
+
+    boot = [*(provider.boot_samples or []), *(seconds(i.launched_at, i.active_at) for i in new)]
+    ready = [*(provider.ready_samples or []), *(seconds(i.created_at, i.active_at) for i in new)]
+    provider.update(
+        actions=[
+            models.Provider.boot_samples.set(boot[-models.BOOT_SAMPLES :]),
+            models.Provider.ready_samples.set(ready[-models.BOOT_SAMPLES :]),
+            models.Provider.samples_through.set(new[-1].active_at),
+        ]
+    )
+    return len(new)
 
 
 def _retag(provider: models.Provider, server: cloud.Server, instance: models.Instance) -> bool:
@@ -287,6 +321,62 @@ def redrive(report: SweepReport) -> None:
             report.redriven += launcher.redrive(provider, provider.free, settings.redrive_after_seconds)
 
 
+DEFAULT_BOOT_SECONDS = 60.0  # a provider's boot time until one launch there was measured
+ETA_SLACK_SECONDS = 5  # an ETA that moved less than this is not written again
+
+
+def estimate_waiting(report: SweepReport) -> None:
+    """Give every PENDING instance that found no provider (it has a `waiting_reason`) the time it
+    is expected ready (`eta.expected`), from the slots' holders this pass read, the queue of its
+    label and the providers' measured boot times. One query for the waiting instances; a write
+    only for an ETA that changed."""
+    waiting = [i for i in models.Instance.by_state_expires.query(models.PENDING) if i.waiting_reason]
+    if not waiting:
+        return
+    now = timeutil.now()
+    providers = list(models.Provider.by_kind.query("provider"))
+    views = [launcher.placement_view(p, now) for p in providers]
+    boot = {p.name: eta.percentile(list(p.boot_samples or []), 50) or DEFAULT_BOOT_SECONDS for p in providers}
+    queues: dict[str, list[models.Instance]] = {}
+    for instance in waiting:
+        queues.setdefault(instance.label, []).append(instance)
+    for label, queue in queues.items():
+        releases = []
+        for provider in providers:
+            part = report.providers.get(provider.name)
+            offers = provider.enabled and label in provider.labels.as_dict() and not health.circuit_open(provider)
+            if not offers or part is None or part.holders is None:
+                continue
+            held = sorted(now if s == models.DELETING else timeutil.parse(expires) for s, expires in part.holders)
+            surplus = max(0, len(held) + provider.free - provider.cap)  # more held than the cap (quota lowered)
+            releases += [(now, provider.name)] * provider.free + [(at, provider.name) for at in held[surplus:]]
+        found = eta.expected(
+            now,
+            [eta.Waiting(i.id, i.created_at, i.name, timeutil.parse(i.expires_at)) for i in queue],
+            releases,
+            boot,
+            settings.sweep_seconds,
+        )
+        for instance in queue:
+            expected = found.get(instance.id)
+            text = None if expected is None else timeutil.iso(expected)
+            old = timeutil.parse(instance.waiting_eta) if instance.waiting_eta else None
+            # The reason too may have changed since its launch pass (a provider went down, or up):
+            # told in the same write, and only when something changed.
+            reason = launcher.why_waiting(instance, views, now) or instance.waiting_reason
+            if (
+                reason == instance.waiting_reason
+                and (old is None) == (expected is None)
+                and (old is None or abs((old - expected).total_seconds()) < ETA_SLACK_SECONDS)
+            ):
+                continue
+            try:
+                if lifecycle.note_waiting(instance, reason=reason, eta=text):
+                    report.estimated += 1
+            except Exception:  # one instance must not stop the pass
+                log.exception("sweep: noting the ETA of %s failed", instance.id)
+
+
 def sweep(budget: float | None = None) -> SweepReport:
     """One pass. `budget` bounds the provider jobs (default `OMS_SWEEP_BUDGET_SECONDS`)."""
     report = SweepReport()
@@ -296,6 +386,7 @@ def sweep(budget: float | None = None) -> SweepReport:
         ("watch", lambda: watch_building(report)),
         ("redrive", lambda: redrive(report)),
         ("callbacks", lambda: report.callbacks.update(callbacks.sweep())),
+        ("estimate", lambda: estimate_waiting(report)),
     )
     for name, phase in phases:
         started = time.monotonic()

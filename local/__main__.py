@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         "--demo",
         action="store_true",
         help="also run the OpenStack simulator (on OMS_SIM_PORT, default OMS_PORT+2) with providers "
-        "demo-p1..demo-p3 registered, all offering label ubuntu-small",
+        "demo-p1..demo-p6 registered (20 instances each, demo-p6 in maintenance), all offering label ubuntu-small",
     )
     parser.add_argument(
         "--moto-only",
@@ -69,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     stack.start()
     if simulator is not None:
         names = demo.register_providers(simulator)
-        print(f"simulated OpenStack at {simulator.base_url}: providers {', '.join(names)} offer label {demo.LABEL}")
+        print(
+            f"simulated OpenStack at {simulator.base_url}: providers {', '.join(names)} offer label {demo.LABEL} "
+            f"(20 each; demo-{demo.IN_MAINTENANCE} is in maintenance)"
+        )
     print(f"OpenMultiStack is running at {stack.url}", flush=True)
     print(f"admin key: {stack.admin_key}", flush=True)
     print(f"state folder: {stack.state_dir.resolve()} (Ctrl-C stops everything)", flush=True)

@@ -1,7 +1,10 @@
-"""Demo mode: the local stack plus the OpenStack simulator with three providers registered.
+"""Demo mode: the local stack plus the OpenStack simulator with six providers registered.
 
-A newcomer can request instances at once, with no OpenStack account: providers demo-p1..demo-p3
-(simulated accounts p1..p3, quota 20 each, 2 s boot) all map label `ubuntu-small`; demo-p3 gives
+The mission at a glance: about 100 instances at once over accounts of 20, one of them in
+maintenance. A newcomer can request instances at once, with no OpenStack account: providers
+demo-p1..demo-p6 (simulated accounts p1..p6, quota 20 each, 2 s boot) all map label
+`ubuntu-small`; demo-p6 is in maintenance (every call answers 503: its circuit opens and its
+share fails over to the others, so 100 fit in the five that work); demo-p3 gives
 servers only private addresses, so its instances get floating IPs. An instance is ready once its
 (simulated) sshd answers, on SSH_PORT: demo-p1 and demo-p2 let every port in, as OVH does;
 demo-p3's default security group lets nothing in, so the provider ensures one that lets SSH in.
@@ -20,17 +23,22 @@ LABEL = "ubuntu-small"
 # The last account is one of the clouds that give servers only private addresses: its instances
 # are reached through floating IPs, behind a security group made to let SSH in.
 PRIVATE_ONLY = "p3"
+# One account is in maintenance, as one of many usually is.
+IN_MAINTENANCE = "p6"
+PROVIDERS = 6
 # Where the simulated sshd listens (on each server's loopback address): 22 would need root.
 SSH_PORT = 2222
 
 
-def start_simulator(host: str, port: int, providers: int = 3) -> SimServer:
+def start_simulator(host: str, port: int, providers: int = PROVIDERS) -> SimServer:
     config = default_config(providers=providers, quota=20, boot_seconds=2.0, seed=1, settings={"ssh_port": SSH_PORT})
     for provider in config.providers:
         if provider.name == PRIVATE_ONLY:
             provider.network_layout = "floating"
         else:
             provider.settings.security_groups_open = True
+        if provider.name == IN_MAINTENANCE:
+            provider.settings.mode = "maintenance"
     server = SimServer(config)
     server.start(host, port)
     return server

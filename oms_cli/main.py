@@ -132,6 +132,7 @@ def cmd_providers_list(args: argparse.Namespace, client: Client) -> int:
 def cmd_providers_show(args: argparse.Namespace, client: Client) -> int:
     provider = client.get(f"/providers/{quote(args.name)}")
     shown = {**provider, "quota": output.rooms(provider["capacity"])}
+    shown["launch_times"] = output.launch_times(provider.get("launch_times"))
     if "maintenance" in provider:
         shown["maintenance"] = output.windows(provider["maintenance"])
     show(args, provider, output.details(shown))
@@ -349,7 +350,8 @@ def wait(client: Client, request: dict, timeout: float) -> dict:
                 sys.stderr.write("\n")
             if counts["ACTIVE"] < request["count"]:
                 why = "timed out" if on_the_way else "gave up"
-                sys.stderr.write(f"{why}: {counts['ACTIVE']} of {request['count']} ACTIVE\n")
+                waiting = f"; {output.waiting_text(request['waiting'])}" if request.get("waiting") else ""
+                sys.stderr.write(f"{why}: {counts['ACTIVE']} of {request['count']} ACTIVE{waiting}\n")
             return request
         time.sleep(1.0)
 

@@ -154,7 +154,29 @@ def progress_line(request: dict, width: int = 30) -> str:
     parts.append(f"failovers {failovers}")
     if failed:
         parts.append(f"FAILED {failed}")
+    if request.get("waiting"):
+        parts.append(waiting_text(request["waiting"]))
     return "  ".join(parts)
+
+
+def waiting_text(waiting: dict) -> str:
+    """`waiting 3: all accounts full, ready by 2026-01-01T10:00:00Z` for a request's waiting summary."""
+    reasons = ", ".join(
+        f"{reason}" if len(waiting["reasons"]) == 1 else f"{reason} ({n})" for reason, n in waiting["reasons"].items()
+    )
+    eta = f"ready by {waiting['ready_eta']}" if waiting.get("ready_eta") else "no ETA yet"
+    return f"waiting {waiting['count']}: {reasons}, {eta}"
+
+
+def launch_times(times: dict | None) -> str:
+    """`boot 2.1 s (p90 3.0), ready 40.2 s (p90 95.0), 12 launches` for a provider's measurements."""
+    if not times or not times.get("samples"):
+        return "not measured yet"
+    boot, ready = times["boot_seconds"], times["ready_seconds"]
+    return (
+        f"boot {boot['median']} s (p90 {boot['p90']}), ready {ready['median']} s (p90 {ready['p90']}), "
+        f"{times['samples']} launches"
+    )
 
 
 def failover_lines(request: dict, seen: set[tuple]) -> list[str]:

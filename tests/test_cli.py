@@ -204,8 +204,9 @@ def test_an_env_file_is_imported_through_openstacksdk(oms, cli_sim, tmp_path, st
 def test_wait_exits_1_when_not_all_came_up(oms, stack, provider):
     # The only provider offering the label is down: nothing can come up before the timeout.
     oms.env.update(OMS_URL=stack.url, OMS_API_KEY=ADMIN_KEY)
-    waited = oms("request", "--label", "ubuntu-small", "--count", "2", "--wait", "--timeout", "0", "--json", check=1)
-    assert "timed out: 0 of 2 ACTIVE" in waited.stderr
+    waited = oms("request", "--label", "ubuntu-small", "--count", "2", "--wait", "--timeout", "4s", "--json", check=1)
+    # It says why it waits (and that no slot is expected to free up: no ETA).
+    assert "timed out: 0 of 2 ACTIVE; waiting 2: none healthy, no ETA yet" in waited.stderr
     oms("delete-request", json.loads(waited.stdout)["id"])
 
 

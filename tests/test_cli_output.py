@@ -66,6 +66,20 @@ def test_progress_shows_active_spread_failovers_and_failures():
     assert output.failover_lines(r, seen) == []  # each failover is told once
 
 
+def test_progress_and_timeouts_say_why_instances_wait_and_until_when():
+    r = request(instance("a", "ACTIVE", "p2"), instance("b", "PENDING", None))
+    r["waiting"] = {"count": 1, "reasons": {"all accounts full": 1}, "ready_eta": "2026-01-01T10:00:00Z"}
+    assert output.progress_line(r, width=2).endswith("waiting 1: all accounts full, ready by 2026-01-01T10:00:00Z")
+    r["waiting"] = {"count": 3, "reasons": {"all accounts full": 2, "none healthy": 1}, "ready_eta": None}
+    assert output.waiting_text(r["waiting"]) == "waiting 3: all accounts full (2), none healthy (1), no ETA yet"
+
+
+def test_launch_times_read_as_median_and_p90():
+    times = {"samples": 12, "boot_seconds": {"median": 2.1, "p90": 3.0}, "ready_seconds": {"median": 40.2, "p90": 95.0}}
+    assert output.launch_times(times) == "boot 2.1 s (p90 3.0), ready 40.2 s (p90 95.0), 12 launches"
+    assert output.launch_times({"samples": 0}) == "not measured yet"
+
+
 def test_tables_line_up_and_show_missing_values_as_dashes():
     text = output.table(
         [{"name": "a", "ipv4": ["1.2.3.4", "5.6.7.8"]}, {"name": "long-name", "ipv4": []}], ["name", "ipv4"]

@@ -16,7 +16,7 @@ from playwright.sync_api import expect
 
 from chalicelib import models, timeutil
 from chalicelib.settings import settings
-from tests.conftest import ADMIN_KEY, provider_body, register_sim_provider, unique
+from tests.conftest import ADMIN_KEY, provider_body, register_down, register_sim_provider, sim_label, unique, wait_for
 
 CHROMIUM = os.environ.get("OMS_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "dashboard"
@@ -267,6 +267,9 @@ def test_edit_switch_off_and_delete_a_provider_and_extend_a_request(page, admin_
     request = admin_api.post("/requests", json={"label": "ubuntu-small", "count": 2, "lifetime_minutes": 10}).json()
     show(page, "requests")
     card = page.locator(f'li.card[data-request="{request["id"]}"]')
+    # Its provider is down: the card says so once the launch pass has found no provider (and is
+    # drawn again then); click once it has settled.
+    card.locator(".waiting", has_text="none healthy").wait_for()
     card.get_by_role("button", name="Extend 30 min").click()
     page.locator("#status", has_text=f"{request['id']} now expires").wait_for()
     after = admin_api.get(f"/requests/{request['id']}").json()
@@ -378,3 +381,41 @@ def test_maintenance_windows_are_shown_added_and_removed_on_the_provider_row(pag
     row.locator(".badge.maintenance").wait_for(state="detached")
     assert [w["note"] for w in admin_api.get(f"/providers/{name}").json()["maintenance"]] == ["network"]
     assert page.console.unexpected() == []
+
+
+def test_waiting_instances_say_why_and_when_and_bars_are_scaled_to_each_cap(page, stack, admin_api, user_api):
+    """Issue 19: a request that found no provider shows why it waits and its ETA; a provider's
+    capacity bar is scaled to its own cap, and its measured launch times are shown."""
+    from chalicelib import lifecycle
+
+    label = unique("lbl")
+    down = register_down(admin_api, labels={label: sim_label()}, max_instances=4)
+    made = user_api.post("/requests", json={"label": label, "count": 2}).json()
+    wait_for(lambda: user_api.get(f"/requests/{made['id']}").json()["waiting"], what="a reason")
+    eta = timeutil.in_minutes(10)
+    with stack.scheduler.paused():  # the sweeper would find no slot to expect (the provider is down)
+        for instance in models.Instance.by_request.query(made["id"]):
+            lifecycle.note_waiting(instance, eta=eta)  # as the sweeper does from the slots' expiries
+        _see_waiting(page, made, down, eta)
+    user_api.delete(f"/requests/{made['id']}")
+
+
+def _see_waiting(page, made, down, eta: str) -> None:
+    sign_in(page, ADMIN_KEY)
+    show(page, "requests")
+    card = page.locator(f'[data-request="{made["id"]}"] .waiting')
+    card.wait_for()
+    # The browser counts down on its own clock (tests may have moved the product's): the time is the ETA.
+    assert "2 waiting: none healthy · ready in " in card.inner_text()
+    assert card.locator("[data-eta]").get_attribute("data-eta") == eta
+    show(page, "instances")
+    row = page.locator(f'#instance-table tr[data-instance="{made["instances"][0]["id"]}"] .waiting')
+    row.wait_for()
+    assert "none healthy" in row.inner_text() and "ready in" in row.inner_text()
+    show(page, "overview")
+    bar = page.locator(f'.spread-row[data-provider="{down["name"]}"]')
+    bar.wait_for()
+    assert bar.get_attribute("data-scale") == "4" and "0 / 4" in bar.inner_text()
+    show(page, "providers")
+    times = page.locator(f'tr[data-provider="{down["name"]}"] .launch-times')
+    assert times.inner_text() == "launch times: not measured yet"

@@ -18,6 +18,7 @@ from chalicelib.settings import settings
 from sim.testing import start_simulator
 from tests.conftest import (
     CallbackReceiver,
+    register_down,
     register_sim_provider,
     request_state,
     sim_label,
@@ -307,3 +308,60 @@ def test_a_provider_with_maintenance_ahead_gets_short_instances_only_and_no_call
     assert sim.state("p1")["servers_live"] == 0
     assert admin_api.get(f"/providers/{soon}").json()["maintenance"] == []
     slots_given_back(admin_api, soon)
+
+
+def test_a_request_waiting_for_full_accounts_says_why_and_when_it_will_be_ready(admin_api, user_api):
+    """Issue 19: every account full, with instances expiring at known times; the new request's
+    instances say why they wait, and their ETA is within 15 s of when they became ready."""
+    label = unique("lbl")
+    with start_simulator(providers=2, quota=20, boot_seconds=2, seed=7) as sim:
+        names = [register_sim_provider(admin_api, sim, p, label, max_instances=1)["name"] for p in ("p1", "p2")]
+        first = user_api.post("/requests", json={"label": label, "count": 2, "lifetime_minutes": 1}).json()
+        wait_for(lambda: request_state(user_api, first["id"])["state"] == "ready", what="first ready")
+        # The sweeper measures the launches that came up: boot time per provider, which the ETA uses.
+        for name in names:
+            wait_for(
+                lambda n=name: admin_api.get(f"/providers/{n}").json()["launch_times"]["samples"] >= 1,
+                what="launch measured",
+            )
+        times = admin_api.get(f"/providers/{names[0]}").json()["launch_times"]
+        assert 1 <= times["boot_seconds"]["median"] <= 10 and times["ready_seconds"]["p90"] >= 1, times
+
+        second = user_api.post("/requests", json={"label": label, "count": 2}).json()
+        waiting = wait_for(
+            lambda: (w := request_state(user_api, second["id"])["waiting"]) and w["ready_eta"] and w,
+            what="an ETA",
+        )
+        assert waiting["reasons"] == {"all accounts full": 2} and waiting["count"] == 2
+        instance = request_state(user_api, second["id"])["instances"][0]
+        assert instance["waiting"]["reason"] == "all accounts full" and instance["waiting"]["eta"]
+        # Slots free up when the first request's instances expire: the ETA is after that.
+        assert waiting["ready_eta"] > first["expires_at"]
+
+        # Time moves on to the first request's expiry (not waited out for real).
+        ahead = (timeutil.parse(first["expires_at"]) - timeutil.now()).total_seconds() + 1
+        timeutil.clock.advance(max(0.0, ahead))
+        done = wait_for(
+            lambda: (r := request_state(user_api, second["id"]))["state"] == "ready" and r, what="second ready"
+        )
+        ready_at = max(timeutil.parse(i["active_at"]) for i in done["instances"])
+        off = abs((ready_at - timeutil.parse(waiting["ready_eta"])).total_seconds())
+        assert off <= 15, (waiting["ready_eta"], timeutil.iso(ready_at))
+        assert done["waiting"] is None and all(i["waiting"] is None for i in done["instances"])
+        user_api.delete(f"/requests/{second['id']}")
+        wait_for(lambda: request_state(user_api, second["id"])["state"] == "deleted", what="deleted")
+
+
+def test_a_waiting_reason_follows_the_providers_between_launch_passes(admin_api, user_api):
+    """The reason is the launch pass's; a sweep tells it anew when the providers change meanwhile."""
+    label = unique("lbl")
+    down = register_down(admin_api, labels={label: sim_label()})
+    request = user_api.post("/requests", json={"label": label, "count": 1}).json()
+
+    def reason():
+        return (request_state(user_api, request["id"])["waiting"] or {"reasons": {}})["reasons"]
+
+    wait_for(lambda: reason() == {"none healthy": 1}, what="none healthy")
+    admin_api.patch(f"/providers/{down['name']}", json={"enabled": False})
+    wait_for(lambda: reason() == {"none offers the label": 1}, what="none offers the label")
+    user_api.delete(f"/requests/{request['id']}")

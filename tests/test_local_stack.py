@@ -118,7 +118,7 @@ def test_demo_mode_serves_instances_with_no_openstack_account(tmp_path):
         assert key, "no admin key printed"
         url, auth = f"http://127.0.0.1:{port}/", {"Authorization": f"Bearer {key}"}
         names = sorted(p["name"] for p in requests.get(url + "providers", headers=auth, timeout=30).json()["items"])
-        assert names == ["demo-p1", "demo-p2", "demo-p3"]
+        assert names == [f"demo-p{n}" for n in range(1, 7)]  # 6 accounts of 20: room for 100
         request = requests.post(url + "requests", json={"label": "ubuntu-small", "count": 6}, headers=auth, timeout=30)
         assert request.status_code == 202
         deadline = time.monotonic() + 120
@@ -130,7 +130,9 @@ def test_demo_mode_serves_instances_with_no_openstack_account(tmp_path):
         assert state["state"] == "ready", state["counts"]
         assert all(i["addresses"]["ipv4"] for i in state["instances"])
         # demo-p3 gives servers only private addresses: its instances are reached by floating IP.
-        assert {i["provider"] for i in state["instances"]} == {"demo-p1", "demo-p2", "demo-p3"}  # spread
+        spread = {i["provider"] for i in state["instances"]}
+        assert "demo-p3" in spread and len(spread) >= 3, spread  # spread over the accounts
+        assert "demo-p6" not in spread  # in maintenance: its share failed over
         for instance in state["instances"]:
             kinds = {ip["type"] for ip in instance["ips"] if ip["addr"] == instance["access_ip"]}
             assert kinds == ({"floating"} if instance["provider"] == "demo-p3" else {"fixed"}), instance

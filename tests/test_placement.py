@@ -107,3 +107,19 @@ def test_an_instance_without_a_known_expiry_goes_only_where_no_window_is_announc
     announced = Slots("announced", 1, 20, LABEL, maintenance=(NOW + timedelta(days=30),))
     plain = Slots("plain", 100, 20, LABEL)
     assert place(needs(1), [announced, plain]) == {"i0": "plain"}
+
+
+def test_an_instance_left_out_is_told_why():
+    from chalicelib.placement import ALL_FULL, NO_LABEL, NONE_HEALTHY, why_waiting
+
+    [need] = needs(1)
+    full = [Slots("a", 100, 0, LABEL), Slots("b", 100, 0, LABEL), Slots("c", 100, 5, LABEL, enabled=False)]
+    assert why_waiting(need, full) == ALL_FULL
+    down = [Slots("a", 100, 0, LABEL), Slots("b", 100, 5, LABEL, circuit=OPEN)]
+    assert why_waiting(need, down) == NONE_HEALTHY
+    assert why_waiting(Need("i", "ubuntu", frozenset({"b"})), [Slots("b", 100, 5, LABEL)]) == NONE_HEALTHY
+    assert why_waiting(need, [Slots("a", 100, 5, frozenset({"debian"}))]) == NO_LABEL
+    assert why_waiting(need, [Slots("a", 100, 5, LABEL, enabled=False)]) == NO_LABEL
+    assert why_waiting(need, [Slots("a", 100, 5, LABEL, on_probation=True)]) is None
+    [long] = lives(45)
+    assert why_waiting(long, [Slots("a", 100, 5, LABEL, maintenance=(NOW + timedelta(minutes=20),))]) == NONE_HEALTHY

@@ -79,6 +79,7 @@ function tick() {
   // Times move on between polls even when the data does not: these are redrawn every second.
   for (const el of $$("[data-expires]")) el.textContent = countdown(el.dataset.expires);
   for (const el of $$("[data-since]")) el.textContent = ago(el.dataset.since || null, el.dataset.suffix);
+  for (const el of $$("[data-eta]")) el.textContent = countdown(el.dataset.eta) === "expired" ? "any moment" : countdown(el.dataset.eta);
 }
 
 function bar(value, max, label) {
@@ -292,23 +293,49 @@ function renderOverview() {
     h("div", { class: "total" }, h("strong", {}, String(live)), "live"),
     ...LIVE.concat("FAILED").map((s) => h("div", { class: "total", "data-state": s }, h("strong", {}, String(counts[s])), badge(s))),
   );
-  const caps = new Map(state.providers.map((p) => [p.name, p.capacity.max_instances]));
-  const widest = Math.max(1, ...[...byProvider].map(([name, c]) => Math.max(caps.get(name) || 0, LIVE.reduce((n, s) => n + c[s], 0))));
+  // Each provider's bar is scaled to its own cap (max_instances lowered by the real quota): a full
+  // account reads full whatever the other rows hold. Instances not placed yet fill their own row.
+  const caps = new Map(state.providers.map((p) => [p.name, capOf(p)]));
   const rows = [...byProvider].map(([name, c]) => {
     const total = LIVE.reduce((n, s) => n + c[s], 0);
     const cap = caps.get(name);
-    const segments = LIVE.filter((s) => c[s]).map((s) => h("span", { class: `seg-${s}`, style: { width: `${(100 * c[s]) / widest}%` }, title: `${c[s]} ${s}` }));
+    const scale = Math.max(1, cap === undefined ? total : Math.max(cap, total));
+    const segments = LIVE.filter((s) => c[s]).map((s) => h("span", { class: `seg-${s}`, style: { width: `${(100 * c[s]) / scale}%` }, title: `${c[s]} ${s}` }));
     const summary = LIVE.filter((s) => c[s]).map((s) => `${c[s]} ${s}`).join(", ") || "none";
-    return h("div", { class: "spread-row", "data-provider": name },
+    return h("div", { class: "spread-row", "data-provider": name, "data-scale": String(scale) },
       h("span", {}, name),
       h("div", { class: "stack", role: "img", "aria-label": `${name}: ${summary}` }, segments),
-      h("span", { class: "small" }, cap ? `${total} / ${cap}` : String(total)));
+      h("span", { class: "small" }, cap !== undefined ? `${total} / ${cap}` : String(total)));
   });
   const legend = h("div", { class: "legend" }, LIVE.map((s) => h("span", {}, h("i", { class: `seg-${s}` }), s)));
   $("#spread").replaceChildren(...(rows.length ? rows : [h("p", {}, "No providers yet.")]), legend);
 }
 
 // --- providers ---------------------------------------------------------------------------
+
+function capOf(p) {
+  return p.capacity.quota_instances === null ? p.capacity.max_instances : Math.min(p.capacity.max_instances, p.capacity.quota_instances);
+}
+
+// "boot 2.1 s (p90 3.0) · ready 40.2 s (p90 95.0)": what launches there measured.
+function launchTimes(t) {
+  if (!t || !t.samples) return "launch times: not measured yet";
+  return `boot ${t.boot_seconds.median} s (p90 ${t.boot_seconds.p90}) · ready ${t.ready_seconds.median} s (p90 ${t.ready_seconds.p90}) · ${t.samples} launches`;
+}
+
+// "2 waiting: all accounts full · ready in 4:10": why a request's instances wait, and until when.
+function waitingText(w) {
+  const reasons = Object.entries(w.reasons).map(([reason, n]) => Object.keys(w.reasons).length > 1 ? `${reason} (${n})` : reason).join(", ");
+  return [`${w.count} waiting: ${reasons} · `, ...eta(w.ready_eta)];
+}
+
+function eta(ts) {
+  return ts ? ["ready ", etaTimer(ts)] : ["no ETA yet"];
+}
+
+function etaTimer(ts) {
+  return h("span", { class: "eta", "data-eta": ts, title: ts }, countdown(ts) === "expired" ? "any moment" : countdown(ts));
+}
 
 function renderProviders() {
   // A maintenance window being typed in is not wiped by a poll: the rows wait until it is added or emptied.
@@ -317,7 +344,7 @@ function renderProviders() {
   const admin = isAdmin();
   $("#provider-table thead th:last-child").hidden = !admin;
   const rows = state.providers.map((p) => {
-    const cap = p.capacity.quota_instances === null ? p.capacity.max_instances : Math.min(p.capacity.max_instances, p.capacity.quota_instances);
+    const cap = capOf(p);
     const quota = p.capacity.quota_instances === null ? "quota unknown" : `real quota ${p.capacity.quota_instances}`;
     // Each limited resource's room (instances, cores, RAM, floating IPs, ports) as the last check read it.
     const rooms = Object.entries(p.capacity.rooms || {}).map(([name, r]) =>
@@ -336,7 +363,8 @@ function renderProviders() {
         admin && p.canary ? canaryView(p) : null),
       h("td", {}, bar(p.capacity.in_use, cap, `${p.name}: ${p.capacity.in_use} of ${cap} in use`),
         h("div", { class: "small" }, `${p.capacity.in_use} / ${cap} in use · max ${p.capacity.max_instances} · ${quota}`),
-        rooms.length ? h("div", { class: "small rooms" }, `room: ${rooms.join(" · ")}`) : null),
+        rooms.length ? h("div", { class: "small rooms" }, `room: ${rooms.join(" · ")}`) : null,
+        h("div", { class: "small launch-times" }, launchTimes(p.launch_times))),
       h("td", {}, p.priority === undefined ? "—" : String(p.priority)),
       h("td", {}, toggle),
       admin ? h("td", { class: "actions" },
@@ -589,7 +617,8 @@ function renderRequests() {
         h("button", { type: "button", class: "secondary", onclick: () => extendRequest(r.id) }, "Extend 30 min"),
         h("button", { type: "button", class: "danger", onclick: () => deleteRequest(r.id) }, "Delete")]),
       bar(active, r.count, `${r.id}: ${active} of ${r.count} ACTIVE`),
-      h("div", { class: "meta progress" }, `${active}/${r.count} ACTIVE`, others ? ` · ${others}` : ""));
+      h("div", { class: "meta progress" }, `${active}/${r.count} ACTIVE`, others ? ` · ${others}` : ""),
+      r.waiting ? h("div", { class: "meta waiting" }, ...waitingText(r.waiting)) : null);
   });
   $("#request-list").replaceChildren(...(items.length ? items : [h("li", {}, "No requests yet.")]));
 }
@@ -673,7 +702,8 @@ function renderInstances() {
       : "—";
     return h("tr", { "data-instance": i.id, "data-state": i.state },
       h("td", {}, i.name, h("div", { class: "small" }, i.id)),
-      h("td", {}, badge(i.state), i.failure_reason ? h("div", { class: "small" }, i.failure_reason) : null),
+      h("td", {}, badge(i.state), i.failure_reason ? h("div", { class: "small" }, i.failure_reason) : null,
+        i.waiting ? h("div", { class: "small waiting" }, i.waiting.reason, " · ", ...eta(i.waiting.eta)) : null),
       h("td", {}, i.provider || "—"),
       h("td", {}, ips.length ? ips.map(address) : "—"),
       h("td", {}, since(i.created_at, "")),

@@ -35,7 +35,8 @@ def test_register_with_password_keeps_the_secret_out_of_answers_and_tables(admin
 
 def test_user_sees_only_the_public_fields(user_api, provider):
     view = user_api.get(f"/providers/{provider['name']}").json()
-    assert set(view) == {"name", "region", "enabled", "labels", "maintenance", "health", "capacity"}
+    # launch_times too: how long launches take there is what a user plans a request by.
+    assert set(view) == {"name", "region", "enabled", "labels", "maintenance", "health", "capacity", "launch_times"}
 
 
 def test_register_with_application_credential(admin_api):
