@@ -26,7 +26,7 @@ from email.utils import parsedate_to_datetime
 
 from pynamodb.exceptions import UpdateError
 
-from chalicelib import faults, models, telemetry, timeutil
+from chalicelib import faults, models, telemetry
 from chalicelib.settings import settings
 
 log = logging.getLogger("oms.governor")
@@ -111,7 +111,7 @@ def retry_after(value: str | None) -> float | None:
     except ValueError:
         pass
     try:
-        return max(0.0, (parsedate_to_datetime(value) - timeutil.clock.now()).total_seconds())
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
     except (TypeError, ValueError):
         return None
 
@@ -167,10 +167,11 @@ def _too_long(provider: models.Provider, seconds: float) -> faults.CloudError:
 
 
 def _shared_hold(provider: models.Provider) -> float:
-    """Seconds left of the hold another process recorded on the provider item, as read."""
+    """Seconds left of the hold another process recorded on the provider item, as read. Holds are
+    wall-clock seconds (epoch), as a service's Retry-After is, never the product's movable clock."""
     if provider.rate_limited_until is None:
         return 0.0
-    return max(0.0, float(provider.rate_limited_until) - timeutil.clock.now().timestamp())
+    return max(0.0, float(provider.rate_limited_until) - time.time())
 
 
 def hold(provider: models.Provider, seconds: float) -> None:
@@ -183,7 +184,7 @@ def hold(provider: models.Provider, seconds: float) -> None:
         if until <= _held_until.get(provider.name, 0.0):
             return
         _held_until[provider.name] = until
-    shared = timeutil.clock.now().timestamp() + seconds
+    shared = time.time() + seconds
     if provider.rate_limited_until is not None and float(provider.rate_limited_until) >= shared:
         return
     attribute = models.Provider.rate_limited_until
