@@ -302,13 +302,19 @@ def classify(error: Exception) -> CloudError:
 
 def _operation(name: str):
     """Trace the decorated call on its provider (first argument) as `openstack.<name>`; its HTTP
-    requests are governed as that provider's (each in its turn, sent again after a 429)."""
+    requests are governed as that provider's (each in its turn, sent again after a 429), and
+    whatever it raises reaches the caller classified (a CloudError)."""
 
     def wrap(function):
         @functools.wraps(function)
         def call(provider: models.Provider, *args, **kwargs):
             with telemetry.provider_call(provider.name, name):
-                return governor.call(provider, function, *args, **kwargs)
+                try:
+                    return governor.call(provider, function, *args, **kwargs)
+                except CloudError:
+                    raise
+                except Exception as error:  # every failure leaves this module classified
+                    raise classify(error) from error
 
         return call
 
@@ -323,24 +329,18 @@ def _quota(limit, used) -> Quota:
 @_operation("limits")
 def limits(provider: models.Provider) -> Limits:
     """Authenticate and read the provider's instance, vCPU and RAM quotas (`GET /limits`)."""
-    try:
-        absolute = connection(provider).compute.get_limits().absolute
-        return Limits(
-            _quota(absolute.instances, absolute.instances_used),
-            _quota(absolute.total_cores, absolute.total_cores_used),
-            _quota(absolute.total_ram, absolute.total_ram_used),
-        )
-    except Exception as error:  # every failure leaves this module classified
-        raise classify(error) from error
+    absolute = connection(provider).compute.get_limits().absolute
+    return Limits(
+        _quota(absolute.instances, absolute.instances_used),
+        _quota(absolute.total_cores, absolute.total_cores_used),
+        _quota(absolute.total_ram, absolute.total_ram_used),
+    )
 
 
 @_operation("authenticate")
 def authenticate(provider: models.Provider) -> None:
     """Get a token (or prove the cached one): Keystone answers with the service catalog."""
-    try:
-        connection(provider).authorize()
-    except Exception as error:
-        raise classify(error) from error
+    connection(provider).authorize()
 
 
 @_operation("network_quota")
@@ -348,11 +348,8 @@ def network_quota(provider: models.Provider) -> NetworkQuota:
     """The project's floating IP and port quotas and how many it holds, whoever made them, in one
     call (Neutron's quota details: Nova's `/limits` says nothing of network quotas since
     microversion 2.36). A Neutron without usage details counts as unlimited."""
-    try:
-        conn = connection(provider)
-        quota = conn.network.get_quota(conn.current_project_id, details=True)
-    except Exception as error:
-        raise classify(error) from error
+    conn = connection(provider)
+    quota = conn.network.get_quota(conn.current_project_id, details=True)
     floating_ips, ports = quota.floating_ips or {}, quota.ports or {}
     return NetworkQuota(
         _quota(floating_ips.get("limit"), floating_ips.get("used")), _quota(ports.get("limit"), ports.get("used"))
@@ -506,16 +503,9 @@ def resolve(provider: models.Provider, label: str) -> Resolved:
     key = (provider.name, provider.auth_url, label, json.dumps(mapping, sort_keys=True))
     if key in _resolved:
         return _resolved[key]
-    try:
-        conn = connection(provider)
-        image = _find_image(conn, provider, mapping["image"])
-        network = (
-            conn.network.find_network(mapping["network"], ignore_missing=False) if mapping.get("network") else None
-        )
-    except CloudError:
-        raise
-    except Exception as error:
-        raise classify(error) from error
+    conn = connection(provider)
+    image = _find_image(conn, provider, mapping["image"])
+    network = conn.network.find_network(mapping["network"], ignore_missing=False) if mapping.get("network") else None
     resolved = Resolved(
         image.id,
         flavor(provider, label).id,
@@ -694,15 +684,12 @@ def our_servers(provider: models.Provider) -> list[Server]:
     compute = connection(provider).compute
     raw: list[dict] = []
     url: str | None = "/servers/detail"
-    try:
-        while url:
-            response = compute.get(url)
-            os_exc.raise_from_response(response)  # openstacksdk's proxy returns error responses as they are
-            body = response.json()
-            raw.extend(body["servers"])  # a reply without the list is an error, never "no servers"
-            url = _next_page(body.get("servers_links"))
-    except Exception as error:
-        raise classify(error) from error
+    while url:
+        response = compute.get(url)
+        os_exc.raise_from_response(response)  # openstacksdk's proxy returns error responses as they are
+        body = response.json()
+        raw.extend(body["servers"])  # a reply without the list is an error, never "no servers"
+        url = _next_page(body.get("servers_links"))
     servers = [_server(s) for s in raw]
     return [s for s in servers if s.metadata.get(META_DEPLOYMENT) == settings.deployment]
 
@@ -715,23 +702,17 @@ def find_server(provider: models.Provider, instance_id: str) -> Server | None:
 @_operation("get_server")
 def get_server(provider: models.Provider, server_id: str) -> Server | None:
     """One server by id (`GET /servers/{id}`), or None once it is gone."""
-    try:
-        response = connection(provider).compute.get(f"/servers/{server_id}")
-        if response.status_code == 404:
-            return None
-        os_exc.raise_from_response(response)
-        return _server(response.json()["server"])
-    except Exception as error:
-        raise classify(error) from error
+    response = connection(provider).compute.get(f"/servers/{server_id}")
+    if response.status_code == 404:
+        return None
+    os_exc.raise_from_response(response)
+    return _server(response.json()["server"])
 
 
 @_operation("set_expiry")
 def set_expiry(provider: models.Provider, server_id: str, expires_at: str) -> None:
     """Update a server's `oms_expires_at` metadata (no other key is touched)."""
-    try:
-        connection(provider).compute.set_server_metadata(server_id, **{META_EXPIRES: expires_at})
-    except Exception as error:
-        raise classify(error) from error
+    connection(provider).compute.set_server_metadata(server_id, **{META_EXPIRES: expires_at})
 
 
 # --- floating IPs ------------------------------------------------------------------------
@@ -773,30 +754,22 @@ def attach_floating_ip(provider: models.Provider, server_id: str, instance_id: s
     """Take a floating IP from the external network onto the server's port, described with the
     instance it is for (a crash before it is recorded leaves it findable). One left on the port
     for the instance is given instead: Neutron refuses a port a second one (409)."""
-    try:
-        conn = connection(provider)
-        network = _external_network(conn, provider)
-        port, made = _port_and_left(conn, server_id, instance_id)
-        if port is None:
-            raise CloudError(BUILD_FAILED, f"server {server_id} has no port to attach a floating IP to")
-        if made is None:
-            made = conn.network.create_ip(
-                floating_network_id=network.id, port_id=port.id, description=_floating_description(instance_id)
-            )
-    except CloudError:
-        raise
-    except Exception as error:
-        raise classify(error) from error
+    conn = connection(provider)
+    network = _external_network(conn, provider)
+    port, made = _port_and_left(conn, server_id, instance_id)
+    if port is None:
+        raise CloudError(BUILD_FAILED, f"server {server_id} has no port to attach a floating IP to")
+    if made is None:
+        made = conn.network.create_ip(
+            floating_network_id=network.id, port_id=port.id, description=_floating_description(instance_id)
+        )
     return FloatingIp(made.id, made.floating_ip_address, instance_id)
 
 
 @_operation("floating_ip_find")
 def left_floating_ip(provider: models.Provider, server_id: str, instance_id: str) -> FloatingIp | None:
     """The floating IP attached for the instance but never recorded (see `_port_and_left`), if any."""
-    try:
-        _, left = _port_and_left(connection(provider), server_id, instance_id)
-    except Exception as error:
-        raise classify(error) from error
+    _, left = _port_and_left(connection(provider), server_id, instance_id)
     return None if left is None else FloatingIp(left.id, left.floating_ip_address, instance_id)
 
 
@@ -804,10 +777,7 @@ def left_floating_ip(provider: models.Provider, server_id: str, instance_id: str
 def our_floating_ips(provider: models.Provider) -> list[FloatingIp]:
     """This deployment's floating IPs on the provider (one list call)."""
     prefix = _floating_description("")
-    try:
-        found = list(connection(provider).network.ips())
-    except Exception as error:
-        raise classify(error) from error
+    found = list(connection(provider).network.ips())
     return [
         FloatingIp(ip.id, ip.floating_ip_address, (ip.description or "")[len(prefix) :] or None)
         for ip in found
@@ -818,40 +788,28 @@ def our_floating_ips(provider: models.Provider) -> list[FloatingIp]:
 @_operation("floating_ip_release")
 def release_floating_ip(provider: models.Provider, floating_ip_id: str) -> None:
     """Give a floating IP back; one that is already gone counts as released."""
-    try:
-        connection(provider).network.delete_ip(floating_ip_id, ignore_missing=True)
-    except Exception as error:
-        raise classify(error) from error
+    connection(provider).network.delete_ip(floating_ip_id, ignore_missing=True)
 
 
 @_operation("networks")
 def candidate_networks(provider: models.Provider) -> list[str]:
     """The networks Nova would choose among for a server that names none: the project's own and
     shared ones (an external network that is not shared is not a candidate)."""
-    try:
-        found = list(connection(provider).network.networks())
-    except Exception as error:
-        raise classify(error) from error
+    found = list(connection(provider).network.networks())
     return sorted(n.name or n.id for n in found if n.is_shared or not n.is_router_external)
 
 
 @_operation("console_output")
 def console_output(provider: models.Provider, server_id: str) -> str:
     """The server's console log (what cloud-init printed: its SSH host keys among it)."""
-    try:
-        answer = connection(provider).compute.get_server_console_output(server_id)
-    except Exception as error:
-        raise classify(error) from error
+    answer = connection(provider).compute.get_server_console_output(server_id)
     return (answer or {}).get("output") or ""
 
 
 @_operation("delete_server")
 def delete_server(provider: models.Provider, server_id: str) -> None:
     """Delete a server; one that is already gone counts as deleted."""
-    try:
-        connection(provider).compute.delete_server(server_id, ignore_missing=True)
-    except Exception as error:
-        raise classify(error) from error
+    connection(provider).compute.delete_server(server_id, ignore_missing=True)
 
 
 def classify_fault(fault: str | None) -> CloudError:
