@@ -10,7 +10,7 @@ from chalice import Chalice, Rate, Response
 
 # The API's imports only: the event handlers import the launch path (and openstacksdk) when they
 # run, so that the API handler's cold start never pays for it.
-from chalicelib import auth, callbacks, fleet, openapi, providers, schemas, telemetry, web
+from chalicelib import auth, callbacks, fleet, openapi, pools, providers, schemas, telemetry, web
 from chalicelib.auth import ADMIN, USER
 from chalicelib.http import respond, shape_errors
 from chalicelib.routes import PUBLIC, Call, Routes
@@ -186,6 +186,37 @@ def extend_request(call: Call, request_id: str) -> dict:
     return schemas.extended_view(*fleet.extend_request(call.caller, request_id, call.body))
 
 
+# --- warm pools ----------------------------------------------------------------------------
+
+
+@api.route("GET", "/pools", "List warm pools", role=USER, answer=schemas.POOL_LIST)
+def list_pools(call: Call) -> dict:
+    return schemas.list_view([schemas.pool_view(p) for p in pools.all_pools()], None)
+
+
+@api.route("GET", "/pools/{label}", "Get a label's warm pool", role=USER, answer=schemas.POOL)
+def get_pool(call: Call, label: str) -> dict:
+    return schemas.pool_view(pools.get(label))
+
+
+@api.route(
+    "PUT",
+    "/pools/{label}",
+    "Keep instances of a label booted and idle (create or replace its warm pool)",
+    role=ADMIN,
+    body=schemas.POOL_PUT,
+    answer=schemas.POOL,
+    errors=(422,),
+)
+def put_pool(call: Call, label: str) -> dict:
+    return schemas.pool_view(pools.put(label, call.body))
+
+
+@api.route("DELETE", "/pools/{label}", "Remove a warm pool and retire its idle instances", role=ADMIN, status=204)
+def delete_pool(call: Call, label: str) -> None:
+    pools.delete(label)
+
+
 # --- instances -----------------------------------------------------------------------------
 
 
@@ -283,6 +314,12 @@ def canary_boot(event, context) -> dict | None:
 
     with telemetry.invocation("canary_boot", context):
         return canary.run(event["provider"], event["canary"])
+
+
+@app.lambda_function(name="pool_refill")
+def pool_refill(event, context) -> None:
+    with telemetry.invocation("pool_refill", context):
+        pools.refill(event["label"])
 
 
 @app.schedule(Rate(1, unit=Rate.MINUTES))

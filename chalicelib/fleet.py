@@ -1,7 +1,8 @@
 """Requests and their instances, as the API sees them: accept, list, extend, retire.
 
-Accepting a request writes its PENDING instances (`lifecycle.accept`); the instances table's
-stream carries them to the launch worker. Retiring (`lifecycle.retire`) writes DELETING (or
+Accepting a request hands it what its label's warm pool has (`pools.take`) and writes the rest of
+its instances PENDING (`lifecycle.accept`); the instances table's stream carries them to the launch
+worker. Retiring (`lifecycle.retire`) writes DELETING (or
 DELETED when nothing was placed yet), which the stream carries to teardown.
 """
 
@@ -14,7 +15,7 @@ from collections.abc import Mapping
 
 from pynamodb.exceptions import DoesNotExist, PutError
 
-from chalicelib import callbacks, lifecycle, maintenance, models, pages, providers, schemas, timeutil
+from chalicelib import callbacks, lifecycle, maintenance, models, pages, pools, providers, schemas, timeutil
 from chalicelib.auth import Caller
 from chalicelib.errors import ApiError, invalid, not_found
 from chalicelib.settings import settings
@@ -83,7 +84,13 @@ def create_request(caller: Caller, body: dict) -> tuple[models.Request, list[mod
             return request, instances, False
         # A retry: finish writing instances a crashed first attempt may have left out.
         return request, lifecycle.accept(request, instances), False
-    return request, lifecycle.accept(request, []), True
+    return request, start(request), True
+
+
+def start(request: models.Request) -> list[models.Instance]:
+    """Launch a request's instances now: those its label's warm pool has ready (or booting) are
+    handed over, the rest are written PENDING."""
+    return lifecycle.accept(request, pools.take(request))
 
 
 def get_request(caller: Caller, request_id: str) -> tuple[models.Request, list[models.Instance]]:

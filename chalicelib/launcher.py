@@ -91,8 +91,10 @@ def launch(instance_ids: list[str]) -> None:
     if not pending:
         return
     providers = {p.name: p for p in models.Provider.by_kind.query("provider")}
-    pending = sorted(pending + _waiting_with(pending, providers), key=lambda i: i.name)
-    requests = {r.id: r for r in models.Request.batch_get({i.request_id for i in pending})}
+    # Requests' instances before warm pools' (placement goes in this order): a pool never takes
+    # the slot a request needs.
+    pending = sorted(pending + _waiting_with(pending, providers), key=lambda i: (_pooled(i), i.name))
+    requests = _requests_of(pending)
     pending = _fail_exhausted(pending)
     proven: set[str] = set()
     failed: set[str] = set()
@@ -134,11 +136,30 @@ def launch(instance_ids: list[str]) -> None:
     # Once more at the end: a watcher started early may have finished before our last creates.
     for name in watched:
         invoke.invoke_async("build_watcher", {"provider": name})
+    # A pool instance never waits: where there is no room now, the pool is smaller for a while.
+    for instance in [i for i in pending if _pooled(i)]:
+        lifecycle.retire(instance)
+    pending = [i for i in pending if not _pooled(i)]
     if pending:
         try:
             _note_why_waiting(pending)
         except Exception:  # telling why must never fail the batch (its launches are done)
             log.exception("noting why %d instances wait failed", len(pending))
+
+
+def _pooled(instance: models.Instance) -> bool:
+    return instance.request_id.startswith(models.POOL_PREFIX)
+
+
+def _requests_of(pending: list[models.Instance]) -> dict[str, models.Request | models.Pool]:
+    """What each instance was asked for with (its SSH key and user data): its request, or for a
+    warm pool's instance its pool."""
+    ids = {i.request_id for i in pending}
+    found: dict = {r.id: r for r in models.Request.batch_get({i for i in ids if not i.startswith(models.POOL_PREFIX)})}
+    labels = {i[len(models.POOL_PREFIX) :] for i in ids if i.startswith(models.POOL_PREFIX)}
+    if labels:
+        found.update({p.request_id: p for p in models.Pool.batch_get(labels)})
+    return found
 
 
 def _note_why_waiting(pending: list[models.Instance]) -> None:
@@ -229,8 +250,8 @@ def _reserve_and_create(plan: dict[str, str], by_id, providers, requests) -> tup
                 label=instance.label,
                 metadata=cloud.server_metadata(instance.id, instance.request_id, instance.expires_at),
                 user_data=userdata.compose(
-                    request.ssh_public_key if request else None,
-                    request.user_data if request else None,
+                    getattr(request, "ssh_public_key", None),
+                    getattr(request, "user_data", None),
                     multipart=provider.multipart_user_data,
                 ),
             )

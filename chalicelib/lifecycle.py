@@ -7,6 +7,8 @@ PENDING --claim--> LAUNCHING --record_server--> BUILDING --came_up--> ACTIVE
 PENDING --give_up (out of attempts)--> FAILED        (fail_over past the last attempt: FAILED too)
 any live state --retire--> DELETING --end--> DELETED    (PENDING: retire goes straight to DELETED)
 ```
+A warm pool's instance (`add_to_pool`) lives the same life; `hand_over` gives it to a request in
+whatever state it is in (the state unchanged).
 The API (accept, retire, extend), the stream adapter, the launcher, the build watcher and the
 sweeper call these; nothing else writes an instance's `state`.
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 from collections.abc import Iterable
 from datetime import timedelta
 
@@ -45,10 +48,12 @@ from chalicelib.models import (
     LAUNCHING,
     LIVE_STATES,
     PENDING,
+    POOL_OWNER,
     TERMINAL_STATES,
     Attempt,
     Instance,
     IpAddress,
+    Pool,
     Request,
     is_conditional_failure,
 )
@@ -58,6 +63,9 @@ log = logging.getLogger("oms.lifecycle")
 
 # A write that keeps losing its condition to other writers gives up after this many reads.
 WRITE_RETRIES = 10
+# A pool instance this close to the end of its idle life is not handed over: the sweeper may be
+# retiring it (its check of the expiry and its write are not one).
+HANDOVER_MARGIN_SECONDS = 60
 
 
 class ChangingTooFast(Exception):
@@ -121,17 +129,22 @@ def instance_id(request_id: str, index: int) -> str:
     return "i-" + hashlib.sha256(f"{request_id}/{index}".encode()).hexdigest()[:16]
 
 
+def instance_name(request: Request, index: int) -> str:
+    """The name of a request's instance of `index` (0, 1, ...)."""
+    return f"{request.name_prefix}-{request.id[2:8]}-{index:03d}"
+
+
 def accept(request: Request, instances: list[Instance]) -> list[Instance]:
-    """Write the request's instances that are not there yet (all, on first accept) as PENDING:
-    their stream records ask for a launch. Returns all of them, by name."""
-    existing = {i.id for i in instances}
-    short = request.id[2:8]
+    """Write the request's instances that are not there yet (all, on first accept, but those taken
+    from a warm pool) as PENDING: their stream records ask for a launch. An index is there when an
+    instance of its name is. Returns all of them, by name."""
+    existing = {i.name for i in instances}
     missing = [
         Instance(
             instance_id(request.id, index),
             request_id=request.id,
             owner=request.owner,
-            name=f"{request.name_prefix}-{short}-{index:03d}",
+            name=instance_name(request, index),
             label=request.label,
             state=PENDING,
             state_changed_at=request.created_at,
@@ -139,13 +152,65 @@ def accept(request: Request, instances: list[Instance]) -> list[Instance]:
             expires_at=request.expires_at,
         )
         for index in range(int(request.count))
-        if instance_id(request.id, index) not in existing
+        if instance_name(request, index) not in existing
     ]
     if missing:
         with Instance.batch_write() as batch:
             for instance in missing:
                 batch.save(instance)
     return sorted([*instances, *missing], key=lambda i: i.name)
+
+
+# --- warm pools ------------------------------------------------------------------------------------
+
+
+def add_to_pool(pool: Pool, count: int) -> list[Instance]:
+    """Write `count` PENDING instances for a label's warm pool (pools.py): they launch like a
+    request's and expire after the pool's idle age, unless a request takes them first."""
+    now = timeutil.now()
+    created_at = timeutil.iso(now)
+    added = []
+    for _ in range(count):
+        suffix = secrets.token_hex(8)
+        added.append(
+            Instance(
+                "i-" + suffix,
+                request_id=pool.request_id,
+                owner=POOL_OWNER,
+                name=f"pool-{pool.label}-{suffix[:6]}",
+                label=pool.label,
+                state=PENDING,
+                state_changed_at=created_at,
+                created_at=created_at,
+                expires_at=timeutil.in_minutes(int(pool.max_idle_minutes), now),
+            )
+        )
+    with Instance.batch_write() as batch:
+        for instance in added:
+            batch.save(instance)
+    return added
+
+
+def hand_over(instance: Instance, request: Request, name: str) -> bool:
+    """A warm pool's instance taken by a request: it becomes the request's (id, owner, `name`,
+    lifetime), in the state it is in, in one write conditioned on that state, on its still being
+    the pool's and on its not being at the end of its idle life (the sweeper may be retiring it).
+    The stream carries the new expiry to the server's tag. False when another writer won."""
+    margin = timeutil.iso(timeutil.now() + timedelta(seconds=HANDOVER_MARGIN_SECONDS))
+    condition = (Instance.state == instance.state) & (Instance.request_id == instance.request_id)
+    condition &= Instance.expires_at > margin
+    actions = [
+        Instance.request_id.set(request.id),
+        Instance.owner.set(request.owner),
+        Instance.name.set(name),
+        Instance.expires_at.set(request.expires_at),
+        Instance.pooled_at.set(timeutil.now_iso()),
+    ]
+    if not _update(instance, actions, condition):
+        return False
+    instance.request_id, instance.owner, instance.name = request.id, request.owner, name
+    instance.expires_at, instance.pooled_at = request.expires_at, timeutil.now_iso()
+    return True
 
 
 # --- launch --------------------------------------------------------------------------------------

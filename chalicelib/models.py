@@ -370,12 +370,57 @@ class Instance(Model):
     # expiries and the queue ahead of it). Each written only when it changes; a claim removes both.
     waiting_reason = UnicodeAttribute(null=True)
     waiting_eta = UnicodeAttribute(null=True)
+    # When a request took it from its label's warm pool (pools.py): it was launched for the pool
+    # (request_id POOL_PREFIX + label, owner POOL_OWNER) and handed over, already booted.
+    pooled_at = UnicodeAttribute(null=True)
     by_request = InstancesByRequest()
     by_owner = InstancesByOwner()
     by_provider_state = InstancesByProviderState()
     by_state_expires = InstancesByStateExpiry()
     by_label_state = InstancesByLabelState()
     by_kind = InstancesByKind()
+
+
+# A warm pool's instances are filed under this request id (its label after it) and owner until a
+# request takes them: no request item exists for them, and no key can own them.
+POOL_PREFIX = "pool:"
+POOL_OWNER = "pool"
+
+
+class PoolsByKind(GlobalSecondaryIndex):
+    Meta = _index("by_kind")
+    kind = UnicodeAttribute(hash_key=True)
+    label = UnicodeAttribute(range_key=True)
+
+
+class Pool(Model):
+    """A label's warm pool (pools.py): how many instances to keep booted and idle, when."""
+
+    class Meta(_Meta):
+        table_name = settings.pools_table
+
+    label = UnicodeAttribute(hash_key=True)
+    kind = UnicodeAttribute(default="pool")
+    # Instances kept ready outside the schedule's windows (0: none).
+    min_ready = NumberAttribute()
+    # [{days: ["mon", ...], from: "HH:MM", to: "HH:MM", min_ready}] in `time_zone`: the first window
+    # that holds now sets the number instead.
+    schedule = ListAttribute(null=True)
+    time_zone = UnicodeAttribute(default="UTC")
+    # An idle instance is retired (and replaced) this long after it was launched: images stay fresh.
+    max_idle_minutes = NumberAttribute()
+    # The key pool instances boot with besides the label's: a request asking for this very key may
+    # take them (one asking for another key, or for user data, may not: both are given at boot).
+    ssh_public_key = UnicodeAttribute(null=True)
+    # One refill at a time: the lease of whoever is adding instances.
+    refill_until = UnicodeAttribute(null=True)
+    created_at = UnicodeAttribute()
+    updated_at = UnicodeAttribute()
+    by_kind = PoolsByKind()
+
+    @property
+    def request_id(self) -> str:
+        return POOL_PREFIX + self.label
 
 
 class ApiKeysByKind(GlobalSecondaryIndex):
@@ -399,7 +444,7 @@ class ApiKey(Model):
     by_kind = ApiKeysByKind()
 
 
-MODELS: tuple[type[Model], ...] = (Provider, Request, Instance, ApiKey)
+MODELS: tuple[type[Model], ...] = (Provider, Request, Instance, ApiKey, Pool)
 
 
 def ensure_tables() -> None:

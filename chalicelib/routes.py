@@ -22,7 +22,7 @@ PUBLIC = "public"  # no key needed
 ROLES = (PUBLIC, *auth.ROLES)
 JSON = ("application/json",)
 # Methods whose body is read as JSON whatever the Content-Type says (curl -d sends a form type).
-_BODY_METHODS = ("POST", "PATCH")
+_BODY_METHODS = ("POST", "PATCH", "PUT")
 
 
 @dataclass(frozen=True)

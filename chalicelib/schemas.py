@@ -29,6 +29,7 @@ from chalicelib import (
     models,
     pages,
     placement,
+    pools,
     reach,
     timeutil,
     userdata,
@@ -348,6 +349,54 @@ REQUEST_CREATE = body_schema(
     required=("label", "count"),
 )
 EXTEND = body_schema({"minutes": {"type": "integer", "minimum": 1, "maximum": 1440}}, required=("minutes",))
+# A warm pool (pools.py). Times of day are "HH:MM" (to may be 24:00), checked in words by pools.check.
+_POOL_WINDOW = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["days", "from", "to", "min_ready"],
+    "properties": {
+        "days": {
+            "type": "array",
+            "maxItems": 7,
+            "items": {"type": "string", "enum": list(pools.DAYS)},
+            "description": "at least one, each once",
+        },
+        "from": {"type": "string", "description": "start of the window, HH:MM in time_zone"},
+        "to": {"type": "string", "description": "end of the window (not included), HH:MM or 24:00, after from"},
+        "min_ready": {"type": "integer", "minimum": 0, "maximum": 1000},
+    },
+}
+POOL_PUT = body_schema(
+    {
+        "min_ready": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": 1000,
+            "description": "instances kept ready outside the schedule's windows",
+        },
+        "schedule": {
+            "type": "array",
+            "maxItems": pools.MAX_WINDOWS,
+            "items": _POOL_WINDOW,
+            "description": "windows of the week with their own min_ready; the first that holds wins",
+        },
+        "time_zone": {"type": "string", "minLength": 1, "maxLength": 64, "description": "IANA name; default UTC"},
+        "max_idle_minutes": {
+            "type": "integer",
+            "minimum": 5,
+            "maximum": 1440,
+            "description": f"an idle instance is replaced after this long (default {pools.DEFAULT_IDLE_MINUTES})",
+        },
+        "ssh_public_key": {
+            "type": "string",
+            "format": "openssh-public-key",
+            "minLength": 1,
+            "maxLength": 16384,
+            "description": "pool instances boot with it: requests asking for this key (or none) may take them",
+        },
+    },
+    required=("min_ready",),
+)
 KEY_CREATE = body_schema(
     {
         "name": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": r"^[^\x00-\x1f]+$"},
@@ -763,6 +812,10 @@ INSTANCE = {
                 "eta": _ts,
             },
         },
+        "pooled_at": {
+            **_ts,
+            "description": "when it was taken from its label's warm pool, already booted (null: launched for it)",
+        },
         "created_at": _ts,
         "active_at": _ts,
         "expires_at": _ts,
@@ -795,6 +848,7 @@ def instance_view(instance: models.Instance) -> dict:
         ],
         "failure_reason": instance.failure_reason,
         "waiting": waiting_view(instance),
+        "pooled_at": instance.pooled_at,
         "created_at": instance.created_at,
         "active_at": instance.active_at,
         "expires_at": instance.expires_at,
@@ -995,6 +1049,48 @@ def caller_view(caller: auth.Caller, callback_secret: str | None = None) -> dict
     return view
 
 
+POOL = {
+    "type": "object",
+    "required": ["label", "min_ready", "target", "counts", "schedule", "time_zone", "max_idle_minutes"],
+    "properties": {
+        "label": {"type": "string"},
+        "min_ready": {"type": "integer"},
+        "schedule": {"type": "array", "items": _POOL_WINDOW},
+        "time_zone": {"type": "string"},
+        "max_idle_minutes": {"type": "integer"},
+        "ssh_public_key": _str_or_null,
+        "target": {"type": "integer", "description": "instances it keeps ready now (its schedule applied)"},
+        "counts": {
+            "type": "object",
+            "description": "its instances now: ready (ACTIVE), booting, pending",
+            "required": ["ready", "booting", "pending"],
+            "properties": {k: {"type": "integer"} for k in ("ready", "booting", "pending")},
+        },
+        "created_at": _ts,
+        "updated_at": _ts,
+    },
+}
+POOL_LIST = _list_of("Pool")
+
+
+def pool_view(pool: models.Pool) -> dict:
+    return {
+        "label": pool.label,
+        "min_ready": int(pool.min_ready),
+        "schedule": [
+            {"days": list(w["days"]), "from": w["from"], "to": w["to"], "min_ready": int(w["min_ready"])}
+            for w in (dict(x.as_dict() if hasattr(x, "as_dict") else x) for x in pool.schedule or [])
+        ],
+        "time_zone": pool.time_zone,
+        "max_idle_minutes": int(pool.max_idle_minutes),
+        "ssh_public_key": pool.ssh_public_key,
+        "target": pools.pool_target(pool, timeutil.now()),
+        "counts": pools.counts(pool.label),
+        "created_at": pool.created_at,
+        "updated_at": pool.updated_at,
+    }
+
+
 # Every schema with a name: what `$ref` points to, and `/openapi.json`'s components.
 NAMED: dict[str, dict] = {
     "Error": ERROR,
@@ -1014,6 +1110,9 @@ NAMED: dict[str, dict] = {
     "KeyCreate": KEY_CREATE,
     "Key": KEY,
     "KeyList": KEY_LIST,
+    "PoolPut": POOL_PUT,
+    "Pool": POOL,
+    "PoolList": POOL_LIST,
 }
 
 VALIDATOR = Validator(

@@ -99,6 +99,10 @@ class Settings:
     def keys_table(self) -> str:
         return f"{self.table_prefix}keys"
 
+    @property
+    def pools_table(self) -> str:
+        return f"{self.table_prefix}pools"
+
 
 def load() -> Settings:
     deployment = os.environ.get("OMS_DEPLOYMENT", "local")

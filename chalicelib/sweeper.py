@@ -1,5 +1,6 @@
 """The scheduled pass: expiry, then per provider health, quota, reconcile, leaks, stuck deletes
-and `in_use` drift, then re-drive. Its cost grows with providers, not instances.
+and `in_use` drift, then re-drive, warm pools, callbacks and the waiting instances' ETAs. Its cost
+grows with providers, not instances.
 
 Every provider gets one job, run in parallel under one time budget, so a hung provider cannot
 stall the pass or the others. A job makes a fixed handful of OpenStack calls: a token (when the
@@ -30,6 +31,7 @@ from chalicelib import (
     launcher,
     lifecycle,
     models,
+    pools,
     slots,
     teardown,
     telemetry,
@@ -76,6 +78,7 @@ class SweepReport:
     timed_out: list[str] = field(default_factory=list)
     redriven: int = 0
     estimated: int = 0  # waiting instances whose ETA changed
+    pools: list[dict] = field(default_factory=list)  # warm pools refilled or shrunk (pools.Refill)
     watched: list[str] = field(default_factory=list)
     # Requests an `expiring` callback was raised for, and those whose due callbacks were tried.
     callbacks: dict[str, list[str]] = field(default_factory=dict)
@@ -385,6 +388,7 @@ def sweep(budget: float | None = None) -> SweepReport:
         ("providers", lambda: _run_provider_jobs(report, settings.sweep_budget_seconds if budget is None else budget)),
         ("watch", lambda: watch_building(report)),
         ("redrive", lambda: redrive(report)),
+        ("pools", lambda: report.pools.extend(asdict(r) for r in pools.refill_all())),
         ("callbacks", lambda: report.callbacks.update(callbacks.sweep())),
         ("estimate", lambda: estimate_waiting(report)),
     )

@@ -106,13 +106,17 @@ def _tag_expiries(provider: models.Provider, changes: list[ExpiryChange]) -> Non
 
 
 def settled_requests(records: Iterable) -> dict[str, list[str]]:
-    """Requests one of whose instances just became ACTIVE or FAILED (each may now be ready or
-    failed, which its callback hears of: callbacks.notice decides), with those records' sequence
-    numbers."""
+    """Requests one of whose instances just became ACTIVE or FAILED, or was handed over ACTIVE from
+    a warm pool (each may now be ready or failed, which its callback hears of: callbacks.notice
+    decides), with those records' sequence numbers."""
     found: dict[str, list[str]] = {}
     for record in records:
         new_state = _attr(record.new_image, "state")
-        if new_state in (models.ACTIVE, models.FAILED) and _attr(record.old_image, "state") != new_state:
+        # A pool instance handed over ACTIVE settles its new request as a state change would.
+        moved = _attr(record.old_image, "state") != new_state or (
+            _attr(record.old_image, "request_id") != _attr(record.new_image, "request_id")
+        )
+        if new_state in (models.ACTIVE, models.FAILED) and moved:
             request_id = _attr(record.new_image, "request_id")
             if request_id:
                 found.setdefault(request_id, []).append(record.sequence_number)

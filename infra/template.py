@@ -17,17 +17,19 @@ METRICS_NAMESPACE = "OpenMultiStack"
 # Chalice's logical ids for the functions app.py registers: their names once deployed (the
 # code starts the build watcher and canary boots by name: settings.function_prefix + its Python
 # name), their time limit and memory. The build watcher runs up to OMS_WATCH_BUDGET_SECONDS; a
-# canary boot waits at most canary.MAX_BOOT_SECONDS for its server, then deletes it; a stream
+# canary boot waits at most canary.MAX_BOOT_SECONDS for its server, then deletes it; a pool
+# refill writes a few items; a stream
 # batch may launch 100 instances; API Gateway gives up on a route after 29 s.
 FUNCTIONS = {
     "APIHandler": ("api_handler", 30, 256),
     "OnInstanceChange": ("on_instance_change", 300, 512),
     "BuildWatcher": ("build_watcher", settings.watch_budget_seconds + 60, 512),
     "CanaryBoot": ("canary_boot", 900, 256),
+    "PoolRefill": ("pool_refill", 60, 256),
     "Sweep": ("sweep", 120, 512),
 }
 STREAM_SOURCE = "OnInstanceChangeDynamodbEventSource"
-ASYNC_FUNCTIONS = ("build_watcher", "canary_boot")  # what invoke.invoke_async starts
+ASYNC_FUNCTIONS = ("build_watcher", "canary_boot", "pool_refill")  # what invoke.invoke_async starts
 
 
 def _logical(model: type) -> str:

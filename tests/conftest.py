@@ -218,7 +218,13 @@ def dump_tables() -> str:
 
     client = aws.client("dynamodb")
     items = []
-    for table in (settings.providers_table, settings.requests_table, settings.instances_table, settings.keys_table):
+    for table in (
+        settings.providers_table,
+        settings.requests_table,
+        settings.instances_table,
+        settings.keys_table,
+        settings.pools_table,
+    ):
         for page in client.get_paginator("scan").paginate(TableName=table):
             items.extend(page["Items"])
     return json.dumps(items)

@@ -117,7 +117,7 @@ def test_the_role_allows_every_call_the_code_makes(template):
 def test_tracing_throttling_and_alarms(template):
     resources = template["Resources"]
     functions = [k for k, v in resources.items() if v["Type"] == "AWS::Serverless::Function"]
-    assert sorted(functions) == ["APIHandler", "BuildWatcher", "CanaryBoot", "OnInstanceChange", "Sweep"]
+    assert sorted(functions) == ["APIHandler", "BuildWatcher", "CanaryBoot", "OnInstanceChange", "PoolRefill", "Sweep"]
     for function in functions:
         assert resources[function]["Properties"]["Tracing"] == "Active"
         assert resources[function]["Properties"]["FunctionName"].startswith("openmultistack-prod-")

@@ -40,6 +40,7 @@ def others(admin_api, user_api, provider) -> dict[str, str]:
         "request_id": body["id"],
         "instance_id": body["instances"][0]["id"],
         "key_id": user_api.key.split("_")[1],
+        "label": "ubuntu-small",
     }
 
 

@@ -1,0 +1,385 @@
+"""Warm pools: instances of a label kept booted (and reachable, where the label requires it) so
+that a request gets them at once instead of waiting out a boot.
+
+A pool is an admin's setting per label (`models.Pool`): `min_ready`, optionally a schedule of
+windows (days and hours in a stated time zone, each with its own number), `max_idle_minutes` and an
+optional SSH key. Its instances are ordinary instances (`lifecycle.add_to_pool`), filed under the
+request id `pool:<label>` and the owner `pool`: they take slots like any other, so they never push
+a provider over a cap, and placement puts them behind every request's instances.
+
+- **Taking** (`take`, when a request is accepted): the request gets the pool's ACTIVE instances
+  first (oldest first), then those still booting, each handed over in one conditional write
+  (`lifecycle.hand_over`: the request's id, owner, name and expiry); the rest are launched as
+  usual. A request asking for user data, or for an SSH key other than the pool's, takes none: both
+  are given to a server at boot, and nothing of ours logs into a server afterwards to apply them.
+- **Refilling** (`refill`, after a take and on every sweep): back up to the target, never into
+  slots that waiting requests need: the instances added are at most the free slots of the
+  providers that can take the label less the PENDING instances that wait for them. A pool instance
+  that finds no room is retired, never left waiting. Pool instances that real instances wait
+  behind (all accounts full) are retired, so a pool never keeps a request waiting. A surplus (the
+  target fell: a window ended) is retired, PENDING and booting ones first.
+- **Freshness**: a pool instance expires `max_idle_minutes` after it was written, and its
+  replacement is launched one lead (measured boot time plus a sweep) before then, so the pool does
+  not empty while its instances are replaced.
+
+One refill at a time per pool (a lease on the pool item); two racing would add twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pynamodb.exceptions import DoesNotExist, UpdateError
+
+from chalicelib import eta, lifecycle, maintenance, models, placement, timeutil
+from chalicelib.errors import ApiError, invalid, not_found
+from chalicelib.settings import settings
+
+log = logging.getLogger("oms.pools")
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+MAX_WINDOWS = 20
+DEFAULT_IDLE_MINUTES = 120
+REFILL_LEASE_SECONDS = 30
+# A pool instance this close to its idle expiry is neither handed over (the sweeper may be retiring
+# it) nor counted as ready (its replacement is under way).
+HANDOVER_MARGIN_SECONDS = lifecycle.HANDOVER_MARGIN_SECONDS
+# States a pool instance may be handed over in, best first.
+TAKEN_FIRST = (models.ACTIVE, models.BUILDING, models.LAUNCHING)
+_HH_MM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
+
+
+# --- the schedule (pure) --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Window:
+    """Days of the week (0 = Monday) and minutes of the day [start, end) in the pool's time zone."""
+
+    days: frozenset[int]
+    start: int
+    end: int
+    min_ready: int
+
+    def holds(self, local: datetime) -> bool:
+        minute = local.hour * 60 + local.minute
+        return local.weekday() in self.days and self.start <= minute < self.end
+
+
+def _minutes(text: str) -> int:
+    hours, minutes = text.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+def windows(schedule: Iterable) -> list[Window]:
+    found = []
+    for item in schedule or ():
+        item = item.as_dict() if hasattr(item, "as_dict") else dict(item)
+        found.append(
+            Window(
+                frozenset(DAYS.index(d) for d in item["days"]),
+                _minutes(item["from"]),
+                _minutes(item["to"]),
+                int(item["min_ready"]),
+            )
+        )
+    return found
+
+
+def target(min_ready: int, schedule: Iterable, time_zone: str, now: datetime) -> int:
+    """How many instances the pool keeps ready at `now`: the first schedule window that holds then
+    (in the pool's time zone) says, else `min_ready`."""
+    local = now.astimezone(ZoneInfo(time_zone))
+    for window in windows(schedule):
+        if window.holds(local):
+            return window.min_ready
+    return int(min_ready)
+
+
+def pool_target(pool: models.Pool, now: datetime) -> int:
+    return target(int(pool.min_ready), pool.schedule or [], pool.time_zone, now)
+
+
+# --- the admin's settings -------------------------------------------------------------------------
+
+
+def check(label: str, body: dict) -> None:
+    """What the schema cannot say: a known time zone, windows whose end is after their start, and
+    a label some enabled provider offers."""
+    try:
+        ZoneInfo(body.get("time_zone") or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        raise invalid(
+            f"time_zone {body['time_zone']!r} is not a known IANA time zone (such as Europe/Berlin)", "time_zone"
+        ) from None
+    for index, item in enumerate(body.get("schedule") or []):
+        if not item["days"] or len(set(item["days"])) != len(item["days"]):
+            raise invalid(f"schedule[{index}].days must name at least one day, each once", f"schedule[{index}]")
+        for end in ("from", "to"):
+            if not _HH_MM.match(item[end]):
+                raise invalid(f"schedule[{index}].{end} must be a time of day such as 08:30", f"schedule[{index}]")
+        if _minutes(item["to"]) <= _minutes(item["from"]):
+            raise invalid(
+                f"schedule[{index}]: 'to' ({item['to']}) must be after 'from' ({item['from']}); "
+                "split a window that crosses midnight in two",
+                f"schedule[{index}]",
+            )
+    from chalicelib import providers  # it imports the views, which import this module
+
+    if not providers.offering(label):
+        raise ApiError("unprocessable", f"no enabled provider offers label {label}", "label")
+
+
+def put(label: str, body: dict) -> models.Pool:
+    """Create or replace the pool of `label`; its instances follow at once (a refill)."""
+    check(label, body)
+    now = timeutil.now_iso()
+    try:
+        created_at = models.Pool.get(label).created_at
+    except DoesNotExist:
+        created_at = now
+    pool = models.Pool(
+        label,
+        min_ready=body["min_ready"],
+        schedule=[dict(w) for w in body.get("schedule") or []] or None,
+        time_zone=body.get("time_zone") or "UTC",
+        max_idle_minutes=body.get("max_idle_minutes") or DEFAULT_IDLE_MINUTES,
+        ssh_public_key=body.get("ssh_public_key"),
+        created_at=created_at,
+        updated_at=now,
+    )
+    pool.save()
+    refill_soon(label)
+    return pool
+
+
+def get(label: str) -> models.Pool:
+    try:
+        return models.Pool.get(label)
+    except DoesNotExist:
+        raise not_found(f"pool {label}") from None
+
+
+def all_pools() -> list[models.Pool]:
+    return list(models.Pool.by_kind.query("pool"))
+
+
+def delete(label: str) -> None:
+    """Remove the pool and retire its instances (a request that took some keeps them)."""
+    pool = get(label)
+    pool.delete()
+    for instance in members(label):
+        lifecycle.retire(instance)
+
+
+def refill_soon(label: str) -> None:
+    """Refill in the background (the async `pool_refill` function), never in the caller's time."""
+    from chalicelib import invoke
+
+    try:
+        invoke.invoke_async("pool_refill", {"label": label})
+    except Exception:  # the sweeper refills anyway
+        log.exception("starting a refill of pool %s failed", label)
+
+
+# --- members ---------------------------------------------------------------------------------------
+
+
+def members(label: str, states: Iterable[str] = models.ON_THE_WAY + (models.ACTIVE,)) -> list[models.Instance]:
+    """The pool's live instances not on their way out (through the label/state index: what is
+    live, not every instance the pool ever had)."""
+    found = []
+    for state in states:
+        found.extend(
+            models.Instance.by_label_state.query(
+                label,
+                models.Instance.state == state,
+                filter_condition=models.Instance.request_id == models.POOL_PREFIX + label,
+            )
+        )
+    return found
+
+
+def counts(label: str) -> dict[str, int]:
+    """The view's: ready (ACTIVE), booting (LAUNCHING, BUILDING) and pending."""
+    found = members(label)
+    return {
+        "ready": sum(1 for i in found if i.state == models.ACTIVE),
+        "booting": sum(1 for i in found if i.state in (models.LAUNCHING, models.BUILDING)),
+        "pending": sum(1 for i in found if i.state == models.PENDING),
+    }
+
+
+def is_member(instance: models.Instance) -> bool:
+    return instance.request_id.startswith(models.POOL_PREFIX)
+
+
+def _key(text: str | None) -> str | None:
+    """An OpenSSH key without its comment: the same key is the same whatever it is called."""
+    return " ".join(text.split()[:2]) if text else None
+
+
+def eligible(request: models.Request, pool: models.Pool) -> bool:
+    """Whether the request may take the pool's instances: no user data, and no key or the pool's."""
+    if request.user_data:
+        return False
+    return request.ssh_public_key is None or _key(request.ssh_public_key) == _key(pool.ssh_public_key)
+
+
+def take(request: models.Request) -> list[models.Instance]:
+    """Hand the request as many of its label's pool instances as it may take (ACTIVE first, oldest
+    first; then booting ones), up to its count; returns them, each named as the request's instance
+    of its index (0, 1, ...). Instances lost to a racing taker are skipped."""
+    try:
+        pool = models.Pool.get(request.label)
+    except DoesNotExist:
+        return []
+    if not eligible(request, pool):
+        return []
+    margin = timeutil.iso(timeutil.now() + timedelta(seconds=HANDOVER_MARGIN_SECONDS))
+    found = [i for i in members(request.label, TAKEN_FIRST) if i.expires_at > margin]
+    found.sort(key=lambda i: (TAKEN_FIRST.index(i.state), i.active_at or "", i.created_at, i.id))
+    taken: list[models.Instance] = []
+    for instance in found:
+        if len(taken) >= int(request.count):
+            break
+        if lifecycle.hand_over(instance, request, lifecycle.instance_name(request, len(taken))):
+            taken.append(instance)
+    if taken:
+        log.info("request %s: took %d instances from pool %s", request.id, len(taken), request.label)
+        refill_soon(request.label)
+    return taken
+
+
+# --- refilling -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Refill:
+    label: str
+    target: int = 0
+    members: int = 0
+    added: int = 0
+    retired: list[str] | None = None
+
+
+def _lease(pool: models.Pool) -> bool:
+    now = timeutil.now()
+    until = timeutil.iso(now + timedelta(seconds=REFILL_LEASE_SECONDS))
+    condition = models.Pool.refill_until.does_not_exist() | (models.Pool.refill_until < timeutil.iso(now))
+    try:
+        pool.update(actions=[models.Pool.refill_until.set(until)], condition=condition & models.Pool.label.exists())
+    except UpdateError as error:
+        if models.is_conditional_failure(error):
+            return False
+        raise
+    return True
+
+
+def _unlease(pool: models.Pool) -> None:
+    try:
+        pool.update(actions=[models.Pool.refill_until.remove()], condition=models.Pool.label.exists())
+    except UpdateError as error:
+        if not models.is_conditional_failure(error):
+            raise
+
+
+def refill(label: str) -> Refill | None:
+    """Bring the pool of `label` to its target now (the sweeper's phase and `pool_refill`); None
+    when there is no such pool or another refill holds it."""
+    try:
+        pool = models.Pool.get(label, consistent_read=True)
+    except DoesNotExist:
+        return None
+    if not _lease(pool):
+        return None
+    try:
+        return _refill(pool)
+    finally:
+        _unlease(pool)
+
+
+def _refill(pool: models.Pool) -> Refill:
+    now = timeutil.now()
+    result = Refill(pool.label, target=pool_target(pool, now), retired=[])
+    views = [_view(p, now) for p in models.Provider.by_kind.query("provider")]
+    idle_until = now + timedelta(minutes=int(pool.max_idle_minutes))
+    usable = [
+        v
+        for v in views
+        if v.enabled
+        and v.circuit != placement.OPEN
+        and pool.label in v.labels
+        and not maintenance.blocks(v.maintenance, idle_until)
+    ]
+    lead = _lead(pool.label)
+    renew_by = timeutil.iso(now + timedelta(seconds=lead + HANDOVER_MARGIN_SECONDS))
+    found = members(pool.label)
+    counting = [i for i in found if i.expires_at > renew_by]  # the others are being replaced
+    result.members = len(counting)
+    waiting = [
+        i
+        for i in models.Instance.by_state_expires.query(models.PENDING)
+        if not is_member(i) and any(i.label in v.labels for v in usable)
+    ]
+    free = sum(v.free for v in usable)
+    stuck = sum(1 for i in waiting if i.waiting_reason == placement.ALL_FULL)
+    holding = [i for i in counting if i.state in models.HOLDING]
+    # The pool yields: real instances that wait for a slot its idle instances hold get them.
+    yielding = min(len(holding), max(0, stuck - free)) if stuck else 0
+    surplus = max(0, len(counting) - result.target)
+    going = _retire_order(counting)[: max(surplus, yielding)]
+    for instance in going:
+        if lifecycle.retire(instance):
+            result.retired.append(instance.id)
+    if going:
+        log.info("pool %s: retired %d (target %d)", pool.label, len(result.retired), result.target)
+        return result
+    room = free - len(waiting)
+    wanted = min(result.target - len(counting), room)
+    if wanted > 0:
+        lifecycle.add_to_pool(pool, wanted)
+        result.added = wanted
+        log.info("pool %s: adding %d (target %d, room %d)", pool.label, wanted, result.target, room)
+    return result
+
+
+def _view(provider: models.Provider, now: datetime) -> placement.Slots:
+    from chalicelib import launcher  # the launcher's own view of a provider, outside a pass
+
+    return launcher.placement_view(provider, now)
+
+
+def _retire_order(found: list[models.Instance]) -> list[models.Instance]:
+    """Those not ready yet first (PENDING, then booting), then ready ones, oldest first."""
+    order = (models.PENDING, models.LAUNCHING, models.BUILDING, models.ACTIVE)
+    return sorted(found, key=lambda i: (order.index(i.state), i.created_at, i.id))
+
+
+def _lead(label: str) -> float:
+    """How long before an idle instance's expiry its replacement is launched: the slowest measured
+    time to ready among the providers offering the label (or the ETA's default), plus a sweep."""
+    from chalicelib import providers, sweeper
+
+    slowest = [eta.percentile(list(p.ready_samples or []), 90) for p in providers.offering(label)]
+    known = [s for s in slowest if s is not None]
+    return (max(known) if known else sweeper.DEFAULT_BOOT_SECONDS) + settings.sweep_seconds
+
+
+def refill_all() -> list[Refill]:
+    """The sweeper's phase: every pool, each on its own (one failing must not stop the others)."""
+    done = []
+    for pool in all_pools():
+        try:
+            result = refill(pool.label)
+        except Exception:
+            log.exception("refilling pool %s failed", pool.label)
+            continue
+        if result is not None and (result.added or result.retired):
+            done.append(result)
+    return done
