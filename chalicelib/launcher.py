@@ -179,7 +179,11 @@ def placement_view(provider: models.Provider, now) -> placement.Slots:
 
 
 def why_waiting(instance: models.Instance, views: list[placement.Slots], now) -> str | None:
-    need = placement.Need(instance.id, instance.label, excluded(instance, timeutil.iso(now)))
+    """Placement's reason, for the instance as placement saw it (its expiry too: a maintenance
+    window after it does not keep the instance off a provider, so it is no reason to wait)."""
+    need = placement.Need(
+        instance.id, instance.label, excluded(instance, timeutil.iso(now)), timeutil.parse(instance.expires_at)
+    )
     return placement.why_waiting(need, views)
 
 

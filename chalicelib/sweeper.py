@@ -30,6 +30,7 @@ from chalicelib import (
     invoke,
     launcher,
     lifecycle,
+    maintenance,
     models,
     pools,
     slots,
@@ -66,7 +67,7 @@ class ProviderPass:
     canary_started: bool = False  # a scheduled canary boot (the provider was idle)
     canary_ended: bool = False  # a canary whose runner died, ended and its slot given back
     # (state, expires_at) of every instance holding a slot, when they were read (the waiting
-    # instances' ETA); None when the provider was not reconciled this pass.
+    # instances' ETA); None when the provider's check did not answer this pass.
     holders: list[tuple[str, str]] | None = None
     sampled: int = 0  # launches measured this pass (boot and ready times)
 
@@ -122,6 +123,12 @@ def sweep_provider(provider: models.Provider, part: ProviderPass) -> None:
         if answered:  # it may still be degraded by its launches: its instances are settled all the same
             counted = _reconcile(provider, part)
             part.canary_started = canary.start_if_due(provider)
+    else:
+        # No call, but the queries the drift check makes anyway tell who holds its slots until
+        # when: a provider in a maintenance window still has an ETA to offer (after the window).
+        held = slots.held(provider.name)
+        counted = sum(len(instances) for instances in held.values())
+        part.holders = [(i.state, i.expires_at) for instances in held.values() for i in instances]
     try:
         part.in_use_corrected = slots.correct_drift(provider, counted)
     except models.Provider.DoesNotExist:
@@ -330,9 +337,9 @@ ETA_SLACK_SECONDS = 5  # an ETA that moved less than this is not written again
 
 def estimate_waiting(report: SweepReport) -> None:
     """Give every PENDING instance that found no provider (it has a `waiting_reason`) the time it
-    is expected ready (`eta.expected`), from the slots' holders this pass read, the queue of its
-    label and the providers' measured boot times. One query for the waiting instances; a write
-    only for an ETA that changed."""
+    is expected ready (`eta.expected`), from the slots' holders this pass read, the providers'
+    maintenance windows, the queue of its label and the providers' measured boot times. One query
+    for the waiting instances; a write only for an ETA that changed."""
     waiting = [i for i in models.Instance.by_state_expires.query(models.PENDING) if i.waiting_reason]
     if not waiting:
         return
@@ -344,7 +351,7 @@ def estimate_waiting(report: SweepReport) -> None:
     for instance in waiting:
         queues.setdefault(instance.label, []).append(instance)
     for label, queue in queues.items():
-        releases = []
+        releases, windows = [], {}
         for provider in providers:
             part = report.providers.get(provider.name)
             offers = provider.enabled and label in provider.labels.as_dict() and not health.circuit_open(provider)
@@ -353,12 +360,14 @@ def estimate_waiting(report: SweepReport) -> None:
             held = sorted(now if s == models.DELETING else timeutil.parse(expires) for s, expires in part.holders)
             surplus = max(0, len(held) + provider.free - provider.cap)  # more held than the cap (quota lowered)
             releases += [(now, provider.name)] * provider.free + [(at, provider.name) for at in held[surplus:]]
+            windows[provider.name] = [(w.start, w.end) for w in maintenance.windows(provider, now)]
         found = eta.expected(
             now,
             [eta.Waiting(i.id, i.created_at, i.name, timeutil.parse(i.expires_at)) for i in queue],
             releases,
             boot,
             settings.sweep_seconds,
+            windows,
         )
         for instance in queue:
             expected = found.get(instance.id)

@@ -592,7 +592,11 @@ def parser() -> argparse.ArgumentParser:
         "with the key's callback_secret (POST /keys, GET /me; API.md, Callbacks)",
     )
     request.add_argument(
-        "--wait", action="store_true", help="show progress until all are ACTIVE; exit 1 if not all came up"
+        "--wait",
+        action="store_true",
+        help="show progress on stderr until all are ACTIVE: ACTIVE per provider, failovers and, while instances "
+        "wait, why and when they are expected ready ('waiting 2: all accounts full, ready by 2026-05-04T10:20:00Z', "
+        "UTC); exit 1 if not all came up",
     )
     request.add_argument("--timeout", default="15m", help="how long --wait waits: 40s, 15m, 1h (default 15m)")
 

@@ -291,3 +291,53 @@ def test_maintenance_windows_are_added_shown_and_removed(oms, stack, provider):
     oms("providers", "maintenance", "rm", name, "1")
     left = oms("providers", "maintenance", "rm", name, later, "--json")
     assert json.loads(left.stdout)["maintenance"] == []
+
+
+def test_wait_names_the_waiting_reason_and_the_eta_the_api_gives(oms, stack, admin_api, tmp_path):
+    """Issue 19: the only account is full with an instance expiring at a known time; `--wait` tells
+    the new request's reason and its ETA (the API's `waiting.ready_eta`), then sees it come up once
+    the product's clock reaches that expiry (moved, not waited out)."""
+    from chalicelib import timeutil
+    from sim.testing import start_simulator
+    from tests.conftest import register_sim_provider, request_state
+
+    def waiting() -> dict | None:
+        pending = admin_api.get("/instances", params={"label": label, "state": "PENDING"}).json()["items"]
+        return pending and request_state(admin_api, pending[0]["request_id"])["waiting"]
+
+    label = unique("lbl")
+    with start_simulator(providers=1, boot_seconds=0.2, seed=19) as sim:
+        name = register_sim_provider(admin_api, sim, "p1", label, max_instances=1)["name"]
+        first = admin_api.post("/requests", json={"label": label, "count": 1, "lifetime_minutes": 30}).json()
+        wait_for(lambda: request_state(admin_api, first["id"])["state"] == "ready", what="first ready")
+        # Its boot measured first, so that the ETA (which adds the measured boot) stays put meanwhile.
+        wait_for(lambda: admin_api.get(f"/providers/{name}").json()["launch_times"]["samples"], what="boot measured")
+
+        oms.env.update(OMS_URL=stack.url, OMS_API_KEY=ADMIN_KEY)
+        progress = tmp_path / "progress.txt"
+        with progress.open("w") as stderr:
+            cli = subprocess.Popen(
+                [OMS, "request", "--label", label, "--count", "1", "--lifetime", "2h", "--wait", "--timeout", "10m"],
+                env=oms.env, stdout=subprocess.PIPE, stderr=stderr, text=True,
+            )  # fmt: skip
+            try:
+                wait_for(lambda: (w := waiting()) and w["ready_eta"], what="an ETA")
+                wait_for(lambda: "ready by" in progress.read_text(), what="the ETA shown")
+                shown, api = progress.read_text(), waiting()
+                # The first request expires: its slot goes to the waiting one, and --wait ends.
+                timeutil.clock.advance((timeutil.parse(first["expires_at"]) - timeutil.now()).total_seconds() + 1)
+                stdout, _ = cli.communicate(timeout=240)
+            finally:
+                if cli.poll() is None:
+                    cli.kill()
+                    cli.wait()
+    assert cli.returncode == 0, (stdout, progress.read_text())
+    assert api["reasons"] == {"all accounts full": 1} and api["ready_eta"] > first["expires_at"], api
+    line = [line for line in shown.splitlines() if "ready by" in line][-1]
+    assert "0/1 ACTIVE" in line and "waiting 1: all accounts full, ready by " in line, shown
+    eta = timeutil.parse(line.rsplit("ready by ", 1)[1].split()[0])
+    assert abs((eta - timeutil.parse(api["ready_eta"])).total_seconds()) <= 5, (line, api)
+    request_id = stdout.split(":", 1)[0]
+    assert stdout.startswith(f"{request_id}: 1/1 ACTIVE"), stdout
+    oms("delete-request", request_id)
+    admin_api.delete(f"/requests/{first['id']}")

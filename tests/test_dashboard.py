@@ -376,6 +376,10 @@ def test_maintenance_windows_are_shown_added_and_removed_on_the_provider_row(pag
     row.locator(".maintenance", has_text="network").wait_for()
     windows = admin_api.get(f"/providers/{name}").json()["maintenance"]
     assert [w["note"] for w in windows] == ["hypervisors", "network"]
+    # Each window not yet ended shows its start, end and note: the one on now and the upcoming one.
+    for window in windows:
+        shown = row.locator(f'.maintenance[data-window="{window["start"]}"]')
+        expect(shown).to_contain_text(f"{window['start']} → {window['end']} · {window['note']}")
     row.get_by_role("button", name=f"Remove maintenance window 1 of {name}").click()
     row.locator(".maintenance", has_text="hypervisors").wait_for(state="detached")
     row.locator(".badge.maintenance").wait_for(state="detached")

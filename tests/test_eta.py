@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from chalicelib.eta import Waiting, expected, metrics, percentile
+from chalicelib.eta import Waiting, expected, metrics, percentile, usable_from
 
 NOW = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
 
@@ -36,6 +36,43 @@ def test_a_free_slot_is_now_and_no_slot_before_expiry_is_no_eta():
     assert found == {"i0": None}
     assert expected(NOW, waiting(1), [(at(-1), "a")], {"a": 2}, lag_seconds=9) == {"i0": NOW + timedelta(seconds=2)}
     assert expected(NOW, waiting(1), [], {}, lag_seconds=0) == {"i0": None}
+
+
+def test_a_window_on_now_delays_a_slot_to_the_window_end():
+    windows = {"a": [(at(-5), at(10))]}
+    found = expected(NOW, waiting(1), [(NOW, "a")], {"a": 30}, lag_seconds=5, windows=windows)
+    assert found == {"i0": at(10) + timedelta(seconds=35)}  # a pass after the window, then the boot
+    # A slot freed up during the window is usable at its end too; another provider's is not delayed.
+    found = expected(NOW, waiting(2), [(at(3), "a"), (at(12), "b")], {}, lag_seconds=0, windows=windows)
+    assert found == {"i0": at(10), "i1": at(12)}
+
+
+def test_a_window_before_the_instance_expires_makes_the_slot_unusable_until_after_it():
+    windows = {"a": [(at(20), at(30))]}
+    # Free now, but a 60-minute life would run into the window: only after it, the free "b" at 25 first.
+    found = expected(NOW, waiting(1, expires=90), [(NOW, "a")], {}, lag_seconds=0, windows=windows)
+    assert found == {"i0": at(30)}
+    found = expected(NOW, waiting(1, expires=90), [(NOW, "a"), (at(25), "b")], {}, lag_seconds=0, windows=windows)
+    assert found == {"i0": at(25)}
+    # Back-to-back windows: the slot is usable after the last one that would fall within the life.
+    windows = {"a": [(at(20), at(30)), (at(40), at(50)), (at(200), at(210))]}
+    assert usable_from(NOW, at(90), windows["a"]) == at(50)
+
+
+def test_a_short_instance_still_gets_a_slot_before_the_window():
+    windows = {"a": [(at(20), at(30))]}
+    found = expected(NOW, waiting(2, expires=15), [(NOW, "a"), (NOW, "a")], {"a": 10}, lag_seconds=5, windows=windows)
+    assert found == {"i0": NOW + timedelta(seconds=10), "i1": NOW + timedelta(seconds=10)}
+    # One ending exactly when the window begins is not in it.
+    assert usable_from(NOW, at(20), windows["a"]) == NOW
+
+
+def test_an_instance_no_slot_can_serve_before_it_expires_gets_none_and_takes_none():
+    windows = {"a": [(at(-5), at(30))]}
+    queue = [*waiting(1, expires=25), Waiting("i1", "2026-01-01T09:59:59Z", "w-1", at(60))]
+    found = expected(NOW, queue, [(NOW, "a")], {}, lag_seconds=0, windows=windows)
+    assert found == {"i0": None, "i1": at(30)}  # the slot stays for the one that can use it
+    assert usable_from(at(10), at(25), [(at(20), at(30))]) is None
 
 
 def test_percentiles_and_metrics():

@@ -10,6 +10,7 @@ import base64
 import json
 import time
 from collections import Counter
+from datetime import timedelta
 
 import yaml
 
@@ -350,6 +351,25 @@ def test_a_request_waiting_for_full_accounts_says_why_and_when_it_will_be_ready(
         assert done["waiting"] is None and all(i["waiting"] is None for i in done["instances"])
         user_api.delete(f"/requests/{second['id']}")
         wait_for(lambda: request_state(user_api, second["id"])["state"] == "deleted", what="deleted")
+
+
+def test_a_request_waiting_for_a_maintenance_window_says_none_healthy_and_is_due_after_it(admin_api, user_api, sim):
+    """Issue 19: the only account offering the label has room but is in a maintenance window (no
+    call goes to it, so the sweeper reads its slots' holders from the table): the request waits,
+    `none healthy`, and is expected ready one pass plus a boot after the window ends."""
+    label = unique("lbl")
+    window = {"start": timeutil.in_minutes(-5), "end": timeutil.in_minutes(10), "note": "upgrades"}
+    register_sim_provider(admin_api, sim, "p1", label, max_instances=1, maintenance=[window])
+    made = user_api.post("/requests", json={"label": label, "count": 1, "lifetime_minutes": 60}).json()
+    waiting = wait_for(
+        lambda: (w := request_state(user_api, made["id"])["waiting"]) and w["ready_eta"] and w, what="an ETA"
+    )
+    assert waiting["reasons"] == {"none healthy": 1}, waiting
+    # Never measured there: the default boot time, after the pass that follows the window's end.
+    due = timeutil.parse(window["end"]) + timedelta(seconds=settings.sweep_seconds + sweeper.DEFAULT_BOOT_SECONDS)
+    assert abs((timeutil.parse(waiting["ready_eta"]) - due).total_seconds()) <= 1, (waiting, window)
+    user_api.delete(f"/requests/{made['id']}")
+    wait_for(lambda: request_state(user_api, made["id"])["state"] == "deleted", what="deleted")
 
 
 def test_a_waiting_reason_follows_the_providers_between_launch_passes(admin_api, user_api):
