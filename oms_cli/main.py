@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
+import re
 import sys
 import time
 from datetime import UTC, datetime
@@ -298,6 +299,50 @@ def _public_key(path: str) -> str:
     return text
 
 
+_DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_WINDOW = re.compile(r"^(?P<days>[a-z,-]+)\s+(?P<start>\d\d:\d\d)-(?P<end>\d\d:\d\d)=(?P<count>\d+)$")
+
+
+def _pool_window(text: str) -> dict:
+    """'mon-fri 08:00-18:00=20' (days as ranges or lists: sat,sun) as the API takes a window."""
+    match = _WINDOW.match(text.strip().lower())
+    if match is None:
+        raise CliError(f"--window {text!r}: write it as DAYS HH:MM-HH:MM=COUNT, e.g. 'mon-fri 08:00-18:00=20'", 2)
+    days: list[str] = []
+    for part in match["days"].split(","):
+        first, _, last = part.partition("-")
+        if first not in _DAY_NAMES or (last and last not in _DAY_NAMES):
+            raise CliError(f"--window {text!r}: days are {', '.join(_DAY_NAMES)} (ranges such as mon-fri)", 2)
+        span = _DAY_NAMES[_DAY_NAMES.index(first) : _DAY_NAMES.index(last or first) + 1]
+        days += [d for d in span if d not in days]
+    return {"days": days, "from": match["start"], "to": match["end"], "min_ready": int(match["count"])}
+
+
+def cmd_pools_list(args: argparse.Namespace, client: Client) -> int:
+    items = client.get("/pools")["items"]
+    show(args, items, output.table([output.pool_row(p) for p in items], output.POOL_COLUMNS))
+    return 0
+
+
+def cmd_pools_set(args: argparse.Namespace, client: Client) -> int:
+    body: dict[str, Any] = {"min_ready": args.min_ready, "time_zone": args.time_zone}
+    if args.window:
+        body["schedule"] = [_pool_window(w) for w in args.window]
+    if args.max_idle:
+        body["max_idle_minutes"] = output.minutes(args.max_idle)
+    if args.ssh_key:
+        body["ssh_public_key"] = _public_key(args.ssh_key)
+    pool = client.call("PUT", f"/pools/{quote(args.label)}", body)
+    show(args, pool, f"pool {pool['label']}: keeps {pool['target']} ready now\n" + output.details(pool))
+    return 0
+
+
+def cmd_pools_rm(args: argparse.Namespace, client: Client) -> int:
+    client.call("DELETE", f"/pools/{quote(args.label)}")
+    out(f"removed pool {args.label}: its idle instances are being deleted")
+    return 0
+
+
 def cmd_request(args: argparse.Namespace, client: Client) -> int:
     timeout = output.seconds(args.timeout)  # every argument is checked before anything is created
     body: dict[str, Any] = {"label": args.label, "count": args.count, "lifetime_minutes": output.minutes(args.lifetime)}
@@ -311,7 +356,13 @@ def cmd_request(args: argparse.Namespace, client: Client) -> int:
         body["callback_url"] = args.callback_url
     request = client.call("POST", "/requests", body)
     if not args.wait:
-        show(args, request, f"requested {request['count']} x {request['label']}: {request['id']} ({request['state']})")
+        pooled = sum(1 for i in request["instances"] if i.get("pooled_at"))
+        warm = f", {pooled} ready from the warm pool" if pooled else ""
+        show(
+            args,
+            request,
+            f"requested {request['count']} x {request['label']}: {request['id']} ({request['state']}{warm})",
+        )
         return 0
     try:
         request = wait(client, request, timeout)
@@ -577,6 +628,33 @@ def parser() -> argparse.ArgumentParser:
     imp.add_argument("--name", help="the provider's name (needed with --env-file; default: the cloud's name)")
     imp.add_argument("--prefix", default="", help="put this before every imported provider's name")
     _provider_options(imp, shared_only=True)
+
+    pools = commands.add_parser("pools", help="warm pools: instances kept booted per label (admin key for changes)")
+    pool_verbs = pools.add_subparsers(dest="verb", required=True, metavar="VERB")
+    command("list", cmd_pools_list, "list warm pools with their target and instances", pool_verbs)
+    pool_set = command(
+        "set",
+        cmd_pools_set,
+        "keep instances of a label booted and idle, so requests get them at once (replaces its settings)",
+        pool_verbs,
+    )
+    pool_set.add_argument("label")
+    pool_set.add_argument("--min-ready", type=int, required=True, help="instances kept ready outside the windows")
+    pool_set.add_argument(
+        "--window",
+        action="append",
+        metavar="'DAYS HH:MM-HH:MM=N'",
+        help="keep N ready then instead, e.g. 'mon-fri 08:00-18:00=20' (repeat; the first that holds wins)",
+    )
+    pool_set.add_argument("--time-zone", default="UTC", help="the windows' IANA time zone (default UTC)")
+    pool_set.add_argument("--max-idle", help="replace an idle instance after this long: 2h, 90m (default 2h)")
+    pool_set.add_argument(
+        "--ssh-key",
+        metavar="FILE",
+        help="boot pool instances with this public key too: requests with this key (or none) may take them; "
+        "requests with another key or user data never do",
+    )
+    command("rm", cmd_pools_rm, "remove a warm pool (its idle instances are deleted)", pool_verbs).add_argument("label")
 
     request = command("request", cmd_request, "request instances of a label", commands)
     request.add_argument("--label", required=True)

@@ -106,6 +106,36 @@ def provider_row(provider: dict) -> dict:
     }
 
 
+_WEEK = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _days(days: list[str]) -> str:
+    """Days as `oms pools set --window` takes them: a run of days as a range (mon-fri)."""
+    ordered = sorted(days, key=_WEEK.index)
+    first, last = _WEEK.index(ordered[0]), _WEEK.index(ordered[-1])
+    if len(ordered) > 2 and last - first + 1 == len(ordered):
+        return f"{ordered[0]}-{ordered[-1]}"
+    return ",".join(ordered)
+
+
+POOL_COLUMNS = ["label", "target", "ready", "booting", "min_ready", "windows", "max_idle", "key"]
+
+
+def pool_row(pool: dict) -> dict:
+    """A warm pool as a table row: its target now, its instances, and its schedule in short."""
+    windows = ", ".join(f"{_days(w['days'])} {w['from']}-{w['to']}={w['min_ready']}" for w in pool["schedule"])
+    return {
+        "label": pool["label"],
+        "target": pool["target"],
+        "ready": pool["counts"]["ready"],
+        "booting": pool["counts"]["booting"] + pool["counts"]["pending"],
+        "min_ready": pool["min_ready"],
+        "windows": f"{windows} ({pool['time_zone']})" if windows else "",
+        "max_idle": f"{pool['max_idle_minutes']}m",
+        "key": "yes" if pool.get("ssh_public_key") else "",
+    }
+
+
 def window(item: dict) -> str:
     """A maintenance window in one line: `START..END note`."""
     return f"{item['start']}..{item['end']}" + (f" {item['note']}" if item.get("note") else "")

@@ -341,3 +341,29 @@ def test_wait_names_the_waiting_reason_and_the_eta_the_api_gives(oms, stack, adm
     assert stdout.startswith(f"{request_id}: 1/1 ACTIVE"), stdout
     oms("delete-request", request_id)
     admin_api.delete(f"/requests/{first['id']}")
+
+
+def test_a_warm_pool_is_set_listed_taken_from_and_removed(oms, stack, admin_api, tmp_path):
+    from sim.testing import start_simulator
+    from tests.conftest import register_sim_provider
+
+    oms.env.update(OMS_URL=stack.url, OMS_API_KEY=ADMIN_KEY)
+    with start_simulator(providers=1, quota=20, boot_seconds=0.3, seed=5) as sim:
+        label = unique("warm")
+        register_sim_provider(admin_api, sim, "p1", label, max_instances=5)
+        bad = oms("pools", "set", label, "--min-ready", "1", "--window", "weekdays 8-18", check=2)
+        assert "DAYS HH:MM-HH:MM=COUNT" in bad.stderr
+        # A window that holds all week: its 3 is the target, not --min-ready's 1.
+        every_day = "mon-sun 00:00-24:00=3"
+        shown = oms("pools", "set", label, "--min-ready", "1", "--window", every_day, "--time-zone", "Asia/Tokyo")
+        assert f"pool {label}: keeps 3 ready now" in shown.stdout
+        listing = lambda: json.loads(oms("pools", "list", "--json").stdout)  # noqa: E731
+        ready = lambda: [p["counts"]["ready"] for p in listing() if p["label"] == label]  # noqa: E731
+        wait_for(lambda: ready() == [3], what="3 ready in `oms pools list`")
+        listed = oms("pools", "list").stdout
+        assert "mon-sun 00:00-24:00=3 (Asia/Tokyo)" in listed and "120m" in listed
+        took = oms("request", "--label", label, "--count", "2", "--lifetime", "10m")
+        assert "(ready, 2 ready from the warm pool)" in took.stdout
+        oms("pools", "rm", label)
+        assert label not in oms("pools", "list").stdout
+        assert f"pool {label} not found" in oms("pools", "rm", label, check=1).stderr
