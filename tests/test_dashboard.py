@@ -423,3 +423,23 @@ def _see_waiting(page, made, down, eta: str) -> None:
     show(page, "providers")
     times = page.locator(f'tr[data-provider="{down["name"]}"] .launch-times')
     assert times.inner_text() == "launch times: not measured yet"
+
+
+def test_a_warm_pool_is_set_shown_and_removed_on_the_overview(page, admin_api, provider):
+    sign_in(page, ADMIN_KEY)
+    show(page, "overview")
+    form = page.locator("#pool-form")
+    form.get_by_label("Label").select_option("ubuntu-small")
+    form.get_by_label("Keep ready").fill("2")
+    form.get_by_label("Idle limit (min)").fill("45")
+    form.get_by_role("button", name="Set pool").click()
+    row = page.locator('tr[data-pool="ubuntu-small"]')
+    # Its only provider is down: the pool waits for room, and says so as 0 of 2.
+    expect(row).to_contain_text("0/2 ready")
+    expect(row).to_contain_text("45 min")
+    assert admin_api.get("/pools/ubuntu-small").json()["max_idle_minutes"] == 45
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_role("button", name="Remove").click()
+    row.wait_for(state="detached")
+    assert admin_api.get("/pools/ubuntu-small").status_code == 404
+    assert page.console.unexpected() == []

@@ -6,6 +6,7 @@ const KEY = "oms.apiKey";
 const VIEWS = ["overview", "providers", "requests", "instances"];
 const STATES = ["PENDING", "LAUNCHING", "BUILDING", "ACTIVE", "DELETING", "DELETED", "FAILED"];
 const LIVE = ["PENDING", "LAUNCHING", "BUILDING", "ACTIVE", "DELETING"];
+const DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 const POLL_MS = 2000;
 const REQUESTS_SHOWN = 50; // the newest requests, in the requests view and the instance filter
 
@@ -243,7 +244,9 @@ async function refresh() {
     state.providers = await all("providers");
     if (view === "overview") {
       state.live = (await Promise.all(LIVE.concat("FAILED").map((s) => all(`instances?state=${s}`)))).flat();
+      state.pools = await all("pools");
       renderOverview();
+      renderPools();
     } else if (view === "providers") {
       renderProviders();
     } else if (view === "requests") {
@@ -309,6 +312,50 @@ function renderOverview() {
   });
   const legend = h("div", { class: "legend" }, LIVE.map((s) => h("span", {}, h("i", { class: `seg-${s}` }), s)));
   $("#spread").replaceChildren(...(rows.length ? rows : [h("p", {}, "No providers yet.")]), legend);
+}
+
+// Warm pools: each label's target now (its schedule applied), what is ready and booting.
+function renderPools() {
+  const labels = offeredLabels();
+  const select = $("#pl-label");
+  if (!select.matches(":focus") && changed("pool-labels", labels)) fillSelect(select, labels);
+  if (!changed("pools", state.pools)) return;
+  const days = (d) => (d.length > 2 && DAYS.indexOf(d[d.length - 1]) - DAYS.indexOf(d[0]) + 1 === d.length ? `${d[0]}-${d[d.length - 1]}` : d.join(","));
+  const rows = state.pools.map((p) => h("tr", { "data-pool": p.label },
+    h("td", {}, p.label),
+    h("td", {}, bar(p.counts.ready, Math.max(1, p.target), `${p.label}: ${p.counts.ready} of ${p.target} ready`),
+      h("div", { class: "small" }, `${p.counts.ready}/${p.target} ready`, p.counts.booting + p.counts.pending ? ` · ${p.counts.booting + p.counts.pending} booting` : "")),
+    h("td", { class: "small" }, `${p.min_ready} by default`,
+      ...p.schedule.map((w) => h("div", {}, `${days(w.days)} ${w.from}–${w.to}: ${w.min_ready}`)),
+      p.schedule.length ? h("div", {}, `(${p.time_zone})`) : null,
+      p.ssh_public_key ? h("div", {}, "own SSH key: requests with it (or none) take these") : null),
+    h("td", {}, `${p.max_idle_minutes} min`),
+    h("td", { class: "admin-only" }, h("button", { type: "button", class: "danger", onclick: () => deletePool(p.label) }, "Remove"))));
+  $("#pool-table tbody").replaceChildren(...(rows.length ? rows : [h("tr", {}, h("td", { colspan: 5 }, "No warm pools: every request boots its instances."))]));
+}
+
+async function savePool(event) {
+  event.preventDefault();
+  const form = event.target;
+  clearErrors(form);
+  const label = form.elements.label.value;
+  const answer = await api("PUT", `pools/${encodeURIComponent(label)}`, {
+    min_ready: Number(form.elements.min_ready.value), max_idle_minutes: Number(form.elements.max_idle_minutes.value) });
+  if (!answer.ok) {
+    showErrors(form, answer);
+    return;
+  }
+  say(`Pool ${label}: keeping ${answer.data.target} ready.`);
+  state.rendered.pools = null;
+  refresh();
+}
+
+async function deletePool(label) {
+  if (!window.confirm(`Remove the warm pool of ${label}? Its idle instances are deleted.`)) return;
+  const answer = await api("DELETE", `pools/${encodeURIComponent(label)}`);
+  say(answer.ok ? `Removed pool ${label}.` : `Could not remove pool ${label}: ${errorText(answer)}`, !answer.ok);
+  state.rendered.pools = null;
+  refresh();
 }
 
 // --- providers ---------------------------------------------------------------------------
@@ -617,11 +664,14 @@ function renderRequests() {
         h("button", { type: "button", class: "secondary", onclick: () => extendRequest(r.id) }, "Extend 30 min"),
         h("button", { type: "button", class: "danger", onclick: () => deleteRequest(r.id) }, "Delete")]),
       bar(active, r.count, `${r.id}: ${active} of ${r.count} ACTIVE`),
-      h("div", { class: "meta progress" }, `${active}/${r.count} ACTIVE`, others ? ` · ${others}` : ""),
+      h("div", { class: "meta progress" }, `${active}/${r.count} ACTIVE`, others ? ` · ${others}` : "",
+        pooled(r) ? ` · ${pooled(r)} from the warm pool` : ""),
       r.waiting ? h("div", { class: "meta waiting" }, ...waitingText(r.waiting)) : null);
   });
   $("#request-list").replaceChildren(...(items.length ? items : [h("li", {}, "No requests yet.")]));
 }
+
+const pooled = (r) => r.instances.filter((i) => i.pooled_at).length;
 
 async function submitRequest(event) {
   event.preventDefault();
@@ -723,6 +773,7 @@ function wire() {
   $("#add-label-row").addEventListener("click", () => $("#label-rows").append(labelRow()));
   for (const radio of $$('input[name="auth_type"]')) radio.addEventListener("change", (e) => setAuthType($("#provider-form"), e.target.value));
   $("#request-form").addEventListener("submit", submitRequest);
+  $("#pool-form").addEventListener("submit", savePool);
   $("#instance-filters").addEventListener("change", () => { state.rendered.instances = null; refresh(); });
   window.addEventListener("hashchange", route);
   setInterval(tick, 1000);
