@@ -126,6 +126,9 @@ def accept(request: Request, instances: list[Instance]) -> list[Instance]:
     their stream records ask for a launch. Returns all of them, by name."""
     existing = {i.id for i in instances}
     short = request.id[2:8]
+    # A scheduled request's instances are asked for when it is launched, not when it was made:
+    # their ready times measure the launch, not the wait for start_at.
+    created_at = request.launched_at or request.created_at
     missing = [
         Instance(
             instance_id(request.id, index),
@@ -134,8 +137,8 @@ def accept(request: Request, instances: list[Instance]) -> list[Instance]:
             name=f"{request.name_prefix}-{short}-{index:03d}",
             label=request.label,
             state=PENDING,
-            state_changed_at=request.created_at,
-            created_at=request.created_at,
+            state_changed_at=created_at,
+            created_at=created_at,
             expires_at=request.expires_at,
         )
         for index in range(int(request.count))
