@@ -28,7 +28,9 @@ def test_expected_when_the_caps_leave_room():
     accounts = [schedule.Account("p1", 10, holders=[at(-10)]), schedule.Account("p2", 5)]
     found = schedule.admission("ubuntu", 15, START, END, accounts)
     assert (found.status, found.capacity, found.needed) == ("expected", 15, 15)
-    assert found.reason == "needs 15; at 2026-12-02T09:00:00Z the 2 accounts offering ubuntu have room for 15 of 15 slots"
+    assert found.reason == (
+        "needs 15; at 2026-12-02T09:00:00Z the 2 accounts offering ubuntu have room for 15 of 15 slots"
+    )
 
 
 def test_at_risk_when_instances_hold_the_slots_past_the_start():

@@ -618,9 +618,17 @@ function renderRequests() {
         h("button", { type: "button", class: "danger", onclick: () => deleteRequest(r.id) }, "Delete")]),
       bar(active, r.count, `${r.id}: ${active} of ${r.count} ACTIVE`),
       h("div", { class: "meta progress" }, `${active}/${r.count} ACTIVE`, others ? ` · ${others}` : ""),
-      r.waiting ? h("div", { class: "meta waiting" }, ...waitingText(r.waiting)) : null);
+      r.waiting ? h("div", { class: "meta waiting" }, ...waitingText(r.waiting)) : null,
+      r.state === "scheduled" ? scheduledLine(r) : null);
   });
   $("#request-list").replaceChildren(...(items.length ? items : [h("li", {}, "No requests yet.")]));
+}
+
+// "starts in 1:59:40 · at risk: needs 3; at ... room for 1 ...": a scheduled request's start and forecast.
+function scheduledLine(r) {
+  const a = r.admission;
+  return h("div", { class: "meta scheduled" }, "starts ", timer(r.start_at),
+    a ? h("span", { class: `admission ${a.status}`, title: a.reason }, ` · ${a.status.replace("_", " ")}: ${a.reason}`) : null);
 }
 
 async function submitRequest(event) {
