@@ -419,3 +419,17 @@ def _see_waiting(page, made, down, eta: str) -> None:
     show(page, "providers")
     times = page.locator(f'tr[data-provider="{down["name"]}"] .launch-times')
     assert times.inner_text() == "launch times: not measured yet"
+
+
+def test_a_scheduled_request_shows_its_start_and_admission(page, admin_api, user_api):
+    label = unique("lbl")
+    register_down(admin_api, labels={label: sim_label()}, max_instances=1)
+    start_at = timeutil.in_minutes(120)
+    made = user_api.post("/requests", json={"label": label, "count": 2, "start_at": start_at}).json()
+    sign_in(page, ADMIN_KEY)
+    show(page, "requests")
+    line = page.locator(f'[data-request="{made["id"]}"] .schedule')
+    line.wait_for()
+    assert line.locator("[data-expires]").get_attribute("data-expires") == start_at
+    assert "at risk: needs 2; " in line.inner_text() and "room for 1 of 1 slots" in line.inner_text()
+    user_api.delete(f"/requests/{made['id']}")

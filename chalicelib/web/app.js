@@ -627,7 +627,7 @@ function renderRequests() {
 // "starts in 1:59:40 · at risk: needs 3; at ... room for 1 ...": a scheduled request's start and forecast.
 function scheduledLine(r) {
   const a = r.admission;
-  return h("div", { class: "meta scheduled" }, "starts ", timer(r.start_at),
+  return h("div", { class: "meta schedule" }, "starts ", timer(r.start_at),
     a ? h("span", { class: `admission ${a.status}`, title: a.reason }, ` · ${a.status.replace("_", " ")}: ${a.reason}`) : null);
 }
 
