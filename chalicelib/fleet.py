@@ -2,7 +2,8 @@
 
 Accepting a request hands it what its label's warm pool has (`pools.take`) and writes the rest of
 its instances PENDING (`lifecycle.accept`); the instances table's stream carries them to the launch
-worker. Retiring (`lifecycle.retire`) writes DELETING (or
+worker. A scheduled request (`start_at`) writes none: it waits in the sparse by_schedule index
+until the sweeper `start`s it (schedule.py). Retiring (`lifecycle.retire`) writes DELETING (or
 DELETED when nothing was placed yet), which the stream carries to teardown.
 """
 
@@ -12,10 +13,23 @@ import hashlib
 import json
 import secrets
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 
-from pynamodb.exceptions import DoesNotExist, PutError
+from pynamodb.exceptions import DoesNotExist, PutError, UpdateError
 
-from chalicelib import callbacks, lifecycle, maintenance, models, pages, pools, providers, schemas, timeutil
+from chalicelib import (
+    callbacks,
+    lifecycle,
+    maintenance,
+    models,
+    pages,
+    pools,
+    providers,
+    schedule,
+    schemas,
+    slots,
+    timeutil,
+)
 from chalicelib.auth import Caller
 from chalicelib.errors import ApiError, invalid, not_found
 from chalicelib.settings import settings
@@ -47,11 +61,22 @@ def create_request(caller: Caller, body: dict) -> tuple[models.Request, list[mod
         "name_prefix": "oms",
         **{k: v for k, v in body.items() if v is not None},
     }
-    if not providers.offering(fields["label"]):
+    offering = providers.offering(fields["label"])
+    if not offering:
         raise ApiError("unprocessable", f"no enabled provider offers label {fields['label']}", "label")
     request_id = _request_id(caller, fields.get("client_token"))
     body_hash = _body_hash(fields)
     created_at = timeutil.now()
+    start_at = _start_at(fields.get("start_at"), created_at)
+    scheduled = {}
+    if start_at is not None:
+        expires = start_at + timedelta(minutes=fields["lifetime_minutes"])
+        scheduled = {
+            "start_at": timeutil.iso(start_at),
+            "launch_at": timeutil.iso(schedule.launch_at(start_at, lead(fields["label"], offering))),
+            "admission": admission(request_id, fields["label"], fields["count"], start_at, expires).as_dict(),
+            "schedule_queue": models.SCHEDULE_QUEUE,
+        }
     request = models.Request(
         request_id,
         owner=caller.owner,
@@ -66,7 +91,8 @@ def create_request(caller: Caller, body: dict) -> tuple[models.Request, list[mod
         callbacks={} if fields.get("callback_url") else None,
         body_hash=body_hash,
         created_at=timeutil.iso(created_at),
-        expires_at=timeutil.in_minutes(fields["lifetime_minutes"], created_at),
+        expires_at=timeutil.in_minutes(fields["lifetime_minutes"], start_at or created_at),
+        **scheduled,
     )
     try:
         request.save(condition=models.Request.id.does_not_exist())
@@ -82,15 +108,106 @@ def create_request(caller: Caller, body: dict) -> tuple[models.Request, list[mod
         if request.delete_requested or timeutil.parse(request.expires_at) <= timeutil.now():
             # Over: its ended instances may be gone already (the TTL); none is brought back.
             return request, instances, False
+        if request.schedule_queue is not None and not request.launched_at:
+            return request, instances, False  # scheduled, not launched yet: its instances come at launch
         # A retry: finish writing instances a crashed first attempt may have left out.
-        return request, lifecycle.accept(request, instances), False
-    return request, start(request), True
+        return request, launch(request, instances), False
+    if request.schedule_queue is not None:
+        return request, [], True
+    return request, launch(request, []), True
 
 
-def start(request: models.Request) -> list[models.Instance]:
-    """Launch a request's instances now: those its label's warm pool has ready (or booting) are
-    handed over, the rest are written PENDING."""
-    return lifecycle.accept(request, pools.take(request))
+def launch(request: models.Request, instances: list[models.Instance]) -> list[models.Instance]:
+    """Write the request's instances not written yet (PENDING): the one place a request's launch
+    begins, for one made now, its retry, and a scheduled one the sweeper `start`s. A first launch
+    hands it what its label's warm pool has ready (or booting) first (`pools.take`)."""
+    if not instances:
+        instances = pools.take(request)
+    return lifecycle.accept(request, instances)
+
+
+def _start_at(text: str | None, now: datetime) -> datetime | None:
+    """The request's start, if scheduled: in the future, at most OMS_SCHEDULE_MAX_DAYS ahead."""
+    if text is None:
+        return None
+    start_at = maintenance.parse(text)
+    if start_at <= now:
+        raise invalid(
+            f"start_at must be in the future (now is {timeutil.iso(now)}); leave it out to start now", "start_at"
+        )
+    days = settings.schedule_max_days
+    latest = now + timedelta(days=days)
+    if start_at > latest:
+        raise invalid(f"start_at must be at most {days} days ahead (until {timeutil.iso(latest)})", "start_at")
+    return start_at
+
+
+def lead(label: str, offering: list[models.Provider]) -> float:
+    """How long before its start a request of `label` is launched (schedule.lead_seconds)."""
+    return schedule.lead_seconds(
+        [list(p.ready_samples or []) for p in offering if p.enabled and label in p.labels.as_dict()],
+        settings.sweep_seconds,
+    )
+
+
+def admission(request_id: str, label: str, count: int, start_at: datetime, expires_at: datetime) -> schedule.Admission:
+    """The forecast for a scheduled request (schedule.admission), from what is held and booked now."""
+    now = timeutil.now()
+    everyone = providers.all_providers()
+    offering = [p for p in everyone if p.enabled and label in p.labels.as_dict()]
+    labels = {name for p in offering for name in p.labels.as_dict()}
+    accounts = []
+    for provider in offering:
+        held = slots.held(provider.name)
+        # A DELETING instance frees its slot now: it holds none at a later start.
+        holders = [timeutil.parse(i.expires_at) for s, found in held.items() if s != models.DELETING for i in found]
+        accounts.append(schedule.Account(provider.name, provider.cap, maintenance.windows(provider, now), holders))
+    pending = [
+        timeutil.parse(i.expires_at)
+        for name in sorted(labels)
+        for i in models.Instance.by_label_state.query(name, models.Instance.state == models.PENDING)
+    ]
+    booked = [
+        schedule.Booking(timeutil.parse(r.start_at), timeutil.parse(r.expires_at), int(r.count))
+        for r in models.Request.by_schedule.query(
+            models.SCHEDULE_QUEUE, models.Request.start_at < timeutil.iso(expires_at)
+        )
+        if r.id != request_id and r.label in labels and not r.delete_requested
+    ]
+    return schedule.admission(label, int(count), start_at, expires_at, accounts, pending, booked)
+
+
+def start(request: models.Request) -> list[models.Instance] | None:
+    """Launch a scheduled request (the sweeper, once its launch time has come). A conditional
+    claim first, so that two passes never launch it twice: None when another pass has it (or it
+    was deleted). A claim older than OMS_LAUNCH_STALE_SECONDS (a pass that died between the claim
+    and its instances) is taken again; the accept writes only the instances still missing."""
+    now = timeutil.now()
+    stale = timeutil.iso(now - timedelta(seconds=settings.launch_stale_seconds))
+    condition = (
+        models.Request.schedule_queue.exists()
+        & (models.Request.delete_requested != True)  # noqa: E712 - a DynamoDB condition, not a Python test
+        & (models.Request.launched_at.does_not_exist() | (models.Request.launched_at < stale))
+    )
+    try:
+        request.update(
+            actions=[
+                models.Request.launched_at.set(timeutil.iso(now)),
+                models.Request.launch_at.set(timeutil.iso(now)),
+            ],
+            condition=condition,
+        )
+    except UpdateError as error:
+        if models.is_conditional_failure(error):
+            return None
+        raise
+    instances = launch(request, _instances_of(request.id))
+    request.update(actions=[models.Request.schedule_queue.remove()])
+    request.refresh(consistent_read=True)
+    if request.delete_requested:  # deleted while its instances were written: they go too
+        for instance in instances:
+            _changing(lifecycle.retire, instance)
+    return instances
 
 
 def get_request(caller: Caller, request_id: str) -> tuple[models.Request, list[models.Instance]]:
@@ -134,8 +251,10 @@ def _changing(write, *args) -> None:
 
 def delete_request(caller: Caller, request_id: str) -> tuple[models.Request, list[models.Instance]]:
     request, instances = get_request(caller, request_id)
-    if not request.delete_requested:
-        request.update(actions=[models.Request.delete_requested.set(True)])
+    if not request.delete_requested or request.schedule_queue is not None:
+        # A scheduled request leaves the queue: it is never launched.
+        request.update(actions=[models.Request.delete_requested.set(True), models.Request.schedule_queue.remove()])
+        instances = _instances_of(request.id)  # a launch may have written them since they were read
     for instance in instances:
         _changing(lifecycle.retire, instance)
     return request, instances

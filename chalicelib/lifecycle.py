@@ -139,6 +139,9 @@ def accept(request: Request, instances: list[Instance]) -> list[Instance]:
     from a warm pool) as PENDING: their stream records ask for a launch. An index is there when an
     instance of its name is. Returns all of them, by name."""
     existing = {i.name for i in instances}
+    # A scheduled request's instances are asked for when it is launched, not when it was made:
+    # their ready times measure the launch, not the wait for start_at.
+    created_at = request.launched_at or request.created_at
     missing = [
         Instance(
             instance_id(request.id, index),
@@ -147,8 +150,8 @@ def accept(request: Request, instances: list[Instance]) -> list[Instance]:
             name=instance_name(request, index),
             label=request.label,
             state=PENDING,
-            state_changed_at=request.created_at,
-            created_at=request.created_at,
+            state_changed_at=created_at,
+            created_at=created_at,
             expires_at=request.expires_at,
         )
         for index in range(int(request.count))

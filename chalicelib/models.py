@@ -236,6 +236,16 @@ class RequestsByCallbackDue(GlobalSecondaryIndex):
 CALLBACK_QUEUE = "due"
 
 
+# Sparse: only scheduled requests not yet launched carry `schedule_queue` (schedule.py).
+class RequestsBySchedule(GlobalSecondaryIndex):
+    Meta = _index("by_schedule")
+    schedule_queue = UnicodeAttribute(hash_key=True)
+    start_at = UnicodeAttribute(range_key=True)
+
+
+SCHEDULE_QUEUE = "due"
+
+
 class Request(Model):
     """A group of instances of one label with one lifetime."""
 
@@ -265,9 +275,20 @@ class Request(Model):
     # none is pending (what the sweeper looks for, through the sparse by_callback_due index).
     callback_due_at = UnicodeAttribute(null=True)
     callback_queue = UnicodeAttribute(null=True)
+    # A scheduled request (schedule.py): when its life starts (`expires_at` counts from it), when
+    # the sweeper expects to launch it, and the forecast answered at creation ({status, reason,
+    # capacity, needed}). Its instances are written only at launch: until then it carries
+    # SCHEDULE_QUEUE in `schedule_queue` (the sparse by_schedule index the sweeper reads), and
+    # `launched_at` is the launch's claim (a claim this old is stale, taken again by a later pass).
+    start_at = UnicodeAttribute(null=True)
+    launch_at = UnicodeAttribute(null=True)
+    admission = MapAttribute(null=True)
+    schedule_queue = UnicodeAttribute(null=True)
+    launched_at = UnicodeAttribute(null=True)
     by_owner = RequestsByOwner()
     by_kind = RequestsByKind()
     by_callback_due = RequestsByCallbackDue()
+    by_schedule = RequestsBySchedule()
 
 
 class Attempt(MapAttribute):

@@ -345,6 +345,12 @@ REQUEST_CREATE = body_schema(
             "description": "POST signed events (ready, failed, expiring) here: https to a host whose every address "
             "is public (http to 127.0.0.1, [::1] or localhost on the local stack only); see API.md, Callbacks",
         },
+        "start_at": {
+            "type": "string",
+            "format": "date-time",
+            "description": "schedule the request: its instances are launched to be ready by then (in the future, "
+            "at most OMS_SCHEDULE_MAX_DAYS, default 7, days ahead); the lifetime counts from it",
+        },
     },
     required=("label", "count"),
 )
@@ -878,7 +884,16 @@ def request_waiting(instances: list[models.Instance]) -> dict | None:
 # A request's summary state, derived from its instances' states (never stored).
 REQUEST_PENDING, REQUEST_PARTIAL, REQUEST_READY = "pending", "partial", "ready"
 REQUEST_FAILED, REQUEST_DELETING, REQUEST_DELETED = "failed", "deleting", "deleted"
-REQUEST_STATES = (REQUEST_PENDING, REQUEST_PARTIAL, REQUEST_READY, REQUEST_FAILED, REQUEST_DELETING, REQUEST_DELETED)
+REQUEST_SCHEDULED = "scheduled"  # start_at ahead, not launched yet: no instance written
+REQUEST_STATES = (
+    REQUEST_SCHEDULED,
+    REQUEST_PENDING,
+    REQUEST_PARTIAL,
+    REQUEST_READY,
+    REQUEST_FAILED,
+    REQUEST_DELETING,
+    REQUEST_DELETED,
+)
 
 REQUEST = {
     "type": "object",
@@ -906,6 +921,23 @@ REQUEST = {
             },
         },
         "instances": {"type": "array", "items": ref("Instance")},
+        "start_at": {**_ts, "description": "when a scheduled request's life starts (null: at once)"},
+        "launch_at": {
+            **_ts,
+            "description": "when its launch is expected to start (start_at less the lead), or started",
+        },
+        "admission": {
+            "type": ["object", "null"],
+            "description": "a scheduled request's forecast at creation: expected, or at_risk with the reason "
+            "(room for `capacity` of the `needed` at the tightest point of its life); null when not scheduled",
+            "required": ["status", "reason", "capacity", "needed"],
+            "properties": {
+                "status": {"type": "string", "enum": ["expected", "at_risk"]},
+                "reason": {"type": "string"},
+                "capacity": {"type": "integer"},
+                "needed": {"type": "integer"},
+            },
+        },
         "callback_url": _str_or_null,
         "callbacks": {
             "type": "array",
@@ -992,15 +1024,32 @@ def request_view(request: models.Request, instances: list[models.Instance]) -> d
         "name_prefix": request.name_prefix,
         "created_at": request.created_at,
         "expires_at": request.expires_at,
-        "state": request_state(count, counts, request.delete_requested),
+        "state": REQUEST_SCHEDULED
+        if request.schedule_queue is not None and not instances
+        else request_state(count, counts, request.delete_requested),
         "counts": counts,
         "waiting": request_waiting(instances),
         "instances": [instance_view(i) for i in instances],
+        "start_at": request.start_at,
+        "launch_at": request.launched_at or request.launch_at,
+        "admission": admission_view(request),
         "callback_url": request.callback_url,
         "callbacks": [
             {name: event.get(name) for name in _CALLBACK_VIEW_FIELDS}
             for event in sorted(callback_events(request).values(), key=lambda e: (e["created_at"], e["id"]))
         ],
+    }
+
+
+def admission_view(request: models.Request) -> dict | None:
+    if request.admission is None:
+        return None
+    found = request.admission.as_dict()
+    return {
+        "status": found["status"],
+        "reason": found["reason"],
+        "capacity": int(found["capacity"]),
+        "needed": int(found["needed"]),
     }
 
 

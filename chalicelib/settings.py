@@ -82,6 +82,8 @@ class Settings:
     # Callbacks to 127.0.0.1, [::1] and localhost (written so): the local stack's (moto, no AWS
     # endpoint of its own) by default, never a deployed stage's unless OMS_CALLBACK_ALLOW_LOOPBACK=1.
     callback_allow_loopback: bool = False
+    # How far ahead a request's start_at may be (scheduled requests).
+    schedule_max_days: int = 7
 
     @property
     def providers_table(self) -> str:
@@ -148,6 +150,7 @@ def load() -> Settings:
         callback_expiring_minutes=_int("OMS_CALLBACK_EXPIRING_MINUTES", 5),
         callback_timeout_seconds=_float("OMS_CALLBACK_TIMEOUT_SECONDS", 3.0),
         callback_max_tries=_int("OMS_CALLBACK_MAX_TRIES", 8),
+        schedule_max_days=_int("OMS_SCHEDULE_MAX_DAYS", 7),
         callback_allow_loopback=os.environ.get("OMS_CALLBACK_ALLOW_LOOPBACK", "1" if endpoint else "0") == "1",
     )
 

@@ -26,6 +26,7 @@ from chalicelib import (
     canary,
     cloud,
     eta,
+    fleet,
     health,
     invoke,
     launcher,
@@ -33,6 +34,7 @@ from chalicelib import (
     maintenance,
     models,
     pools,
+    schedule,
     slots,
     teardown,
     telemetry,
@@ -81,6 +83,7 @@ class SweepReport:
     estimated: int = 0  # waiting instances whose ETA changed
     pools: list[dict] = field(default_factory=list)  # warm pools refilled or shrunk (pools.Refill)
     watched: list[str] = field(default_factory=list)
+    started: list[str] = field(default_factory=list)  # scheduled requests launched this pass
     # Requests an `expiring` callback was raised for, and those whose due callbacks were tried.
     callbacks: dict[str, list[str]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -389,11 +392,43 @@ def estimate_waiting(report: SweepReport) -> None:
                 log.exception("sweep: noting the ETA of %s failed", instance.id)
 
 
+def start_scheduled(report: SweepReport) -> None:
+    """Launch the scheduled requests whose launch time (start_at less the lead) has come, one
+    that is late (the service was down) at once: one query of the sparse by_schedule index, as
+    far ahead as a lead may reach. A queued request's expected launch time is written again when
+    the providers' measured times moved it."""
+    now = timeutil.now()
+    horizon = timeutil.iso(now + timedelta(seconds=schedule.MAX_LEAD_SECONDS))
+    due = list(models.Request.by_schedule.query(models.SCHEDULE_QUEUE, models.Request.start_at <= horizon))
+    if not due:
+        return
+    providers = list(models.Provider.by_kind.query("provider"))
+    for request in due:
+        if request.delete_requested:
+            continue
+        try:
+            launch_at = schedule.launch_at(timeutil.parse(request.start_at), fleet.lead(request.label, providers))
+            if launch_at <= now:
+                if fleet.start(request) is not None:
+                    report.started.append(request.id)
+            elif not request.launched_at and (
+                not request.launch_at
+                or abs((timeutil.parse(request.launch_at) - launch_at).total_seconds()) >= ETA_SLACK_SECONDS
+            ):
+                request.update(
+                    actions=[models.Request.launch_at.set(timeutil.iso(launch_at))],
+                    condition=models.Request.schedule_queue.exists(),
+                )
+        except Exception:  # one request must not stop the pass
+            log.exception("sweep: starting scheduled request %s failed", request.id)
+
+
 def sweep(budget: float | None = None) -> SweepReport:
     """One pass. `budget` bounds the provider jobs (default `OMS_SWEEP_BUDGET_SECONDS`)."""
     report = SweepReport()
     phases = (
         ("expire", lambda: report.expired.extend(expire())),
+        ("scheduled", lambda: start_scheduled(report)),
         ("providers", lambda: _run_provider_jobs(report, settings.sweep_budget_seconds if budget is None else budget)),
         ("watch", lambda: watch_building(report)),
         ("redrive", lambda: redrive(report)),

@@ -354,16 +354,18 @@ def cmd_request(args: argparse.Namespace, client: Client) -> int:
         body["name_prefix"] = args.name_prefix
     if args.callback_url:
         body["callback_url"] = args.callback_url
+    if args.start_at:
+        body["start_at"] = output.start_at(args.start_at)
     request = client.call("POST", "/requests", body)
+    scheduled = output.scheduled_text(request)
     if not args.wait:
         pooled = sum(1 for i in request["instances"] if i.get("pooled_at"))
         warm = f", {pooled} ready from the warm pool" if pooled else ""
-        show(
-            args,
-            request,
-            f"requested {request['count']} x {request['label']}: {request['id']} ({request['state']}{warm})",
-        )
+        text = f"requested {request['count']} x {request['label']}: {request['id']} ({request['state']}{warm})"
+        show(args, request, text + (f"\n{scheduled}" if scheduled else ""))
         return 0
+    if scheduled and not args.json:
+        sys.stderr.write(scheduled + "\n")
     try:
         request = wait(client, request, timeout)
     except KeyboardInterrupt:
@@ -372,6 +374,9 @@ def cmd_request(args: argparse.Namespace, client: Client) -> int:
     text = output.table([output.instance_row(i) for i in instances], ["name", "state", "provider", "address", "id"])
     show(args, request, f"{request['id']}: {request['counts']['ACTIVE']}/{request['count']} ACTIVE\n{text}")
     return 0 if request["counts"]["ACTIVE"] == request["count"] else 1
+
+
+SCHEDULED_POLL_SECONDS = 2.0  # how often --wait looks at a request still scheduled
 
 
 def wait(client: Client, request: dict, timeout: float) -> dict:
@@ -385,6 +390,15 @@ def wait(client: Client, request: dict, timeout: float) -> dict:
     last = None
     while True:
         request = client.get(f"/requests/{quote(request['id'])}")
+        if request["state"] == "scheduled":  # not launched yet: the timeout counts from the launch
+            line = f"scheduled: starts at {request['start_at']}, launch at {request['launch_at']}"
+            if line != last:
+                sys.stderr.write(("\r\033[K" if tty else "") + line + ("" if tty else "\n"))
+                sys.stderr.flush()
+            last = line
+            deadline = time.monotonic() + timeout
+            time.sleep(SCHEDULED_POLL_SECONDS)
+            continue
         for line in output.failover_lines(request, seen):
             sys.stderr.write(("\r\033[K" if tty else "") + line + "\n")
         line = output.progress_line(request)
@@ -670,11 +684,17 @@ def parser() -> argparse.ArgumentParser:
         "with the key's callback_secret (POST /keys, GET /me; API.md, Callbacks)",
     )
     request.add_argument(
+        "--start-at",
+        metavar="TIME",
+        help="schedule it: ready by TIME (2026-12-02T09:00:00Z, or +30m, +2h from now), at most 7 days ahead; "
+        "the lifetime counts from it, and the answer forecasts whether there will be room",
+    )
+    request.add_argument(
         "--wait",
         action="store_true",
-        help="show progress on stderr until all are ACTIVE: ACTIVE per provider, failovers and, while instances "
-        "wait, why and when they are expected ready ('waiting 2: all accounts full, ready by 2026-05-04T10:20:00Z', "
-        "UTC); exit 1 if not all came up",
+        help="show progress on stderr until all are ACTIVE (through a scheduled start): ACTIVE per provider, "
+        "failovers and, while instances wait, why and when they are expected ready ('waiting 2: all accounts "
+        "full, ready by 2026-05-04T10:20:00Z', UTC); exit 1 if not all came up",
     )
     request.add_argument("--timeout", default="15m", help="how long --wait waits: 40s, 15m, 1h (default 15m)")
 

@@ -7,6 +7,7 @@ import io
 import json
 import re
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from oms_cli.client import CliError
@@ -32,6 +33,24 @@ def minutes(text: str) -> int:
     if total % 60:
         raise CliError(f"{text!r} is not a whole number of minutes: lifetimes are counted in minutes (e.g. 2m)", 2)
     return total // 60
+
+
+def start_at(text: str) -> str:
+    """A request's start: a date-time as the API takes it, or `+DURATION` from now (+2m, +1h30m)."""
+    if text.startswith("+"):
+        return (datetime.now(UTC) + timedelta(seconds=seconds(text[1:]))).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return text  # the API says what is wrong with it, naming start_at
+
+
+def scheduled_text(request: dict) -> str | None:
+    """`starts at ..., launch at ...; admission at_risk: needs 3; ...` for a scheduled request."""
+    if not request.get("start_at"):
+        return None
+    text = f"starts at {request['start_at']}, launch at {request.get('launch_at')}"
+    admission = request.get("admission")
+    if admission:
+        text += f"\nadmission {admission['status']}: {admission['reason']}"
+    return text
 
 
 def dump(data: Any) -> str:

@@ -111,3 +111,25 @@ def test_known_hosts_lines_and_an_ssh_config_that_trusts_exactly_them():
     assert "HostName 203.0.113.7" in first and "UserKnownHostsFile /tmp/oms_known_hosts" in first
     assert "StrictHostKeyChecking yes" in first
     assert "UserKnownHostsFile" not in second  # no keys known: ssh's own rules apply
+
+
+def test_a_start_is_a_date_time_or_a_duration_from_now():
+    from datetime import UTC, datetime, timedelta
+
+    assert output.start_at("2026-12-02T09:00:00Z") == "2026-12-02T09:00:00Z"
+    start = datetime.strptime(output.start_at("+2m"), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert abs((start - datetime.now(UTC) - timedelta(minutes=2)).total_seconds()) < 5
+    with pytest.raises(CliError):
+        output.start_at("+soon")
+
+
+def test_a_scheduled_request_shows_its_start_and_admission():
+    assert output.scheduled_text({"start_at": None}) is None
+    request = {
+        "start_at": "2026-12-02T09:00:00Z",
+        "launch_at": "2026-12-02T08:58:45Z",
+        "admission": {"status": "at_risk", "reason": "needs 3; ...", "capacity": 1, "needed": 3},
+    }
+    assert output.scheduled_text(request) == (
+        "starts at 2026-12-02T09:00:00Z, launch at 2026-12-02T08:58:45Z\nadmission at_risk: needs 3; ..."
+    )

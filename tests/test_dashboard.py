@@ -443,3 +443,17 @@ def test_a_warm_pool_is_set_shown_and_removed_on_the_overview(page, admin_api, p
     row.wait_for(state="detached")
     assert admin_api.get("/pools/ubuntu-small").status_code == 404
     assert page.console.unexpected() == []
+
+
+def test_a_scheduled_request_shows_its_start_and_admission(page, admin_api, user_api):
+    label = unique("lbl")
+    register_down(admin_api, labels={label: sim_label()}, max_instances=1)
+    start_at = timeutil.in_minutes(120)
+    made = user_api.post("/requests", json={"label": label, "count": 2, "start_at": start_at}).json()
+    sign_in(page, ADMIN_KEY)
+    show(page, "requests")
+    line = page.locator(f'[data-request="{made["id"]}"] .schedule')
+    line.wait_for()
+    assert line.locator("[data-expires]").get_attribute("data-expires") == start_at
+    assert "at risk: needs 2; " in line.inner_text() and "room for 1 of 1 slots" in line.inner_text()
+    user_api.delete(f"/requests/{made['id']}")

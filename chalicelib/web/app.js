@@ -666,12 +666,20 @@ function renderRequests() {
       bar(active, r.count, `${r.id}: ${active} of ${r.count} ACTIVE`),
       h("div", { class: "meta progress" }, `${active}/${r.count} ACTIVE`, others ? ` · ${others}` : "",
         pooled(r) ? ` · ${pooled(r)} from the warm pool` : ""),
-      r.waiting ? h("div", { class: "meta waiting" }, ...waitingText(r.waiting)) : null);
+      r.waiting ? h("div", { class: "meta waiting" }, ...waitingText(r.waiting)) : null,
+      r.state === "scheduled" ? scheduledLine(r) : null);
   });
   $("#request-list").replaceChildren(...(items.length ? items : [h("li", {}, "No requests yet.")]));
 }
 
 const pooled = (r) => r.instances.filter((i) => i.pooled_at).length;
+
+// "starts in 1:59:40 · at risk: needs 3; at ... room for 1 ...": a scheduled request's start and forecast.
+function scheduledLine(r) {
+  const a = r.admission;
+  return h("div", { class: "meta schedule" }, "starts ", timer(r.start_at),
+    a ? h("span", { class: `admission ${a.status}`, title: a.reason }, ` · ${a.status.replace("_", " ")}: ${a.reason}`) : null);
+}
 
 async function submitRequest(event) {
   event.preventDefault();
