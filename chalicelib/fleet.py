@@ -67,7 +67,13 @@ def create_request(caller: Caller, body: dict) -> tuple[models.Request, list[mod
     request_id = _request_id(caller, fields.get("client_token"))
     body_hash = _body_hash(fields)
     created_at = timeutil.now()
-    start_at = _start_at(fields.get("start_at"), created_at)
+    try:
+        start_at = _start_at(fields.get("start_at"), created_at)
+    except ApiError:
+        # A retry of a scheduled request whose start has come since gets the request it made.
+        if fields.get("client_token") is not None and _exists(request_id):
+            return _retried(request_id, body_hash)
+        raise
     scheduled = {}
     if start_at is not None:
         expires = start_at + timedelta(minutes=fields["lifetime_minutes"])
@@ -99,22 +105,35 @@ def create_request(caller: Caller, body: dict) -> tuple[models.Request, list[mod
     except PutError as error:
         if not models.is_conditional_failure(error):
             raise
-        request = models.Request.get(request_id)
-        if request.body_hash != body_hash:
-            raise ApiError(
-                "conflict", "client_token was already used with a different request body", "client_token"
-            ) from None
-        instances = _instances_of(request.id)
-        if request.delete_requested or timeutil.parse(request.expires_at) <= timeutil.now():
-            # Over: its ended instances may be gone already (the TTL); none is brought back.
-            return request, instances, False
-        if request.schedule_queue is not None and not request.launched_at:
-            return request, instances, False  # scheduled, not launched yet: its instances come at launch
-        # A retry: finish writing instances a crashed first attempt may have left out.
-        return request, launch(request, instances), False
+        return _retried(request_id, body_hash)
     if request.schedule_queue is not None:
         return request, [], True
     return request, launch(request, []), True
+
+
+def _exists(request_id: str) -> bool:
+    try:
+        models.Request.get(request_id)
+    except DoesNotExist:
+        return False
+    return True
+
+
+def _retried(request_id: str, body_hash: str) -> tuple[models.Request, list[models.Instance], bool]:
+    """A POST whose client_token made a request already: that request, if the body is the same."""
+    request = models.Request.get(request_id)
+    if request.body_hash != body_hash:
+        raise ApiError(
+            "conflict", "client_token was already used with a different request body", "client_token"
+        ) from None
+    instances = _instances_of(request.id)
+    if request.delete_requested or timeutil.parse(request.expires_at) <= timeutil.now():
+        # Over: its ended instances may be gone already (the TTL); none is brought back.
+        return request, instances, False
+    if request.schedule_queue is not None and not request.launched_at:
+        return request, instances, False  # scheduled, not launched yet: its instances come at launch
+    # A retry: finish writing instances a crashed first attempt may have left out.
+    return request, launch(request, instances), False
 
 
 def launch(request: models.Request, instances: list[models.Instance]) -> list[models.Instance]:

@@ -97,3 +97,15 @@ def test_a_due_request_is_launched_once_even_by_two_passes(user_api, provider):
         assert instance["created_at"] == stored.launched_at and instance["expires_at"] == request["expires_at"]
     retry = user_api.post("/requests", json=body)  # no client_token: a new request, not a retry
     assert retry.status_code == 400  # its start_at is past now
+
+
+def test_a_retry_after_the_start_passed_gets_the_request_it_made(user_api, provider):
+    body = {"label": "ubuntu-small", "count": 1, "start_at": ahead(minutes=5), "client_token": "book-once"}
+    made = user_api.post("/requests", json=body)
+    assert made.status_code == 202, made.text
+    timeutil.clock.advance(6 * 60)  # its start has passed: a new request with it would be refused
+    retried = user_api.post("/requests", json=body)
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["id"] == made.json()["id"]
+    other = user_api.post("/requests", json={**body, "client_token": "another"})
+    assert other.status_code == 400 and other.json()["error"]["field"] == "start_at"
