@@ -469,10 +469,41 @@ MODELS: tuple[type[Model], ...] = (Provider, Request, Instance, ApiKey, Pool)
 
 
 def ensure_tables() -> None:
-    """Create any missing table (with its indexes and, for instances, its stream); wait for it."""
+    """Create any missing table (with its indexes and, for instances, its stream), and any index
+    a table made by an older version lacks (a local stack's kept state); wait for them."""
     for model in MODELS:
         if not model.exists():
             model.create_table(wait=True)
+        else:
+            _add_missing_indexes(model)
+
+
+def _add_missing_indexes(model: type[Model]) -> None:
+    from chalicelib import aws
+
+    dynamodb = aws.client("dynamodb")
+    table = model.Meta.table_name
+    found = dynamodb.describe_table(TableName=table)["Table"]
+    have = {i["IndexName"] for i in found.get("GlobalSecondaryIndexes", [])}
+    schema = model._get_schema()
+    for index in schema["global_secondary_indexes"]:
+        if index["index_name"] in have:
+            continue
+        names = {k["AttributeName"] for k in index["key_schema"]}
+        dynamodb.update_table(
+            TableName=table,
+            AttributeDefinitions=[d for d in schema["attribute_definitions"] if d["AttributeName"] in names],
+            GlobalSecondaryIndexUpdates=[
+                {
+                    "Create": {
+                        "IndexName": index["index_name"],
+                        "KeySchema": index["key_schema"],
+                        "Projection": index["projection"],
+                    }
+                }
+            ],
+        )
+        dynamodb.get_waiter("table_exists").wait(TableName=table)
 
 
 def is_conditional_failure(error: Exception) -> bool:
