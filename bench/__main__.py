@@ -50,6 +50,12 @@ def measure(
     if report.py_spy():
         # One more S1 run under py-spy, for where the time goes; sampling slows it, so it is not timed.
         steps.append(("S1 run under py-spy", lambda: ("s1_profiled", _oms("S1", 0, raw, sweep=False, profile=True))))
+    steps.append(
+        (
+            "warm pool",
+            lambda: ("pool", _python_module("bench.pool", out=raw / "pool.json", log=raw / "pool.log")),
+        )
+    )
     steps.append(("baseline", lambda: ("baseline", _baseline(raw, lanes))))
     for n in range(1, s2_runs + 1):
         # Tearing 1,000 down takes longer than launching them, and no S2 figure needs it: S1 checks

@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -49,6 +50,7 @@ REFILL_LEASE_SECONDS = 30
 # A pool instance this close to its idle expiry is neither handed over (the sweeper may be retiring
 # it) nor counted as ready (its replacement is under way).
 HANDOVER_MARGIN_SECONDS = lifecycle.HANDOVER_MARGIN_SECONDS
+HANDOVER_WORKERS = 8  # hand-overs written at once (each one conditional write)
 # States a pool instance may be handed over in, best first.
 TAKEN_FIRST = (models.ACTIVE, models.BUILDING, models.LAUNCHING)
 _HH_MM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
@@ -234,7 +236,7 @@ def eligible(request: models.Request, pool: models.Pool) -> bool:
 def take(request: models.Request) -> list[models.Instance]:
     """Hand the request as many of its label's pool instances as it may take (ACTIVE first, oldest
     first; then booting ones), up to its count; returns them, each named as the request's instance
-    of its index (0, 1, ...). Instances lost to a racing taker are skipped."""
+    of an index (0, 1, ...; an index left open is launched by `lifecycle.accept`)."""
     try:
         pool = models.Pool.get(request.label)
     except DoesNotExist:
@@ -245,11 +247,18 @@ def take(request: models.Request) -> list[models.Instance]:
     found = [i for i in members(request.label, TAKEN_FIRST) if i.expires_at > margin]
     found.sort(key=lambda i: (TAKEN_FIRST.index(i.state), i.active_at or "", i.created_at, i.id))
     taken: list[models.Instance] = []
-    for instance in found:
-        if len(taken) >= int(request.count):
-            break
-        if lifecycle.hand_over(instance, request, lifecycle.instance_name(request, len(taken))):
-            taken.append(instance)
+    gaps = list(range(int(request.count)))
+    with ThreadPoolExecutor(max_workers=HANDOVER_WORKERS) as pool:
+        # Each round hands over one candidate per index still open, in parallel; an index whose
+        # candidate was lost to a racing taker (or the sweeper) gets the next one.
+        while gaps and found:
+            tries = list(zip(gaps, found, strict=False))
+            found = found[len(tries) :]
+            won = list(
+                pool.map(lambda t: lifecycle.hand_over(t[1], request, lifecycle.instance_name(request, t[0])), tries)
+            )
+            taken += [instance for (_, instance), ok in zip(tries, won, strict=True) if ok]
+            gaps = [index for (index, _), ok in zip(tries, won, strict=True) if not ok] + gaps[len(tries) :]
     if taken:
         log.info("request %s: took %d instances from pool %s", request.id, len(taken), request.label)
         refill_soon(request.label)

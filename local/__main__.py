@@ -1,7 +1,7 @@
 """Run the local stack until Ctrl-C.
 
     python -m local            # moto + API + stream pump + scheduler on 127.0.0.1
-    python -m local --demo     # ... plus the OpenStack simulator with three providers registered
+    python -m local --demo     # ... plus the OpenStack simulator with six providers and a warm pool
     python -m local --moto-only   # moto with the tables and admin key only, for `chalice local --stage local`
 
 Settings come from the environment (see README: OMS_PORT, OMS_STATE_DIR, OMS_SWEEP_SECONDS,
@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
         "--demo",
         action="store_true",
         help="also run the OpenStack simulator (on OMS_SIM_PORT, default OMS_PORT+2) with providers "
-        "demo-p1..demo-p6 registered (20 instances each, demo-p6 in maintenance), all offering label ubuntu-small",
+        "demo-p1..demo-p6 registered (20 instances each, demo-p6 in maintenance), all offering label ubuntu-small, "
+        "and a warm pool keeping 10 of it booted",
     )
     parser.add_argument(
         "--moto-only",
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             f"simulated OpenStack at {simulator.base_url}: providers {', '.join(names)} offer label {demo.LABEL} "
             f"(20 each; demo-{demo.IN_MAINTENANCE} is in maintenance)"
         )
+        print(f"warm pool: {demo.keep_warm_pool()} x {demo.LABEL} kept booted (oms pools list)")
     print(f"OpenMultiStack is running at {stack.url}", flush=True)
     print(f"admin key: {stack.admin_key}", flush=True)
     print(f"state folder: {stack.state_dir.resolve()} (Ctrl-C stops everything)", flush=True)

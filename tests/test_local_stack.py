@@ -119,6 +119,8 @@ def test_demo_mode_serves_instances_with_no_openstack_account(tmp_path):
         url, auth = f"http://127.0.0.1:{port}/", {"Authorization": f"Bearer {key}"}
         names = sorted(p["name"] for p in requests.get(url + "providers", headers=auth, timeout=30).json()["items"])
         assert names == [f"demo-p{n}" for n in range(1, 7)]  # 6 accounts of 20: room for 100
+        pool = requests.get(url + "pools/ubuntu-small", headers=auth, timeout=30).json()
+        assert pool["target"] == 10, pool
         request = requests.post(url + "requests", json={"label": "ubuntu-small", "count": 6}, headers=auth, timeout=30)
         assert request.status_code == 202
         deadline = time.monotonic() + 120
