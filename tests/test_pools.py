@@ -140,3 +140,41 @@ def test_a_request_with_other_boot_settings_does_not_take_them_and_the_pool_yiel
         wait_for(lambda: sum(_pool(admin_api, label)["counts"].values()) == 0, what="the pool emptied")
         for request in (other, same, scripted):
             assert request_state(user_api, request["id"])["state"] == "ready"
+
+
+def test_idle_instances_are_replaced_before_they_expire_and_a_scheduled_request_takes_the_pool(admin_api, user_api):
+    from datetime import timedelta
+
+    from chalicelib import timeutil
+
+    with start_simulator(providers=1, quota=20, boot_seconds=0.3, seed=6) as sim:
+        label = unique("warm")
+        register_sim_provider(admin_api, sim, "p1", label, max_instances=4)
+        admin_api.call("PUT", f"/pools/{label}", json={"min_ready": 2, "max_idle_minutes": 5})
+        wait_for(_ready(admin_api, label, 2), what="a pool of 2 ready")
+        first = {
+            i["id"] for i in admin_api.get("/instances", params={"label": label, "state": "ACTIVE"}).json()["items"]
+        }
+
+        # Half a minute before their idle age ends, their replacements are launched (the room allows).
+        timeutil.clock.advance(5 * 60 - 30)
+        wait_for(_ready(admin_api, label, 4), what="two replacements ready beside the two old ones")
+        timeutil.clock.advance(60)  # the old ones' idle age is over: retired
+        wait_for(lambda: not any(s["metadata"]["oms_instance_id"] in first for s in sim.servers("p1")), what="old gone")
+        wait_for(_ready(admin_api, label, 2), what="the pool at 2")
+        now = {i["id"] for i in admin_api.get("/instances", params={"label": label, "state": "ACTIVE"}).json()["items"]}
+        assert len(now) == 2 and not now & first
+        assert sim.state("p1")["servers_peak"] <= 4
+
+        # A scheduled request is launched (taking the pool first) one lead before its start.
+        start_at = timeutil.now() + timedelta(minutes=3)
+        made = user_api.post(
+            "/requests", json={"label": label, "count": 2, "lifetime_minutes": 30, "start_at": timeutil.iso(start_at)}
+        ).json()
+        assert made["state"] == "scheduled" and made["instances"] == []
+        timeutil.clock.advance((timeutil.parse(made["launch_at"]) - timeutil.now()).total_seconds() + 1)
+        ready = wait_for(
+            lambda: (r := request_state(user_api, made["id"]))["state"] == "ready" and r, what="the scheduled request"
+        )
+        assert {i["id"] for i in ready["instances"]} == now  # the pool's, handed over
+        assert all(i["pooled_at"] and i["expires_at"] == made["expires_at"] for i in ready["instances"])
