@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import scenarios
-from bench.run import Sim, configure, emit
+from bench.run import Sim, configure, emit, register
 
 POOL = 20
 
@@ -69,21 +69,7 @@ def run(rounds: int, seed: int) -> dict[str, Any]:
         return request(request_id)["counts"]["ACTIVE"]
 
     try:
-        for provider in plan.providers:
-            api.post(
-                base + "/providers",
-                json={
-                    "name": provider.name,
-                    "auth_url": sim.auth_url(provider.name),
-                    "region": "RegionOne",
-                    "username": "demo",
-                    "password": "secret",
-                    "project_name": "demo",
-                    "max_instances": provider.cap,
-                    "labels": {scenarios.LABEL: plan.label()},
-                },
-                timeout=60,
-            ).raise_for_status()
+        register(api, base, sim, plan)
         api.put(f"{base}/pools/{scenarios.LABEL}", json={"min_ready": POOL}, timeout=30).raise_for_status()
         result["pool_filled_seconds"] = round(
             _wait("the pool filled", lambda: pool()["counts"]["ready"] == POOL, 180, 0.2), 2

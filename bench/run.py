@@ -179,6 +179,26 @@ def configure(workdir: Path) -> str:
     return admin_key
 
 
+def register(api: Any, base: str, sim: Sim, scenario: scenarios.Scenario) -> None:
+    """Register the scenario's simulated accounts as providers, each with its cap and the label."""
+    for provider in scenario.providers:
+        response = api.post(
+            base + "/providers",
+            json={
+                "name": provider.name,
+                "auth_url": sim.auth_url(provider.name),
+                "region": "RegionOne",
+                "username": "demo",
+                "password": "secret",
+                "project_name": "demo",
+                "max_instances": provider.cap,
+                "labels": {scenarios.LABEL: scenario.label()},
+            },
+            timeout=60,
+        )
+        response.raise_for_status()
+
+
 def percentile_times(times: list[float], count: int) -> dict[str, float | None]:
     """Seconds to the first, 50th, 90th and last (count-th) ACTIVE instance."""
     ordered = sorted(times)
@@ -214,22 +234,7 @@ def run(
     base = stack.url.rstrip("/")
     result: dict[str, Any] = {"scenario": scenario.name, "seed": seed, "count": scenario.count}
     try:
-        for provider in scenario.providers:
-            response = api.post(
-                base + "/providers",
-                json={
-                    "name": provider.name,
-                    "auth_url": sim.auth_url(provider.name),
-                    "region": "RegionOne",
-                    "username": "demo",
-                    "password": "secret",
-                    "project_name": "demo",
-                    "max_instances": provider.cap,
-                    "labels": {scenarios.LABEL: scenario.label()},
-                },
-                timeout=60,
-            )
-            response.raise_for_status()
+        register(api, base, sim, scenario)
         # One sweep pass checks every provider first, as in a running service.
         _sweep_pass(stack, sim, scenario, aws)
         faults_recorded = _faults_recorded()
