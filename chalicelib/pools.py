@@ -10,8 +10,10 @@ a provider over a cap, and placement puts them behind every request's instances.
 - **Taking** (`take`, when a request is accepted): the request gets the pool's ACTIVE instances
   first (oldest first), then those still booting, each handed over in one conditional write
   (`lifecycle.hand_over`: the request's id, owner, name and expiry); the rest are launched as
-  usual. A request asking for user data, or for an SSH key other than the pool's, takes none: both
-  are given to a server at boot, and nothing of ours logs into a server afterwards to apply them.
+  usual. Not those on a provider whose maintenance window begins before the request ends (as
+  placement would not start it there). A request asking for user data, or for an SSH key other
+  than the pool's, takes none: both are given to a server at boot, and nothing of ours logs into a
+  server afterwards to apply them.
 - **Refilling** (`refill`, after a take and on every sweep): back up to the target, never into
   slots that waiting requests need: the instances added are at most the free slots of the
   providers that can take the label less the PENDING instances that wait for them. A pool instance
@@ -243,8 +245,19 @@ def take(request: models.Request) -> list[models.Instance]:
         return []
     if not eligible(request, pool):
         return []
-    margin = timeutil.iso(timeutil.now() + timedelta(seconds=HANDOVER_MARGIN_SECONDS))
+    now = timeutil.now()
+    margin = timeutil.iso(now + timedelta(seconds=HANDOVER_MARGIN_SECONDS))
     found = [i for i in members(request.label, TAKEN_FIRST) if i.expires_at > margin]
+    if any(i.provider for i in found):
+        # As placement would not start the request's instance there: a provider whose maintenance
+        # window begins before the request ends keeps its pool instances for shorter requests.
+        ends = timeutil.parse(request.expires_at)
+        held = {
+            p.name
+            for p in models.Provider.by_kind.query("provider")
+            if maintenance.blocks([w.start for w in maintenance.windows(p, now)], ends)
+        }
+        found = [i for i in found if i.provider not in held]
     found.sort(key=lambda i: (TAKEN_FIRST.index(i.state), i.active_at or "", i.created_at, i.id))
     taken: list[models.Instance] = []
     gaps = list(range(int(request.count)))

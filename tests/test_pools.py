@@ -178,3 +178,20 @@ def test_idle_instances_are_replaced_before_they_expire_and_a_scheduled_request_
         )
         assert {i["id"] for i in ready["instances"]} == now  # the pool's, handed over
         assert all(i["pooled_at"] and i["expires_at"] == made["expires_at"] for i in ready["instances"])
+
+
+def test_pool_instances_on_a_provider_with_a_window_before_the_requests_end_are_not_taken(admin_api, user_api):
+    from chalicelib import timeutil
+
+    with start_simulator(providers=1, quota=20, boot_seconds=0.3, seed=8) as sim:
+        label = unique("warm")
+        name = register_sim_provider(admin_api, sim, "p1", label, max_instances=4)["name"]
+        admin_api.call("PUT", f"/pools/{label}", json={"min_ready": 2, "max_idle_minutes": 15})
+        wait_for(_ready(admin_api, label, 2), what="a pool of 2 ready")
+        window = {"start": timeutil.in_minutes(20), "end": timeutil.in_minutes(80), "note": "upgrade"}
+        assert admin_api.patch(f"/providers/{name}", json={"maintenance": [window]}).status_code == 200
+        long = user_api.post("/requests", json={"label": label, "count": 1, "lifetime_minutes": 45}).json()
+        assert not long["instances"][0]["pooled_at"]  # it would run into the window
+        short = user_api.post("/requests", json={"label": label, "count": 1, "lifetime_minutes": 10}).json()
+        assert short["state"] == "ready" and short["instances"][0]["pooled_at"]
+        user_api.delete(f"/requests/{long['id']}")
