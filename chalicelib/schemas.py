@@ -363,12 +363,17 @@ _POOL_WINDOW = {
     "properties": {
         "days": {
             "type": "array",
+            "minItems": 1,
             "maxItems": 7,
             "items": {"type": "string", "enum": list(pools.DAYS)},
-            "description": "at least one, each once",
+            "description": "the days the window starts on",
         },
-        "from": {"type": "string", "description": "start of the window, HH:MM in time_zone"},
-        "to": {"type": "string", "description": "end of the window (not included), HH:MM or 24:00, after from"},
+        "from": {"type": "string", "pattern": pools.TIME_OF_DAY, "description": "its start, HH:MM in time_zone"},
+        "to": {
+            "type": "string",
+            "pattern": pools.TIME_OF_DAY,
+            "description": "its end (not included), HH:MM or 24:00; at or before from, it ends the next day",
+        },
         "min_ready": {"type": "integer", "minimum": 0, "maximum": 1000},
     },
 }
@@ -386,7 +391,7 @@ POOL_PUT = body_schema(
             "items": _POOL_WINDOW,
             "description": "windows of the week with their own min_ready; the first that holds wins",
         },
-        "time_zone": {"type": "string", "minLength": 1, "maxLength": 64, "description": "IANA name; default UTC"},
+        "time_zone": {"type": "string", "format": "iana-time-zone", "description": "IANA name; default UTC"},
         "max_idle_minutes": {
             "type": "integer",
             "minimum": 5,
@@ -1166,7 +1171,12 @@ NAMED: dict[str, dict] = {
 
 VALIDATOR = Validator(
     NAMED,
-    formats={"uri": _validate_http_url, "openssh-public-key": check_ssh_public_key, "date-time": _check_date_time},
+    formats={
+        "uri": _validate_http_url,
+        "openssh-public-key": check_ssh_public_key,
+        "date-time": _check_date_time,
+        "iana-time-zone": pools.check_time_zone,
+    },
 )
 validate = VALIDATOR.validate
 

@@ -91,6 +91,7 @@ class Validator:
             "pattern": self._pattern,
             "minimum": self._range,
             "maximum": self._range,
+            "minItems": self._min_items,
             "maxItems": self._max_items,
             "items": self._items,
             "minProperties": self._min_properties,
@@ -196,6 +197,10 @@ class Validator:
         raise invalid(f"{field} must be at least {low}" if high is None else f"{field} must be at most {high}", field)
 
     # --- lists --------------------------------------------------------------------------------
+
+    def _min_items(self, value: Any, low: int, schema: dict, field: str) -> None:
+        if isinstance(value, list) and len(value) < low:
+            raise invalid(f"{field} must have at least {low} item{'s' if low != 1 else ''}", field)
 
     def _max_items(self, value: Any, high: int, schema: dict, field: str) -> None:
         if isinstance(value, list) and len(value) > high:

@@ -11,6 +11,7 @@ import base64
 import os
 import re
 import struct
+import zoneinfo
 
 import schemathesis
 from hypothesis import strategies as st
@@ -62,6 +63,8 @@ def _ed25519_line(raw: bytes) -> str:
 
 # What the document calls format `openssh-public-key`: real key lines with random key bytes.
 schemathesis.openapi.format("openssh-public-key", st.binary(min_size=32, max_size=32).map(_ed25519_line))
+# What it calls format `iana-time-zone`: the tz database's names.
+schemathesis.openapi.format("iana-time-zone", st.sampled_from(sorted(zoneinfo.available_timezones())))
 
 
 # The document is the one the app serves (test_the_fuzzed_document_is_the_served_one); it is

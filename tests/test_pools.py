@@ -26,6 +26,18 @@ def test_the_first_window_that_holds_in_the_pools_time_zone_sets_the_target():
     assert pools.target(5, [], "UTC", monday_0730_utc) == 5
 
 
+def test_a_window_that_ends_at_or_before_its_start_runs_past_midnight():
+    nights = [{"days": ["fri"], "from": "22:00", "to": "06:00", "min_ready": 3}]
+    friday, saturday = datetime(2026, 12, 4, tzinfo=UTC), datetime(2026, 12, 5, tzinfo=UTC)
+    assert pools.target(0, nights, "UTC", friday.replace(hour=23)) == 3
+    assert pools.target(0, nights, "UTC", saturday.replace(hour=5, minute=59)) == 3
+    assert pools.target(0, nights, "UTC", saturday.replace(hour=6)) == 0
+    assert pools.target(0, nights, "UTC", friday.replace(hour=5)) == 0  # Thursday night is not in it
+    whole = [{"days": ["sat"], "from": "00:00", "to": "00:00", "min_ready": 1}]
+    assert pools.target(0, whole, "UTC", saturday.replace(hour=12)) == 1
+    assert pools.target(0, whole, "UTC", saturday.replace(day=6)) == 0
+
+
 def test_a_request_may_take_pool_instances_only_without_user_data_and_with_no_key_or_the_pools():
     class Item:
         def __init__(self, **fields):
@@ -42,9 +54,10 @@ def test_pool_settings_are_checked_in_words(admin_api, user_api, provider):
     label = "ubuntu-small"  # offered by the `provider` fixture
     cases = [
         ({"min_ready": 2, "time_zone": "Mars/Olympus"}, "time_zone", "not a known IANA time zone"),
-        ({"min_ready": 2, "schedule": [{**WORKING_HOURS[0], "to": "07:00"}]}, "schedule[0]", "must be after"),
-        ({"min_ready": 2, "schedule": [{**WORKING_HOURS[0], "from": "8:00"}]}, "schedule[0]", "time of day"),
-        ({"min_ready": 2, "schedule": [{**WORKING_HOURS[0], "days": []}]}, "schedule[0]", "at least one day"),
+        ({"min_ready": 2, "schedule": [{**WORKING_HOURS[0], "from": "8:00"}]}, "schedule[0].from", ""),
+        ({"min_ready": 2, "schedule": [{**WORKING_HOURS[0], "to": "24:01"}]}, "schedule[0].to", ""),
+        ({"min_ready": 2, "schedule": [{**WORKING_HOURS[0], "days": []}]}, "schedule[0].days", "at least 1 item"),
+        ({"min_ready": 2, "schedule": [{**WORKING_HOURS[0], "days": ["monday"]}]}, "schedule[0].days[0]", ""),
         ({"min_ready": -1}, "min_ready", ""),
         ({"min_ready": 1, "max_idle_minutes": 1}, "max_idle_minutes", ""),
     ]

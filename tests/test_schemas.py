@@ -172,6 +172,7 @@ KEYWORD_CASES = {
     "pattern": ({"pattern": "^a+$"}, "a\n", "aa"),
     "minimum": ({"minimum": 1}, 0, 1),
     "maximum": ({"maximum": 1}, 2, 1),
+    "minItems": ({"minItems": 1}, [], [1]),
     "maxItems": ({"maxItems": 1}, [1, 2], [1]),
     "items": ({"items": {"type": "string"}}, [1], ["x"]),
     "minProperties": ({"minProperties": 1}, {}, {"a": 1}),
