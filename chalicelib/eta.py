@@ -19,6 +19,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+# A provider's boot (and ready) time until one launch there was measured.
+DEFAULT_BOOT_SECONDS = 60.0
+
 
 @dataclass(frozen=True)
 class Waiting:

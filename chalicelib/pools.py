@@ -38,7 +38,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pynamodb.exceptions import DoesNotExist, UpdateError
 
-from chalicelib import eta, lifecycle, maintenance, models, placement, timeutil
+from chalicelib import lifecycle, maintenance, models, placement, timeutil
 from chalicelib.errors import ApiError, invalid, not_found
 from chalicelib.settings import settings
 
@@ -376,13 +376,14 @@ def _retire_order(found: list[models.Instance]) -> list[models.Instance]:
 
 
 def _lead(label: str) -> float:
-    """How long before an idle instance's expiry its replacement is launched: the slowest measured
-    time to ready among the providers offering the label (or the ETA's default), plus a sweep."""
-    from chalicelib import providers, sweeper
+    """How long before an idle instance's expiry its replacement is launched: as long as before a
+    scheduled request's start (the slowest measured time to ready of the label's providers, a
+    sweep and a margin: schedule.lead_seconds)."""
+    from chalicelib import providers, schedule
 
-    slowest = [eta.percentile(list(p.ready_samples or []), 90) for p in providers.offering(label)]
-    known = [s for s in slowest if s is not None]
-    return (max(known) if known else sweeper.DEFAULT_BOOT_SECONDS) + settings.sweep_seconds
+    return schedule.lead_seconds(
+        [list(p.ready_samples or []) for p in providers.offering(label)], settings.sweep_seconds
+    )
 
 
 def refill_all() -> list[Refill]:

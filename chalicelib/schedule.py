@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from chalicelib import eta, timeutil
 from chalicelib.maintenance import Window
 
-DEFAULT_BOOT_SECONDS = 60.0  # a provider's ready time until one launch there was measured
+DEFAULT_BOOT_SECONDS = eta.DEFAULT_BOOT_SECONDS
 LEAD_MARGIN_SECONDS = 10.0  # on top of the slowest p90 and one sweep interval
 MAX_LEAD_SECONDS = 3600.0  # the sweeper looks this far ahead: no lead is longer
 EXPECTED, AT_RISK = "expected", "at_risk"

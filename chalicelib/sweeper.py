@@ -334,7 +334,6 @@ def redrive(report: SweepReport) -> None:
             report.redriven += launcher.redrive(provider, provider.free, settings.redrive_after_seconds)
 
 
-DEFAULT_BOOT_SECONDS = 60.0  # a provider's boot time until one launch there was measured
 ETA_SLACK_SECONDS = 5  # an ETA that moved less than this is not written again
 
 
@@ -349,7 +348,7 @@ def estimate_waiting(report: SweepReport) -> None:
     now = timeutil.now()
     providers = list(models.Provider.by_kind.query("provider"))
     views = [launcher.placement_view(p, now) for p in providers]
-    boot = {p.name: eta.percentile(list(p.boot_samples or []), 50) or DEFAULT_BOOT_SECONDS for p in providers}
+    boot = {p.name: eta.percentile(list(p.boot_samples or []), 50) or eta.DEFAULT_BOOT_SECONDS for p in providers}
     queues: dict[str, list[models.Instance]] = {}
     for instance in waiting:
         queues.setdefault(instance.label, []).append(instance)
