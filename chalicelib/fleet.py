@@ -121,7 +121,7 @@ def _exists(request_id: str) -> bool:
 
 def _retried(request_id: str, body_hash: str) -> tuple[models.Request, list[models.Instance], bool]:
     """A POST whose client_token made a request already: that request, if the body is the same."""
-    request = models.Request.get(request_id)
+    request = models.Request.get(request_id, consistent_read=True)
     if request.body_hash != body_hash:
         raise ApiError(
             "conflict", "client_token was already used with a different request body", "client_token"
@@ -138,11 +138,12 @@ def _retried(request_id: str, body_hash: str) -> tuple[models.Request, list[mode
 
 def launch(request: models.Request, instances: list[models.Instance]) -> list[models.Instance]:
     """Write the request's instances not written yet (PENDING): the one place a request's launch
-    begins, for one made now, its retry, and a scheduled one the sweeper `start`s. A first launch
-    hands it what its label's warm pool has ready (or booting) first (`pools.take`)."""
-    if not instances:
-        instances = pools.take(request)
-    return lifecycle.accept(request, instances)
+    begins, for one made now, its retry, and a scheduled one the sweeper `start`s. First it is
+    handed what its label's warm pool has ready (or booting): `pools.take`, by a plan kept on the
+    request, so a retry (whose `instances`, from an index, may lag) takes nothing twice."""
+    known = {i.id for i in instances}
+    taken = [i for i in pools.take(request) if i.id not in known]
+    return lifecycle.accept(request, [*instances, *taken])
 
 
 def _start_at(text: str | None, now: datetime) -> datetime | None:

@@ -95,6 +95,10 @@ def launch(instance_ids: list[str]) -> None:
     # the slot a request needs.
     pending = sorted(pending + _waiting_with(pending, providers), key=lambda i: (_pooled(i), i.name))
     requests = _requests_of(pending)
+    # A pool removed meanwhile: its instances not launched yet go with it.
+    for instance in [i for i in pending if _pooled(i) and i.request_id not in requests]:
+        lifecycle.retire_from_pool(instance)
+    pending = [i for i in pending if i.request_id in requests or not _pooled(i)]
     pending = _fail_exhausted(pending)
     proven: set[str] = set()
     failed: set[str] = set()
@@ -138,7 +142,7 @@ def launch(instance_ids: list[str]) -> None:
         invoke.invoke_async("build_watcher", {"provider": name})
     # A pool instance never waits: where there is no room now, the pool is smaller for a while.
     for instance in [i for i in pending if _pooled(i)]:
-        lifecycle.retire(instance)
+        lifecycle.retire_from_pool(instance)  # unless another pass claimed it meanwhile
     pending = [i for i in pending if not _pooled(i)]
     if pending:
         try:

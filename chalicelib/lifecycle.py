@@ -75,11 +75,13 @@ class ChangingTooFast(Exception):
 # --- the one conditional write ----------------------------------------------------------------
 
 
-def _move(instance: Instance, to_state: str, *, expected: Iterable[str], actions: Iterable = ()) -> bool:
+def _move(instance: Instance, to_state: str, *, expected: Iterable[str], actions: Iterable = (), also=None) -> bool:
     """Move `instance` to `to_state` if it is still in one of `expected`, with the same claim
-    (provider, server, launch) we read. Returns False, with `instance` re-read, when another
-    writer changed any of those first."""
+    (provider, server, launch) we read (and `also`, a further condition). Returns False, with
+    `instance` re-read, when another writer changed any of those first."""
     condition = Instance.state.is_in(*tuple(expected))
+    if also is not None:
+        condition &= also
     for attribute in (Instance.provider, Instance.server_id, Instance.launched_at):
         value = getattr(instance, attribute.attr_name)
         # An absent attribute may also have been written as NULL (pynamodb's set(None)).
@@ -192,6 +194,17 @@ def add_to_pool(pool: Pool, count: int) -> list[Instance]:
         for instance in added:
             batch.save(instance)
     return added
+
+
+def retire_from_pool(instance: Instance) -> bool:
+    """Retire a warm pool's idle instance (a surplus, a yield, a pool removed, one with no room):
+    as `retire`, but only while it is still the pool's and in the state read, in one try. A
+    request may have taken it meanwhile (it is then the request's), or a launch claimed it: either
+    way the write loses, and it is left alone."""
+    if instance.state not in LIVE_STATES or instance.state == DELETING:
+        return False
+    target = DELETED if instance.state == PENDING else DELETING
+    return _move(instance, target, expected=[instance.state], also=Instance.request_id == instance.request_id)
 
 
 def hand_over(instance: Instance, request: Request, name: str) -> bool:

@@ -285,6 +285,10 @@ class Request(Model):
     admission = MapAttribute(null=True)
     schedule_queue = UnicodeAttribute(null=True)
     launched_at = UnicodeAttribute(null=True)
+    # Which warm pool instance each index of it takes ({"0": instance id, ...}; {} for none),
+    # written once, conditionally, before any hand-over (pools.take): a retried or concurrent
+    # launch of the request follows the same plan instead of taking a second set.
+    pool_plan = MapAttribute(null=True)
     by_owner = RequestsByOwner()
     by_kind = RequestsByKind()
     by_callback_due = RequestsByCallbackDue()

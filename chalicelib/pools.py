@@ -30,6 +30,7 @@ One refill at a time per pool (a lease on the pool item); two racing would add t
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -136,9 +137,9 @@ def put(label: str, body: dict) -> models.Pool:
     check(label)
     now = timeutil.now_iso()
     try:
-        created_at = models.Pool.get(label).created_at
+        old = models.Pool.get(label, consistent_read=True)
     except DoesNotExist:
-        created_at = now
+        old = None
     pool = models.Pool(
         label,
         min_ready=body["min_ready"],
@@ -146,10 +147,15 @@ def put(label: str, body: dict) -> models.Pool:
         time_zone=body.get("time_zone") or "UTC",
         max_idle_minutes=body.get("max_idle_minutes") or DEFAULT_IDLE_MINUTES,
         ssh_public_key=body.get("ssh_public_key"),
-        created_at=created_at,
+        created_at=old.created_at if old else now,
         updated_at=now,
+        refill_until=old.refill_until if old else None,  # a refill under way keeps its lease
     )
     pool.save()
+    if old is not None and _key(old.ssh_public_key) != _key(pool.ssh_public_key):
+        # Its instances booted with the old key: a request asking for the new one must not get them.
+        for instance in members(label):
+            lifecycle.retire_from_pool(instance)
     refill_soon(label)
     return pool
 
@@ -170,7 +176,7 @@ def delete(label: str) -> None:
     pool = get(label)
     pool.delete()
     for instance in members(label):
-        lifecycle.retire(instance)
+        lifecycle.retire_from_pool(instance)
 
 
 def refill_soon(label: str) -> None:
@@ -227,10 +233,10 @@ def eligible(request: models.Request, pool: models.Pool) -> bool:
     return request.ssh_public_key is None or _key(request.ssh_public_key) == _key(pool.ssh_public_key)
 
 
-def take(request: models.Request) -> list[models.Instance]:
-    """Hand the request as many of its label's pool instances as it may take (ACTIVE first, oldest
-    first; then booting ones), up to its count; returns them, each named as the request's instance
-    of an index (0, 1, ...; an index left open is launched by `lifecycle.accept`)."""
+def _candidates(request: models.Request) -> list[models.Instance]:
+    """The pool instances the request may take, best first: ACTIVE ones (oldest first), then
+    booting ones; none near their idle expiry, none on a provider whose maintenance window begins
+    before the request ends (as placement would not start one there)."""
     try:
         pool = models.Pool.get(request.label)
     except DoesNotExist:
@@ -241,8 +247,6 @@ def take(request: models.Request) -> list[models.Instance]:
     margin = timeutil.iso(now + timedelta(seconds=HANDOVER_MARGIN_SECONDS))
     found = [i for i in members(request.label, TAKEN_FIRST) if i.expires_at > margin]
     if any(i.provider for i in found):
-        # As placement would not start the request's instance there: a provider whose maintenance
-        # window begins before the request ends keeps its pool instances for shorter requests.
         ends = timeutil.parse(request.expires_at)
         held = {
             p.name
@@ -251,19 +255,49 @@ def take(request: models.Request) -> list[models.Instance]:
         }
         found = [i for i in found if i.provider not in held]
     found.sort(key=lambda i: (TAKEN_FIRST.index(i.state), i.active_at or "", i.created_at, i.id))
-    taken: list[models.Instance] = []
-    gaps = list(range(int(request.count)))
-    with ThreadPoolExecutor(max_workers=HANDOVER_WORKERS) as pool:
-        # Each round hands over one candidate per index still open, in parallel; an index whose
-        # candidate was lost to a racing taker (or the sweeper) gets the next one.
-        while gaps and found:
-            tries = list(zip(gaps, found, strict=False))
-            found = found[len(tries) :]
-            won = list(
-                pool.map(lambda t: lifecycle.hand_over(t[1], request, lifecycle.instance_name(request, t[0])), tries)
+    return found[: int(request.count)]
+
+
+def _plan(request: models.Request) -> dict[str, str]:
+    """Which pool instance each index takes: the plan the request holds, or a new one written on
+    it in one conditional write (only if it has none yet: two launches of one request, a retried
+    POST and the first, end up with the same plan)."""
+    if request.pool_plan is None:
+        plan = {str(index): instance.id for index, instance in enumerate(_candidates(request))}
+        try:
+            request.update(
+                actions=[models.Request.pool_plan.set(plan)], condition=models.Request.pool_plan.does_not_exist()
             )
-            taken += [instance for (_, instance), ok in zip(tries, won, strict=True) if ok]
-            gaps = [index for (index, _), ok in zip(tries, won, strict=True) if not ok] + gaps[len(tries) :]
+            return plan
+        except UpdateError as error:
+            if not models.is_conditional_failure(error):
+                raise
+        request.refresh(consistent_read=True)
+    return request.pool_plan.as_dict() if hasattr(request.pool_plan, "as_dict") else dict(request.pool_plan)
+
+
+def take(request: models.Request) -> list[models.Instance]:
+    """Hand the request the pool instances its plan names, each named as the request's instance of
+    its index (an index whose instance went elsewhere meanwhile is left to `lifecycle.accept`,
+    which launches it). Safe to call again for the same request (a retry): an instance handed
+    over already is found the request's, and none is taken twice."""
+    plan = _plan(request)
+    if not plan:
+        return []
+    found = {i.id: i for i in models.Instance.batch_get(list(plan.values()), consistent_read=True)}
+
+    def settle(item: tuple[str, str]) -> models.Instance | None:
+        index, instance_id = item
+        instance = found.get(instance_id)
+        if instance is None:
+            return None
+        if instance.request_id == models.POOL_PREFIX + request.label and instance.state in TAKEN_FIRST:
+            lifecycle.hand_over(instance, request, lifecycle.instance_name(request, int(index)))
+        # Ours whether this call or an earlier one (a retry's first try) handed it over.
+        return instance if instance.request_id == request.id else None
+
+    with ThreadPoolExecutor(max_workers=HANDOVER_WORKERS) as pool:
+        taken = [i for i in pool.map(settle, sorted(plan.items(), key=lambda kv: int(kv[0]))) if i is not None]
     if taken:
         log.info("request %s: took %d instances from pool %s", request.id, len(taken), request.label)
         refill_soon(request.label)
@@ -282,22 +316,24 @@ class Refill:
     retired: list[str] | None = None
 
 
-def _lease(pool: models.Pool) -> bool:
+def _lease(pool: models.Pool) -> str | None:
+    """Take the pool's refill lease; its value (None: another refill holds it)."""
     now = timeutil.now()
-    until = timeutil.iso(now + timedelta(seconds=REFILL_LEASE_SECONDS))
+    until = f"{timeutil.iso(now + timedelta(seconds=REFILL_LEASE_SECONDS))}/{secrets.token_hex(4)}"
     condition = models.Pool.refill_until.does_not_exist() | (models.Pool.refill_until < timeutil.iso(now))
     try:
         pool.update(actions=[models.Pool.refill_until.set(until)], condition=condition & models.Pool.label.exists())
     except UpdateError as error:
         if models.is_conditional_failure(error):
-            return False
+            return None
         raise
-    return True
+    return until
 
 
-def _unlease(pool: models.Pool) -> None:
+def _unlease(pool: models.Pool, lease: str) -> None:
+    """Give the lease back, if it is still ours (one that ran out may be another refill's now)."""
     try:
-        pool.update(actions=[models.Pool.refill_until.remove()], condition=models.Pool.label.exists())
+        pool.update(actions=[models.Pool.refill_until.remove()], condition=models.Pool.refill_until == lease)
     except UpdateError as error:
         if not models.is_conditional_failure(error):
             raise
@@ -310,12 +346,13 @@ def refill(label: str) -> Refill | None:
         pool = models.Pool.get(label, consistent_read=True)
     except DoesNotExist:
         return None
-    if not _lease(pool):
+    lease = _lease(pool)
+    if lease is None:
         return None
     try:
         return _refill(pool)
     finally:
-        _unlease(pool)
+        _unlease(pool, lease)
 
 
 def _refill(pool: models.Pool) -> Refill:
@@ -343,24 +380,38 @@ def _refill(pool: models.Pool) -> Refill:
     ]
     free = sum(v.free for v in usable)
     stuck = sum(1 for i in waiting if i.waiting_reason == placement.ALL_FULL)
-    holding = [i for i in counting if i.state in models.HOLDING]
-    # The pool yields: real instances that wait for a slot its idle instances hold get them.
-    yielding = min(len(holding), max(0, stuck - free)) if stuck else 0
-    surplus = max(0, len(counting) - result.target)
-    going = _retire_order(counting)[: max(surplus, yielding)]
+    # The pool yields: real instances that wait for a slot its idle instances hold get them
+    # (those nearest their idle expiry first).
+    holding = sorted((i for i in found if i.state in models.HOLDING), key=lambda i: (i.expires_at, i.id))
+    yielding = holding[: max(0, stuck - free)] if stuck else []
+    surplus = _retire_order(counting)[: max(0, len(counting) - result.target)]
+    going = list({i.id: i for i in [*surplus, *yielding]}.values())
     for instance in going:
-        if lifecycle.retire(instance):
+        if lifecycle.retire_from_pool(instance):
             result.retired.append(instance.id)
     if going:
         log.info("pool %s: retired %d (target %d)", pool.label, len(result.retired), result.target)
         return result
-    room = free - len(waiting)
-    wanted = min(result.target - len(counting), room)
-    if wanted > 0:
+    # Room: free slots less what waits for them, the pool's own unplaced instances included; and
+    # never more than twice the target at once, renewals included (an idle age shorter than the
+    # renewal lead would otherwise renew without end).
+    pending = sum(1 for i in found if i.state == models.PENDING)
+    room = free - len(waiting) - pending
+    wanted = min(result.target - len(counting), room, 2 * result.target - len(found))
+    if wanted > 0 and _exists(pool.label):
         lifecycle.add_to_pool(pool, wanted)
         result.added = wanted
         log.info("pool %s: adding %d (target %d, room %d)", pool.label, wanted, result.target, room)
     return result
+
+
+def _exists(label: str) -> bool:
+    """Whether the pool is still there (removed during the refill: nothing is added for it)."""
+    try:
+        models.Pool.get(label, consistent_read=True)
+    except DoesNotExist:
+        return False
+    return True
 
 
 def _view(provider: models.Provider, now: datetime) -> placement.Slots:
