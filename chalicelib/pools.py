@@ -195,15 +195,18 @@ def refill_soon(label: str) -> None:
 def members(label: str, states: Iterable[str] = models.ON_THE_WAY + (models.ACTIVE,)) -> list[models.Instance]:
     """The pool's live instances not on their way out (through the label/state index: what is
     live, not every instance the pool ever had)."""
-    found = []
-    for state in states:
-        found.extend(
+
+    def query(state: str) -> list[models.Instance]:
+        return list(
             models.Instance.by_label_state.query(
                 label,
                 models.Instance.state == state,
                 filter_condition=models.Instance.request_id == models.POOL_PREFIX + label,
             )
         )
+
+    with ThreadPoolExecutor(max_workers=4) as pool:  # one query per state, side by side
+        found = [i for part in pool.map(query, states) for i in part]
     return found
 
 
@@ -258,22 +261,26 @@ def _candidates(request: models.Request) -> list[models.Instance]:
     return found[: int(request.count)]
 
 
-def _plan(request: models.Request) -> dict[str, str]:
+def _plan(request: models.Request) -> tuple[dict[str, str], dict[str, models.Instance]]:
     """Which pool instance each index takes: the plan the request holds, or a new one written on
     it in one conditional write (only if it has none yet: two launches of one request, a retried
-    POST and the first, end up with the same plan)."""
+    POST and the first, end up with the same plan). With the planned instances as read (a plan
+    found on the request: read again, consistently)."""
     if request.pool_plan is None:
-        plan = {str(index): instance.id for index, instance in enumerate(_candidates(request))}
+        chosen = _candidates(request)
+        plan = {str(index): instance.id for index, instance in enumerate(chosen)}
         try:
             request.update(
                 actions=[models.Request.pool_plan.set(plan)], condition=models.Request.pool_plan.does_not_exist()
             )
-            return plan
+            return plan, {i.id: i for i in chosen}
         except UpdateError as error:
             if not models.is_conditional_failure(error):
                 raise
         request.refresh(consistent_read=True)
-    return request.pool_plan.as_dict() if hasattr(request.pool_plan, "as_dict") else dict(request.pool_plan)
+    plan = request.pool_plan.as_dict() if hasattr(request.pool_plan, "as_dict") else dict(request.pool_plan)
+    found = models.Instance.batch_get(list(plan.values()), consistent_read=True) if plan else []
+    return plan, {i.id: i for i in found}
 
 
 def take(request: models.Request) -> list[models.Instance]:
@@ -281,10 +288,9 @@ def take(request: models.Request) -> list[models.Instance]:
     its index (an index whose instance went elsewhere meanwhile is left to `lifecycle.accept`,
     which launches it). Safe to call again for the same request (a retry): an instance handed
     over already is found the request's, and none is taken twice."""
-    plan = _plan(request)
+    plan, found = _plan(request)
     if not plan:
         return []
-    found = {i.id: i for i in models.Instance.batch_get(list(plan.values()), consistent_read=True)}
 
     def settle(item: tuple[str, str]) -> models.Instance | None:
         index, instance_id = item
