@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import scenarios
-from bench.run import Sim, configure, emit, register
+from bench.run import configure, emit, register, start
 
 POOL = 20
 
@@ -46,17 +46,8 @@ def run(rounds: int, seed: int) -> dict[str, Any]:
     admin_key = configure(workdir)
     logging.basicConfig(level=logging.WARNING)
 
-    import requests
-
-    from chalicelib.settings import settings
-    from local.stack import LocalStack
-
     plan = scenario()
-    sim = Sim(plan, seed, workdir)
-    stack = LocalStack(settings).start()
-    api = requests.Session()
-    api.headers["Authorization"] = f"Bearer {admin_key}"
-    base = stack.url.rstrip("/")
+    sim, stack, api, base = start(plan, seed, workdir, admin_key)
     result: dict[str, Any] = {"scenario": plan.name, "seed": seed, "pool": POOL, "rounds": []}
 
     def pool() -> dict:

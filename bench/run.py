@@ -179,6 +179,21 @@ def configure(workdir: Path) -> str:
     return admin_key
 
 
+def start(scenario: scenarios.Scenario, seed: int, workdir: Path, admin_key: str) -> tuple[Sim, Any, Any, str]:
+    """The scenario's simulator and a fresh local stack (after `configure`), and an admin's HTTP
+    session on the stack with its base URL."""
+    import requests
+
+    from chalicelib.settings import settings
+    from local.stack import LocalStack
+
+    sim = Sim(scenario, seed, workdir)
+    stack = LocalStack(settings).start()
+    api = requests.Session()
+    api.headers["Authorization"] = f"Bearer {admin_key}"
+    return sim, stack, api, stack.url.rstrip("/")
+
+
 def register(api: Any, base: str, sim: Sim, scenario: scenarios.Scenario) -> None:
     """Register the scenario's simulated accounts as providers, each with its cap and the label."""
     for provider in scenario.providers:
@@ -221,17 +236,9 @@ def run(
     logging.getLogger("oms").propagate = False  # the records are kept, not printed
     aws = AwsCalls()
 
-    import requests
-
     from chalicelib import models
-    from chalicelib.settings import settings
-    from local.stack import LocalStack
 
-    sim = Sim(scenario, seed, workdir)
-    stack = LocalStack(settings).start()
-    api = requests.Session()
-    api.headers["Authorization"] = f"Bearer {admin_key}"
-    base = stack.url.rstrip("/")
+    sim, stack, api, base = start(scenario, seed, workdir, admin_key)
     result: dict[str, Any] = {"scenario": scenario.name, "seed": seed, "count": scenario.count}
     try:
         register(api, base, sim, scenario)
