@@ -14,7 +14,7 @@ from datetime import timedelta
 
 import yaml
 
-from chalicelib import sweeper, timeutil, userdata
+from chalicelib import eta, sweeper, timeutil, userdata
 from chalicelib.settings import settings
 from sim.testing import start_simulator
 from tests.conftest import (
@@ -366,7 +366,7 @@ def test_a_request_waiting_for_a_maintenance_window_says_none_healthy_and_is_due
     )
     assert waiting["reasons"] == {"none healthy": 1}, waiting
     # Never measured there: the default boot time, after the pass that follows the window's end.
-    due = timeutil.parse(window["end"]) + timedelta(seconds=settings.sweep_seconds + sweeper.DEFAULT_BOOT_SECONDS)
+    due = timeutil.parse(window["end"]) + timedelta(seconds=settings.sweep_seconds + eta.DEFAULT_BOOT_SECONDS)
     assert abs((timeutil.parse(waiting["ready_eta"]) - due).total_seconds()) <= 1, (waiting, window)
     user_api.delete(f"/requests/{made['id']}")
     wait_for(lambda: request_state(user_api, made["id"])["state"] == "deleted", what="deleted")
